@@ -1,0 +1,312 @@
+//! The command line: the single definition that help, the man page, shell
+//! completions and option-file keys are all generated from.
+//!
+//! Option files feed the same definition: every long option below can be set
+//! as `name = value` in the `[mysql-quiesce]` group (see `options`).
+
+use clap::{ArgAction, Parser, Subcommand, ValueEnum};
+use std::path::PathBuf;
+
+pub const ABOUT: &str = "Hold a MySQL/MariaDB lock (and optionally freeze filesystems) while a storage snapshot is taken, and always release them.";
+
+pub const AFTER_HELP: &str = "\
+Sequence: before hooks, connect, lock, read coordinates, pre hooks, freeze, snapshot hooks + COMMAND, thaw, post hooks, unlock, after hooks.
+The stdout of --snapshot hooks and of COMMAND is mysql-quiesce's stdout; everything else goes to stderr.
+
+Exit status: 0 ok; a failing hook's or COMMAND's own status; 64 usage; 65 consistency not guaranteed; 69 cannot connect;
+70 internal error; 75 lock not acquired (safe to retry) or another run holds the run lock; 77 access denied;
+78 configuration error; 124 timeout; 126/127 COMMAND not executable/not found; 128+N killed by signal N.";
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    /// FLUSH TABLES WITH READ LOCK: blocks all writes and commits; exact binary-log point.
+    Ftwrl,
+    /// Take no database lock (filesystem freeze and hooks only).
+    None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[value(rename_all = "UPPER")]
+pub enum Protocol {
+    Tcp,
+    Socket,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
+
+#[derive(Debug, Clone, Parser)]
+#[command(
+    name = "mysql-quiesce",
+    version,
+    about = ABOUT,
+    after_help = AFTER_HELP,
+    disable_help_flag = true,
+    args_override_self = true,
+    max_term_width = 100
+)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub subcommand: Option<Sub>,
+
+    // ---------------------------------------------------------------- connection
+    /// Server host name or IP address.
+    #[arg(short = 'h', long, value_name = "HOST", help_heading = "Connection")]
+    pub host: Option<String>,
+
+    /// TCP port [default: 3306].
+    #[arg(short = 'P', long, value_name = "PORT", help_heading = "Connection")]
+    pub port: Option<u16>,
+
+    /// User name [default: the login name].
+    #[arg(short = 'u', long, value_name = "USER", help_heading = "Connection")]
+    pub user: Option<String>,
+
+    /// Password. The value must be attached (-pSECRET, --password=SECRET); a bare -p
+    /// prompts on the terminal. A password given here is masked in the process list.
+    #[arg(
+        short = 'p',
+        long,
+        value_name = "PASS",
+        num_args = 0..=1,
+        require_equals = true,
+        default_missing_value = "",
+        help_heading = "Connection"
+    )]
+    pub password: Option<String>,
+
+    /// Unix socket file.
+    #[arg(short = 'S', long, value_name = "PATH", help_heading = "Connection")]
+    pub socket: Option<PathBuf>,
+
+    /// Transport: TCP or SOCKET [default: SOCKET for localhost, else TCP].
+    #[arg(long, value_enum, ignore_case = true, value_name = "PROTO", help_heading = "Connection")]
+    pub protocol: Option<Protocol>,
+
+    /// Seconds to wait for the connection to be established.
+    #[arg(long, value_name = "SECS", default_value = "10", help_heading = "Connection")]
+    pub connect_timeout: f64,
+
+    /// TLS use: DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY.
+    #[arg(long, value_enum, ignore_case = true, value_name = "MODE", help_heading = "Connection")]
+    pub ssl_mode: Option<SslMode>,
+
+    /// CA certificate file (PEM) used to verify the server.
+    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    pub ssl_ca: Option<PathBuf>,
+
+    /// Client certificate (PEM).
+    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    pub ssl_cert: Option<PathBuf>,
+
+    /// Client private key (PEM).
+    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    pub ssl_key: Option<PathBuf>,
+
+    // ---------------------------------------------------------------- option files
+    /// Read no option files.
+    #[arg(long, help_heading = "Option files")]
+    pub no_defaults: bool,
+
+    /// Read only this option file.
+    #[arg(long, value_name = "FILE", help_heading = "Option files")]
+    pub defaults_file: Option<PathBuf>,
+
+    /// Read this option file after the global ones, before ~/.my.cnf.
+    #[arg(long, value_name = "FILE", help_heading = "Option files")]
+    pub defaults_extra_file: Option<PathBuf>,
+
+    /// Also read groups [clientSUFFIX] and [mysql-quiesceSUFFIX].
+    #[arg(long, value_name = "SUFFIX", help_heading = "Option files")]
+    pub defaults_group_suffix: Option<String>,
+
+    /// Print the options read from option files and environment, then exit.
+    #[arg(long, help_heading = "Option files")]
+    pub print_defaults: bool,
+
+    // ---------------------------------------------------------------- lock
+    /// Database lock to hold during the snapshot.
+    #[arg(long, value_enum, value_name = "MODE", default_value = "ftwrl", help_heading = "Lock")]
+    pub lock: LockMode,
+
+    /// How long ONE lock attempt may make writers wait, in seconds (fractions allowed).
+    #[arg(long, value_name = "SECS", default_value = "1", help_heading = "Lock")]
+    pub lock_wait_timeout: f64,
+
+    /// Lock attempts after the first one fails.
+    #[arg(long, value_name = "N", default_value = "10", help_heading = "Lock")]
+    pub lock_retries: u32,
+
+    /// Pause between lock attempts, in seconds.
+    #[arg(long, value_name = "SECS", default_value = "3", help_heading = "Lock")]
+    pub lock_retry_delay: f64,
+
+    /// Deadline on the whole locked section (lock held + filesystems frozen), in seconds.
+    /// When it passes, the running hook is killed and everything is released (exit 124).
+    #[arg(long, value_name = "SECS", default_value = "120", help_heading = "Lock")]
+    pub max_lock_time: f64,
+
+    // ---------------------------------------------------------------- hooks
+    /// Shell command run before connecting (repeatable).
+    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    pub before: Vec<String>,
+
+    /// Shell command run locked, before the freeze and the snapshot (repeatable).
+    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    pub pre: Vec<String>,
+
+    /// Shell command that takes the snapshot, run locked and frozen (repeatable). Its stdout is ours.
+    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    pub snapshot: Vec<String>,
+
+    /// Shell command run after the snapshot, still locked; runs whenever the lock was taken (repeatable).
+    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    pub post: Vec<String>,
+
+    /// Shell command run after unlocking; always runs once connecting was attempted (repeatable).
+    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    pub after: Vec<String>,
+
+    /// Seconds a single hook may run before its process group is killed.
+    #[arg(long, value_name = "SECS", default_value = "300", help_heading = "Hooks")]
+    pub hook_timeout: f64,
+
+    // ---------------------------------------------------------------- freeze
+    /// Freeze this mounted filesystem (FIFREEZE) during the snapshot phase (repeatable).
+    #[arg(long, value_name = "MOUNTPOINT", action = ArgAction::Append, help_heading = "Freeze")]
+    pub freeze: Vec<PathBuf>,
+
+    /// Allow freezing a filesystem that holds the current directory or an output file (never /).
+    #[arg(long, help_heading = "Freeze")]
+    pub force_freeze: bool,
+
+    // ---------------------------------------------------------------- output
+    /// Write the binary-log coordinates read under the lock to this JSON file before the pre hooks.
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub coordinates_file: Option<PathBuf>,
+
+    /// Write a JSON report of the run to this file.
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub report: Option<PathBuf>,
+
+    /// Only print errors.
+    #[arg(short = 'q', long, help_heading = "Output")]
+    pub quiet: bool,
+
+    /// Also print the SQL statements sent (repeat for more detail).
+    #[arg(short = 'v', long, action = ArgAction::Count, help_heading = "Output")]
+    pub verbose: u8,
+
+    // ---------------------------------------------------------------- run control
+    /// Lock file that keeps two runs from overlapping on this machine.
+    #[arg(
+        long,
+        value_name = "PATH",
+        default_value = "/run/lock/mysql-quiesce.lock",
+        help_heading = "Run control"
+    )]
+    pub lock_file: PathBuf,
+
+    /// Connect and verify privileges, hooks and freeze targets; lock and freeze nothing.
+    #[arg(long, help_heading = "Run control")]
+    pub check: bool,
+
+    /// Print the plan (statements, hooks, freezes) without connecting.
+    #[arg(long, help_heading = "Run control")]
+    pub dry_run: bool,
+
+    /// Print help.
+    #[arg(long, action = ArgAction::Help)]
+    pub help: Option<bool>,
+
+    /// Command run last in the snapshot phase, as argv without a shell. Its stdout is ours.
+    #[arg(last = true, value_name = "COMMAND", num_args = 1..)]
+    pub command: Vec<String>,
+}
+
+#[derive(Debug, Clone, Subcommand)]
+pub enum Sub {
+    /// Print the man page or a shell completion script to stdout.
+    #[command(hide = true)]
+    Generate {
+        #[arg(value_enum)]
+        what: Generated,
+    },
+    /// Internal: the guardian process that thaws filesystems if the main process dies.
+    #[command(hide = true, name = "__guardian")]
+    Guardian {
+        /// Deadline as seconds since the Unix epoch.
+        #[arg(long)]
+        deadline: f64,
+        /// Mount points, in the order they will be frozen.
+        mountpoints: Vec<PathBuf>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum Generated {
+    Man,
+    Bash,
+    Zsh,
+    Fish,
+}
+
+/// The clap command, for option-file key lookup, man page and completions.
+pub fn command() -> clap::Command {
+    <Cli as clap::CommandFactory>::command()
+}
+
+/// Long options that describe where options come from; they are consumed before
+/// the option files are read and are not allowed inside option files.
+pub const DEFAULTS_OPTIONS: &[&str] = &[
+    "no-defaults",
+    "defaults-file",
+    "defaults-extra-file",
+    "defaults-group-suffix",
+    "print-defaults",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(args: &[&str]) -> Cli {
+        Cli::try_parse_from(std::iter::once("mysql-quiesce").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn definition_is_consistent() {
+        command().debug_assert();
+    }
+
+    #[test]
+    fn password_value_only_when_attached() {
+        // `-pSECRET` is rewritten to `--password=SECRET` by options::normalize_argv.
+        assert_eq!(parse(&["--password=secret"]).password.as_deref(), Some("secret"));
+        assert_eq!(parse(&["-p"]).password.as_deref(), Some(""));
+        // "-p x" is a bare -p followed by something else, as in the mysql client.
+        assert!(Cli::try_parse_from(["mysql-quiesce", "-p", "x"]).is_err());
+    }
+
+    #[test]
+    fn command_after_double_dash_and_later_scalar_wins() {
+        let cli = parse(&["--lock-retries=2", "--lock-retries=5", "--", "echo", "-p", "x"]);
+        assert_eq!(cli.lock_retries, 5);
+        assert_eq!(cli.command, ["echo", "-p", "x"]);
+    }
+
+    #[test]
+    fn hooks_repeat_in_order() {
+        let cli = parse(&["--pre", "a", "--pre=b", "--post", "c"]);
+        assert_eq!(cli.pre, ["a", "b"]);
+        assert_eq!(cli.post, ["c"]);
+    }
+}

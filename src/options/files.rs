@@ -1,0 +1,2 @@
+//! MySQL/MariaDB option files: search order, `[group]`s, `!include`,
+//! `!includedir`, quoting and escapes, world-writable files ignored.

@@ -1,0 +1,2 @@
+//! Merge option-file entries, environment variables and the command line into
+//! one argument list for clap.

@@ -1,0 +1,1 @@
+//! Progress lines on stderr and the JSON report.
