@@ -88,15 +88,32 @@ pub struct Cli {
     pub socket: Option<PathBuf>,
 
     /// Transport: TCP or SOCKET [default: SOCKET for localhost, else TCP].
-    #[arg(long, value_enum, ignore_case = true, value_name = "PROTO", help_heading = "Connection")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "PROTO",
+        help_heading = "Connection"
+    )]
     pub protocol: Option<Protocol>,
 
     /// Seconds to wait for the connection to be established.
-    #[arg(long, value_name = "SECS", default_value = "10", help_heading = "Connection")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "10",
+        help_heading = "Connection"
+    )]
     pub connect_timeout: f64,
 
     /// TLS use: DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY.
-    #[arg(long, value_enum, ignore_case = true, value_name = "MODE", help_heading = "Connection")]
+    #[arg(
+        long,
+        value_enum,
+        ignore_case = true,
+        value_name = "MODE",
+        help_heading = "Connection"
+    )]
     pub ssl_mode: Option<SslMode>,
 
     /// CA certificate file (PEM) used to verify the server.
@@ -134,7 +151,13 @@ pub struct Cli {
 
     // ---------------------------------------------------------------- lock
     /// Database lock to hold during the snapshot.
-    #[arg(long, value_enum, value_name = "MODE", default_value = "ftwrl", help_heading = "Lock")]
+    #[arg(
+        long,
+        value_enum,
+        value_name = "MODE",
+        default_value = "ftwrl",
+        help_heading = "Lock"
+    )]
     pub lock: LockMode,
 
     /// How long ONE lock attempt may make writers wait, in seconds (fractions allowed).
@@ -151,7 +174,12 @@ pub struct Cli {
 
     /// Deadline on the whole locked section (lock held + filesystems frozen), in seconds.
     /// When it passes, the running hook is killed and everything is released (exit 124).
-    #[arg(long, value_name = "SECS", default_value = "120", help_heading = "Lock")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "120",
+        help_heading = "Lock"
+    )]
     pub max_lock_time: f64,
 
     // ---------------------------------------------------------------- hooks
@@ -176,7 +204,12 @@ pub struct Cli {
     pub after: Vec<String>,
 
     /// Seconds a single hook may run before its process group is killed.
-    #[arg(long, value_name = "SECS", default_value = "300", help_heading = "Hooks")]
+    #[arg(
+        long,
+        value_name = "SECS",
+        default_value = "300",
+        help_heading = "Hooks"
+    )]
     pub hook_timeout: f64,
 
     // ---------------------------------------------------------------- freeze
@@ -290,7 +323,10 @@ mod tests {
     #[test]
     fn password_value_only_when_attached() {
         // `-pSECRET` is rewritten to `--password=SECRET` by options::normalize_argv.
-        assert_eq!(parse(&["--password=secret"]).password.as_deref(), Some("secret"));
+        assert_eq!(
+            parse(&["--password=secret"]).password.as_deref(),
+            Some("secret")
+        );
         assert_eq!(parse(&["-p"]).password.as_deref(), Some(""));
         // "-p x" is a bare -p followed by something else, as in the mysql client.
         assert!(Cli::try_parse_from(["mysql-quiesce", "-p", "x"]).is_err());
@@ -298,7 +334,14 @@ mod tests {
 
     #[test]
     fn command_after_double_dash_and_later_scalar_wins() {
-        let cli = parse(&["--lock-retries=2", "--lock-retries=5", "--", "echo", "-p", "x"]);
+        let cli = parse(&[
+            "--lock-retries=2",
+            "--lock-retries=5",
+            "--",
+            "echo",
+            "-p",
+            "x",
+        ]);
         assert_eq!(cli.lock_retries, 5);
         assert_eq!(cli.command, ["echo", "-p", "x"]);
     }

@@ -96,6 +96,29 @@ impl Ending {
     pub fn success(&self) -> bool {
         *self == Ending::Exited(0)
     }
+
+    /// The exit status this ending maps to.
+    pub fn exit_code(&self) -> u8 {
+        todo!()
+    }
+
+    /// In words, for messages and the report.
+    pub fn describe(&self) -> String {
+        todo!()
+    }
+}
+
+/// Resolve a program name on PATH (or a path with '/'); it must be an executable file.
+pub fn resolve(program: &str) -> Result<std::path::PathBuf, Ending> {
+    let _ = program;
+    todo!()
+}
+
+/// The program a simple shell command string runs; None for builtins or
+/// strings that cannot be judged.
+pub fn first_word(shell_cmd: &str) -> Option<String> {
+    let _ = shell_cmd;
+    todo!()
 }
 
 #[derive(Debug, Clone)]

@@ -8,8 +8,10 @@
 pub mod cli;
 pub mod exit;
 pub mod freeze;
+pub mod generate;
 pub mod hooks;
 pub mod options;
+pub mod plan;
 pub mod report;
 pub mod run;
 pub mod runlock;

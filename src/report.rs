@@ -1,1 +1,245 @@
-//! Progress lines on stderr and the JSON report.
+//! What the user sees: progress lines on stderr (`Progress`) and the JSON
+//! report (`Report`), plus the atomic file writes both output files use.
+
+use serde::Serialize;
+use std::fmt::Display;
+use std::io::Write;
+use std::path::Path;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// Progress and diagnostics, all on stderr: stdout belongs to the snapshot
+/// hooks and COMMAND.
+#[derive(Debug, Clone, Copy)]
+pub struct Progress {
+    pub quiet: bool,
+    pub verbose: u8,
+}
+
+impl Progress {
+    fn line(&self, text: std::fmt::Arguments<'_>) {
+        let mut err = std::io::stderr().lock();
+        let _ = writeln!(err, "mysql-quiesce: {text}");
+    }
+
+    /// A progress line (suppressed by -q).
+    pub fn info(&self, msg: impl Display) {
+        if !self.quiet {
+            self.line(format_args!("{msg}"));
+        }
+    }
+
+    /// A statement sent to the server (shown with -v).
+    pub fn sql(&self, stmt: &str) {
+        if self.verbose >= 1 && !self.quiet {
+            self.line(format_args!("SQL> {stmt}"));
+        }
+    }
+
+    /// Detail shown with -v.
+    pub fn detail(&self, msg: impl Display) {
+        if self.verbose >= 1 && !self.quiet {
+            self.line(format_args!("{msg}"));
+        }
+    }
+
+    /// Always shown.
+    pub fn warn(&self, msg: impl Display) {
+        self.line(format_args!("warning: {msg}"));
+    }
+
+    /// Always shown.
+    pub fn error(&self, msg: impl Display) {
+        self.line(format_args!("error: {msg}"));
+    }
+}
+
+/// Milliseconds, for progress lines: "231 ms", "2.40 s".
+pub fn human(d: Duration) -> String {
+    let ms = d.as_secs_f64() * 1000.0;
+    if ms < 10_000.0 {
+        format!("{ms:.0} ms")
+    } else {
+        format!("{:.2} s", d.as_secs_f64())
+    }
+}
+
+/// UTC timestamp in RFC 3339 with milliseconds, e.g. 2026-11-23T22:41:09.123Z.
+pub fn rfc3339(t: SystemTime) -> String {
+    let since = t.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let secs = since.as_secs() as i64;
+    let (days, rem) = (secs.div_euclid(86_400), secs.rem_euclid(86_400));
+    // Civil-from-days (Howard Hinnant's algorithm).
+    let z = days + 719_468;
+    let era = z.div_euclid(146_097);
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let day = doy - (153 * mp + 2) / 5 + 1;
+    let month = if mp < 10 { mp + 3 } else { mp - 9 };
+    let year = yoe + era * 400 + i64::from(month <= 2);
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}.{:03}Z",
+        rem / 3600,
+        rem / 60 % 60,
+        rem % 60,
+        since.subsec_millis()
+    )
+}
+
+/// Write a file atomically: temp file in the same directory, fsync, rename.
+/// Readers see the old file or the new one, never a torn one.
+pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    let dir = path
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    let name = path
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(contents)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)?;
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+        Ok(())
+    })();
+    if result.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+/// One phase of the run.
+#[derive(Debug, Clone, Serialize)]
+pub struct PhaseRecord {
+    pub name: String,
+    pub started_at: String,
+    pub ended_at: String,
+    pub duration_ms: f64,
+    pub ok: bool,
+}
+
+/// One hook run.
+#[derive(Debug, Clone, Serialize)]
+pub struct HookRecord {
+    pub phase: crate::hooks::Phase,
+    pub command: String,
+    /// "exited with status 0", "timed out ...".
+    pub result: String,
+    /// The exit status it maps to (0 = success).
+    pub exit_code: u8,
+    pub duration_ms: f64,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct FreezeRecord {
+    pub mountpoint: String,
+    pub fs_type: String,
+    pub thaw_error: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct LockRecord {
+    pub mode: String,
+    pub statement: Option<String>,
+    pub connection_id: Option<u32>,
+    /// Time the successful lock statement took (writers blocked while it waited).
+    pub acquired_in_ms: Option<f64>,
+    /// Time the lock was held: writes were blocked this long.
+    pub held_ms: Option<f64>,
+    /// Whether the lock was verified as held by the same session before unlocking.
+    pub verified: Option<bool>,
+}
+
+/// The JSON report (--report).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub tool: &'static str,
+    pub tool_version: &'static str,
+    pub run_id: String,
+    pub started_at: String,
+    pub finished_at: Option<String>,
+    /// "ok" or "failed".
+    pub outcome: String,
+    pub exit_code: u8,
+    /// False whenever the snapshot cannot be trusted to be consistent.
+    pub consistent: bool,
+    /// The first failure, in words.
+    pub error: Option<String>,
+    pub server: Option<crate::server::ServerInfo>,
+    pub lock: LockRecord,
+    pub coordinates: Option<crate::server::Coordinates>,
+    pub frozen: Vec<FreezeRecord>,
+    pub phases: Vec<PhaseRecord>,
+    pub hooks: Vec<HookRecord>,
+}
+
+impl Report {
+    pub fn new(run_id: String) -> Report {
+        Report {
+            tool: "mysql-quiesce",
+            tool_version: env!("CARGO_PKG_VERSION"),
+            run_id,
+            started_at: rfc3339(SystemTime::now()),
+            finished_at: None,
+            outcome: "failed".into(),
+            exit_code: 0,
+            consistent: false,
+            error: None,
+            server: None,
+            lock: LockRecord::default(),
+            coordinates: None,
+            frozen: Vec::new(),
+            phases: Vec::new(),
+            hooks: Vec::new(),
+        }
+    }
+
+    pub fn phase(&mut self, name: &str, started: SystemTime, duration: Duration, ok: bool) {
+        self.phases.push(PhaseRecord {
+            name: name.into(),
+            started_at: rfc3339(started),
+            ended_at: rfc3339(started + duration),
+            duration_ms: ms(duration),
+            ok,
+        });
+    }
+
+    pub fn to_json(&self) -> String {
+        serde_json::to_string_pretty(self).expect("report serializes") + "\n"
+    }
+}
+
+pub fn ms(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rfc3339_formats_known_instants() {
+        assert_eq!(rfc3339(UNIX_EPOCH), "1970-01-01T00:00:00.000Z");
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_478_469_123);
+        assert_eq!(rfc3339(t), "2026-11-23T22:41:09.123Z");
+        let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
+        assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    #[test]
+    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.json");
+        write_atomic(&p, b"old").unwrap();
+        write_atomic(&p, b"new").unwrap();
+        assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+}

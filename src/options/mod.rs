@@ -20,6 +20,10 @@ pub struct Loaded {
     /// Problems that did not stop us (e.g. world-writable option file ignored),
     /// to be printed on stderr.
     pub warnings: Vec<String>,
+    /// Shown with -v: files read, [client] keys ignored.
+    pub notes: Vec<String>,
+    /// Arguments from option files and environment (password masked), for --print-defaults.
+    pub defaults_args: Vec<String>,
 }
 
 /// Parse `argv` (including argv[0]), read option files and environment, merge,

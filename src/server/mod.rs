@@ -1,2 +1,63 @@
-//! The database side: connecting, detecting the server, taking and releasing
-//! the lock on one dedicated session, reading coordinates, verifying the lock.
+//! The database side: connecting (`connect`), detecting the server (`flavor`),
+//! taking and releasing the lock on one dedicated session (`lock`), reading
+//! binary-log coordinates (`coordinates`).
+
+pub mod connect;
+pub mod coordinates;
+pub mod flavor;
+pub mod lock;
+
+pub use connect::{connect, ConnectTarget};
+pub use coordinates::Coordinates;
+pub use flavor::{Flavor, ServerInfo};
+pub use lock::{LockConfig, LockSession};
+
+use crate::exit;
+
+/// Server error codes we act on (the mysql crate has no named constants).
+pub mod codes {
+    pub const ER_DBACCESS_DENIED: u16 = 1044;
+    pub const ER_ACCESS_DENIED: u16 = 1045;
+    pub const ER_LOCK_WAIT_TIMEOUT: u16 = 1205;
+    pub const ER_SPECIFIC_ACCESS_DENIED: u16 = 1227;
+    pub const ER_QUERY_INTERRUPTED: u16 = 1317;
+    pub const ER_STATEMENT_TIMEOUT: u16 = 1969;
+    pub const ER_CONNECTION_KILLED: u16 = 1927;
+    pub const ER_SERVER_SHUTDOWN: u16 = 1053;
+}
+
+/// The exit status a server error maps to.
+pub fn exit_code_for(err: &mysql::Error) -> u8 {
+    match err {
+        mysql::Error::MySqlError(e) => match e.code {
+            codes::ER_ACCESS_DENIED
+            | codes::ER_DBACCESS_DENIED
+            | codes::ER_SPECIFIC_ACCESS_DENIED => exit::NOPERM,
+            codes::ER_LOCK_WAIT_TIMEOUT
+            | codes::ER_QUERY_INTERRUPTED
+            | codes::ER_STATEMENT_TIMEOUT => exit::TEMPFAIL,
+            _ => exit::UNAVAILABLE,
+        },
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) | mysql::Error::DriverError(_) => {
+            exit::UNAVAILABLE
+        }
+        #[allow(unreachable_patterns)]
+        _ => exit::UNAVAILABLE,
+    }
+}
+
+/// Whether an error means the connection itself is gone (not just one statement failed).
+pub fn is_connection_lost(err: &mysql::Error) -> bool {
+    match err {
+        mysql::Error::IoError(_) | mysql::Error::CodecError(_) | mysql::Error::DriverError(_) => {
+            true
+        }
+        mysql::Error::MySqlError(e) => {
+            matches!(
+                e.code,
+                codes::ER_CONNECTION_KILLED | codes::ER_SERVER_SHUTDOWN
+            )
+        }
+        _ => false,
+    }
+}

@@ -1,0 +1,101 @@
+//! Man page and shell completions, generated from the one clap definition
+//! (the packaging script calls `mysql-quiesce generate man|bash|zsh|fish`).
+
+use crate::cli::{command, Generated};
+use std::io::Write;
+
+/// Sections clap does not know about, in roff.
+const EXTRA_MAN: &str = r#".SH "EXIT STATUS"
+.TP
+\fB0\fR
+Success: the snapshot phase ran with the lock held and verified.
+.TP
+\fBN\fR
+The snapshot COMMAND's or the first failing hook's own non-zero status, passed through.
+.TP
+\fB64\fR
+Usage error.
+.TP
+\fB65\fR
+Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot.
+.TP
+\fB69\fR
+Cannot connect to the server.
+.TP
+\fB70\fR
+Internal error.
+.TP
+\fB75\fR
+Lock not acquired within the retries, or another run holds the run lock. Nothing was changed; safe to retry.
+.TP
+\fB77\fR
+Authentication failed or a privilege is missing.
+.TP
+\fB78\fR
+Configuration error (bad option file or option value).
+.TP
+\fB124\fR
+A hook ran past \-\-hook\-timeout, or the locked section past \-\-max\-lock\-time.
+.TP
+\fB126\fR, \fB127\fR
+COMMAND not executable, not found.
+.TP
+\fB128+N\fR
+Terminated by signal N (after releasing everything).
+.SH ENVIRONMENT
+Read: \fBMYSQL_HOST\fR, \fBMYSQL_TCP_PORT\fR, \fBMYSQL_UNIX_PORT\fR, \fBMYSQL_PWD\fR, \fBMYSQL_HOME\fR, \fBMARIADB_HOME\fR, \fBMYSQL_GROUP_SUFFIX\fR.
+Precedence: command line, then environment, then option files, then built-in defaults.
+.PP
+Given to every hook: \fBMYSQL_QUIESCE_PHASE\fR, \fBMYSQL_QUIESCE_RUN_ID\fR, \fBMYSQL_QUIESCE_LOCK\fR, \fBMYSQL_QUIESCE_CONNECTION_ID\fR,
+\fBMYSQL_QUIESCE_SERVER_VERSION\fR, \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
+in post and after hooks also \fBMYSQL_QUIESCE_STATUS\fR=ok|failed. \fBMYSQL_PWD\fR is never passed to hooks.
+.SH FILES
+/etc/my.cnf, /etc/mysql/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf: option files, groups [client], [client-server],
+[client-mariadb] (connection options) and [mysql-quiesce] (every long option, e.g. \fBpre = ...\fR, repeatable).
+.br
+/run/lock/mysql-quiesce.lock: the run lock (\-\-lock\-file).
+.SH RECOVERY
+If a filesystem was left frozen (it never should be: a guardian process thaws it even when mysql-quiesce is killed),
+thaw it with \fBfsfreeze \-u MOUNTPOINT\fR. The database lock is released by the server when the connection closes.
+.SH EXAMPLES
+.nf
+id=$(mysql-quiesce --freeze /var/lib/mysql -- \\
+     aws ec2 create-snapshot --volume-id vol-0123 --query SnapshotId --output text)
+mysql-quiesce --coordinates-file /var/lib/mysql/snapshot-coordinates.json \\
+     --snapshot 'lvcreate -s -n mysql-snap -L 5G vg/mysql'
+mysql-quiesce --dry-run --freeze /data -- true
+.fi
+"#;
+
+pub fn man_page() -> Vec<u8> {
+    let man = clap_mangen::Man::new(command());
+    let mut out = Vec::new();
+    man.render_title(&mut out).expect("render man");
+    man.render_name_section(&mut out).expect("render man");
+    man.render_synopsis_section(&mut out).expect("render man");
+    man.render_description_section(&mut out)
+        .expect("render man");
+    man.render_options_section(&mut out).expect("render man");
+    out.extend_from_slice(EXTRA_MAN.as_bytes());
+    man.render_version_section(&mut out).expect("render man");
+    out
+}
+
+/// Print the requested artefact on stdout; returns the exit status.
+pub fn print(what: Generated) -> u8 {
+    let mut stdout = std::io::stdout();
+    match what {
+        Generated::Man => {
+            let _ = stdout.write_all(&man_page());
+        }
+        Generated::Bash | Generated::Zsh | Generated::Fish => {
+            let shell = match what {
+                Generated::Bash => clap_complete::Shell::Bash,
+                Generated::Zsh => clap_complete::Shell::Zsh,
+                _ => clap_complete::Shell::Fish,
+            };
+            clap_complete::generate(shell, &mut command(), "mysql-quiesce", &mut stdout);
+        }
+    }
+    0
+}

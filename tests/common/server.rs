@@ -1,0 +1,210 @@
+//! A throwaway MariaDB server for one test: its own datadir, socket and TCP
+//! port under a short temp dir, binary logging on, root without password.
+//! Stopped (and its files removed) when dropped, also when the test fails.
+//!
+//! With `CI=true` a missing server binary is a test failure, never a skip.
+
+use mysql::prelude::Queryable;
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::OnceLock;
+use std::time::{Duration, Instant};
+
+pub struct TestServer {
+    pub dir: tempfile::TempDir,
+    pub socket: PathBuf,
+    pub port: u16,
+    child: Child,
+}
+
+fn is_root() -> bool {
+    nix::unistd::geteuid().is_root()
+}
+
+/// Skip (returning None) or fail, as the environment demands.
+pub fn missing(what: &str) -> Option<TestServer> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {what}: install it with scripts/install-deps.sh");
+    }
+    eprintln!("SKIPPED: {what} (run scripts/install-deps.sh; with CI=true this fails)");
+    None
+}
+
+fn find(names: &[&str]) -> Option<PathBuf> {
+    names.iter().find_map(|n| which::which(n).ok()).or_else(|| {
+        names.iter().find_map(|n| {
+            let p = Path::new("/usr/sbin").join(n);
+            p.exists().then_some(p)
+        })
+    })
+}
+
+/// One initialised datadir per test binary; each server copies it (much
+/// faster than running mariadb-install-db per test).
+fn template() -> Result<&'static Path, String> {
+    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+    TEMPLATE
+        .get_or_init(|| {
+            let install = find(&["mariadb-install-db", "mysql_install_db"])
+                .ok_or("mariadb-install-db not found")?;
+            let base = tempfile::Builder::new()
+                .prefix("mq-tpl")
+                .tempdir_in("/tmp")
+                .map_err(|e| e.to_string())?
+                .keep();
+            let data = base.join("data");
+            let mut cmd = Command::new(install);
+            cmd.args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
+                .arg(format!("--datadir={}", data.display()));
+            if is_root() {
+                cmd.arg("--user=root");
+            }
+            let out = cmd.output().map_err(|e| e.to_string())?;
+            if !out.status.success() {
+                return Err(format!(
+                    "mariadb-install-db failed: {}",
+                    String::from_utf8_lossy(&out.stderr)
+                ));
+            }
+            Ok(data)
+        })
+        .as_deref()
+        .map_err(Clone::clone)
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("no free TCP port")
+}
+
+impl TestServer {
+    /// Start a server, or skip/fail when MariaDB is not installed.
+    pub fn start() -> Option<TestServer> {
+        let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
+            return missing("mariadbd is not installed");
+        };
+        let template = match template() {
+            Ok(t) => t,
+            Err(e) => return missing(&e),
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("mq")
+            .tempdir_in("/tmp")
+            .expect("temp dir");
+        let data = dir.path().join("data");
+        let status = Command::new("cp")
+            .arg("-a")
+            .arg(template)
+            .arg(&data)
+            .status()
+            .expect("cp");
+        assert!(status.success(), "copying the datadir template failed");
+        let socket = dir.path().join("sock");
+        let port = free_port();
+        let mut cmd = Command::new(mariadbd);
+        cmd.arg("--no-defaults")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg(format!("--port={port}"))
+            .arg("--bind-address=127.0.0.1")
+            .arg(format!("--log-error={}", dir.path().join("err.log").display()))
+            .arg(format!("--pid-file={}", dir.path().join("pid").display()))
+            .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
+            .args(["--server-id=1", "--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        if is_root() {
+            cmd.arg("--user=root");
+        }
+        let child = cmd.spawn().expect("spawn mariadbd");
+        let server = TestServer {
+            dir,
+            socket,
+            port,
+            child,
+        };
+        server.wait_ready();
+        Some(server)
+    }
+
+    fn wait_ready(&self) {
+        let start = Instant::now();
+        loop {
+            if mysql::Conn::new(self.opts()).is_ok() {
+                return;
+            }
+            if start.elapsed() > Duration::from_secs(60) {
+                let log = std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default();
+                panic!("test server did not start within 60 s; error log:\n{log}");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Connection options for root over the socket.
+    pub fn opts(&self) -> mysql::Opts {
+        mysql::OptsBuilder::new()
+            .socket(Some(self.socket.to_string_lossy()))
+            .user(Some("root"))
+            .prefer_socket(true)
+            .into()
+    }
+
+    /// A new root connection over the socket.
+    pub fn conn(&self) -> mysql::Conn {
+        mysql::Conn::new(self.opts()).expect("connect to test server")
+    }
+
+    /// Run statements as root, panicking on error.
+    pub fn sql(&self, statements: &str) {
+        self.conn()
+            .query_drop(statements)
+            .unwrap_or_else(|e| panic!("{statements}: {e}"));
+    }
+
+    /// Arguments that point mysql-quiesce at this server as root, without
+    /// reading the machine's option files.
+    pub fn args(&self) -> Vec<String> {
+        vec![
+            "--no-defaults".into(),
+            format!("--socket={}", self.socket.display()),
+            "--user=root".into(),
+        ]
+    }
+
+    /// Whether a write from another session goes through within `wait` seconds
+    /// (the session's lock_wait_timeout), i.e. whether writes are blocked now.
+    pub fn write_succeeds(&self, wait_secs: u32) -> bool {
+        let mut c = self.conn();
+        c.query_drop("CREATE DATABASE IF NOT EXISTS probe").unwrap();
+        c.query_drop("CREATE TABLE IF NOT EXISTS probe.t (i INT)").unwrap();
+        c.query_drop(format!("SET SESSION lock_wait_timeout = {wait_secs}"))
+            .unwrap();
+        c.query_drop("INSERT INTO probe.t VALUES (1)").is_ok()
+    }
+
+    /// Path of a file inside the server's temp dir (for reports etc.).
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+}
+
+impl Drop for TestServer {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let start = Instant::now();
+        while start.elapsed() < Duration::from_secs(30) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
