@@ -255,7 +255,7 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
         }
     }
     match runlock::acquire(&cli.lock_file) {
-        Ok(lock) => drop(lock),
+        Ok(_released_at_end_of_scope) => {}
         Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
     }
     if let Some(spec) = &p.connect {

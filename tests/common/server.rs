@@ -55,8 +55,12 @@ fn template() -> Result<&'static Path, String> {
                 .keep();
             let data = base.join("data");
             let mut cmd = Command::new(install);
-            cmd.args(["--no-defaults", "--auth-root-authentication-method=normal", "--skip-test-db"])
-                .arg(format!("--datadir={}", data.display()));
+            cmd.args([
+                "--no-defaults",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ])
+            .arg(format!("--datadir={}", data.display()));
             if is_root() {
                 cmd.arg("--user=root");
             }
@@ -110,10 +114,17 @@ impl TestServer {
             .arg(format!("--socket={}", socket.display()))
             .arg(format!("--port={port}"))
             .arg("--bind-address=127.0.0.1")
-            .arg(format!("--log-error={}", dir.path().join("err.log").display()))
+            .arg(format!(
+                "--log-error={}",
+                dir.path().join("err.log").display()
+            ))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
-            .args(["--server-id=1", "--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
+            .args([
+                "--server-id=1",
+                "--innodb-buffer-pool-size=32M",
+                "--skip-name-resolve",
+            ])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
@@ -138,7 +149,8 @@ impl TestServer {
                 return;
             }
             if start.elapsed() > Duration::from_secs(60) {
-                let log = std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default();
+                let log =
+                    std::fs::read_to_string(self.dir.path().join("err.log")).unwrap_or_default();
                 panic!("test server did not start within 60 s; error log:\n{log}");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -167,13 +179,35 @@ impl TestServer {
     }
 
     /// Arguments that point mysql-quiesce at this server as root, without
-    /// reading the machine's option files.
+    /// reading the machine's option files, with a run lock of its own (tests
+    /// run in parallel).
     pub fn args(&self) -> Vec<String> {
         vec![
             "--no-defaults".into(),
             format!("--socket={}", self.socket.display()),
             "--user=root".into(),
+            format!("--lock-file={}", self.path("run.lock").display()),
         ]
+    }
+
+    /// mysql-quiesce pointed at this server.
+    pub fn mq(&self) -> assert_cmd::Command {
+        let mut cmd = super::mysql_quiesce();
+        cmd.args(self.args());
+        cmd
+    }
+
+    /// A `mariadb` client command line for hooks (root over the socket).
+    pub fn client(&self) -> String {
+        format!("mariadb --no-defaults -uroot -S {}", self.socket.display())
+    }
+
+    /// A query's first column of the first row, as text.
+    pub fn value(&self, query: &str) -> Option<String> {
+        self.conn()
+            .query_first::<Option<String>, _>(query)
+            .unwrap_or_else(|e| panic!("{query}: {e}"))
+            .flatten()
     }
 
     /// Whether a write from another session goes through within `wait` seconds
@@ -181,7 +215,8 @@ impl TestServer {
     pub fn write_succeeds(&self, wait_secs: u32) -> bool {
         let mut c = self.conn();
         c.query_drop("CREATE DATABASE IF NOT EXISTS probe").unwrap();
-        c.query_drop("CREATE TABLE IF NOT EXISTS probe.t (i INT)").unwrap();
+        c.query_drop("CREATE TABLE IF NOT EXISTS probe.t (i INT)")
+            .unwrap();
         c.query_drop(format!("SET SESSION lock_wait_timeout = {wait_secs}"))
             .unwrap();
         c.query_drop("INSERT INTO probe.t VALUES (1)").is_ok()

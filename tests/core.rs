@@ -1,0 +1,550 @@
+//! The core contract against a real MariaDB: the lock is held while hooks and
+//! COMMAND run, stdout is passed through, exit statuses, hook environment,
+//! coordinates, report, bounded lock waits, option files.
+
+mod common;
+
+use common::server::TestServer;
+use mysql::prelude::Queryable;
+use predicates::prelude::*;
+use std::time::{Duration, Instant};
+
+macro_rules! server {
+    () => {
+        match TestServer::start() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+fn json(path: &std::path::Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("valid json")
+}
+
+#[test]
+fn writes_are_blocked_while_the_snapshot_runs_and_resume_after() {
+    let s = server!();
+    s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT)");
+    // The hook succeeds only if a write from another session times out.
+    let hook = format!(
+        "! {} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO d.t VALUES (1)'",
+        s.client()
+    );
+    s.mq().arg("--snapshot").arg(&hook).assert().success();
+    assert!(s.write_succeeds(1), "writes must work again after the run");
+    assert_eq!(s.value("SELECT COUNT(*) FROM d.t").as_deref(), Some("0"));
+}
+
+#[test]
+fn stdout_of_command_and_snapshot_hooks_is_passed_through_byte_for_byte() {
+    let s = server!();
+    s.mq()
+        .args([
+            "--pre",
+            "echo pre-noise",
+            "--snapshot",
+            "printf 'a\\0b'",
+            "--post",
+            "echo post-noise",
+        ])
+        .args(["--", "printf", "snap-0123\\n"])
+        .assert()
+        .success()
+        .stdout(predicate::eq(&b"a\0bsnap-0123\n"[..]))
+        .stderr(predicate::str::contains("pre-noise").and(predicate::str::contains("post-noise")));
+}
+
+#[test]
+fn command_status_is_passed_through_and_post_and_after_still_run() {
+    let s = server!();
+    let log = s.path("log");
+    let append = |tag: &str| format!("echo {tag}=$MYSQL_QUIESCE_STATUS >> {}", log.display());
+    s.mq()
+        .args(["--post", &append("post"), "--after", &append("after")])
+        .args(["--", "sh", "-c", "exit 7"])
+        .assert()
+        .code(7);
+    assert_eq!(
+        std::fs::read_to_string(&log).unwrap(),
+        "post=failed\nafter=failed\n"
+    );
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn first_failing_pre_hook_skips_the_rest_of_pre_and_snapshot() {
+    let s = server!();
+    let log = s.path("log");
+    let append = |tag: &str| format!("echo {tag} >> {}", log.display());
+    s.mq()
+        .args([
+            "--pre",
+            "exit 4",
+            "--pre",
+            &append("pre2"),
+            "--snapshot",
+            &append("snap"),
+        ])
+        .args(["--post", &append("post"), "--after", &append("after")])
+        .assert()
+        .code(4);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "post\nafter\n");
+}
+
+#[test]
+fn missing_or_unexecutable_command_fails_before_connecting() {
+    // No server needed: preflight runs before connecting.
+    let dir = tempfile::tempdir().unwrap();
+    let lock = format!("--lock-file={}", dir.path().join("l").display());
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "--socket=/nonexistent/sock",
+            &lock,
+            "--",
+            "no-such-program-xyz",
+        ])
+        .assert()
+        .code(127)
+        .stderr(predicate::str::contains("no-such-program-xyz"));
+    let script = dir.path().join("not-exec");
+    std::fs::write(&script, "#!/bin/sh\n").unwrap();
+    common::mysql_quiesce()
+        .args(["--no-defaults", "--socket=/nonexistent/sock", &lock, "--"])
+        .arg(&script)
+        .assert()
+        .code(126);
+}
+
+#[test]
+fn exit_statuses_for_usage_config_and_connection_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let lock = format!("--lock-file={}", dir.path().join("l").display());
+    common::mysql_quiesce()
+        .args(["--no-defaults", "--no-such-flag"])
+        .assert()
+        .code(64);
+    common::mysql_quiesce()
+        .args(["--no-defaults", "--lock-wait-timeout=-1", &lock])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("lock-wait-timeout"));
+    common::mysql_quiesce()
+        .args(["--no-defaults", "--socket=/nonexistent/sock", &lock])
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("Nothing was locked"));
+}
+
+#[test]
+fn wrong_password_is_77_and_missing_reload_privilege_is_77() {
+    let s = server!();
+    s.sql("CREATE USER q@localhost IDENTIFIED BY 'right'; CREATE USER weak@localhost IDENTIFIED BY 'pw'");
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "-uq",
+            "-pwrong",
+            &format!("--lock-file={}", s.path("l").display()),
+        ])
+        .arg(format!("--socket={}", s.socket.display()))
+        .assert()
+        .code(77)
+        .stderr(predicate::str::contains("Access denied"));
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "-uweak",
+            "-ppw",
+            &format!("--lock-file={}", s.path("l").display()),
+        ])
+        .arg(format!("--socket={}", s.socket.display()))
+        .assert()
+        .code(77)
+        .stderr(predicate::str::contains("RELOAD"));
+}
+
+#[test]
+fn hooks_get_the_documented_environment_and_never_the_password() {
+    let s = server!();
+    s.sql(
+        "CREATE USER q@localhost IDENTIFIED BY 'Secret-pw-42'; \
+         GRANT RELOAD, BINLOG MONITOR ON *.* TO q@localhost",
+    );
+    let dump = |phase: &str| format!("env > {}", s.path(phase).display());
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "-uq",
+            &format!("--lock-file={}", s.path("l").display()),
+        ])
+        .arg(format!("--socket={}", s.socket.display()))
+        .env("MYSQL_PWD", "Secret-pw-42")
+        .args([
+            "--pre",
+            &dump("pre"),
+            "--snapshot",
+            &dump("snapshot"),
+            "--post",
+            &dump("post"),
+        ])
+        .args(["--after", &dump("after")])
+        .assert()
+        .success();
+    let env = |phase: &str| std::fs::read_to_string(s.path(phase)).unwrap();
+    for phase in ["pre", "snapshot", "post", "after"] {
+        let e = env(phase);
+        assert!(
+            e.contains(&format!("MYSQL_QUIESCE_PHASE={phase}\n")),
+            "{phase}: {e}"
+        );
+        assert!(
+            !e.contains("Secret-pw-42"),
+            "password leaked to the {phase} hook"
+        );
+        assert!(
+            !e.contains("MYSQL_PWD="),
+            "MYSQL_PWD leaked to the {phase} hook"
+        );
+        for key in [
+            "RUN_ID",
+            "LOCK=ftwrl",
+            "CONNECTION_ID=",
+            "SERVER_VERSION=",
+            "BINLOG_FILE=",
+            "BINLOG_POS=",
+            "GTID=",
+        ] {
+            assert!(
+                e.contains(&format!("MYSQL_QUIESCE_{key}")),
+                "{phase} lacks {key}"
+            );
+        }
+    }
+    assert!(env("post").contains("MYSQL_QUIESCE_STATUS=ok\n"));
+    assert!(env("after").contains("MYSQL_QUIESCE_STATUS=ok\n"));
+    assert!(!env("pre").contains("MYSQL_QUIESCE_STATUS"));
+    assert!(env("pre").contains("MYSQL_QUIESCE_BINLOG_FILE=binlog."));
+}
+
+#[test]
+fn password_given_on_the_command_line_is_masked_in_the_process_list() {
+    let s = server!();
+    s.sql("CREATE USER q@localhost IDENTIFIED BY 'Masked-pw-77'; GRANT RELOAD, BINLOG MONITOR ON *.* TO q@localhost");
+    for form in ["-pMasked-pw-77", "--password=Masked-pw-77"] {
+        // The COMMAND's parent is mysql-quiesce itself.
+        let out = common::mysql_quiesce()
+            .args([
+                "--no-defaults",
+                "-uq",
+                form,
+                &format!("--lock-file={}", s.path("l").display()),
+            ])
+            .arg(format!("--socket={}", s.socket.display()))
+            .args([
+                "--",
+                "sh",
+                "-c",
+                "tr '\\0' ' ' < /proc/$PPID/cmdline; echo; ps -o args= -p $PPID",
+            ])
+            .assert()
+            .success()
+            .get_output()
+            .stdout
+            .clone();
+        let shown = String::from_utf8_lossy(&out);
+        assert!(shown.contains("mysql-quiesce"), "{shown}");
+        assert!(!shown.contains("Masked-pw-77"), "password visible: {shown}");
+    }
+}
+
+#[test]
+fn coordinates_file_matches_what_the_server_reports_afterwards() {
+    let s = server!();
+    s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT); INSERT INTO d.t VALUES (1)");
+    let coords = s.path("coords.json");
+    let seen = s.path("seen");
+    s.mq()
+        .arg(format!("--coordinates-file={}", coords.display()))
+        // The file is complete before any pre hook runs.
+        .args([
+            "--pre",
+            &format!("cp {} {}", coords.display(), seen.display()),
+        ])
+        .assert()
+        .success();
+    let c = json(&coords);
+    assert_eq!(json(&seen), c);
+    let mut conn = s.conn();
+    let row: mysql::Row = conn.query_first("SHOW MASTER STATUS").unwrap().unwrap();
+    let file: String = row.get("File").unwrap();
+    let pos: u64 = row.get("Position").unwrap();
+    assert_eq!(c["binlog_file"], file.as_str());
+    assert_eq!(c["binlog_position"], pos);
+    let gtid = s
+        .value("SELECT @@global.gtid_binlog_pos")
+        .unwrap_or_default();
+    assert_eq!(c["gtid"].as_str().unwrap_or(""), gtid);
+}
+
+#[test]
+fn report_records_phases_hooks_coordinates_and_outcome() {
+    let s = server!();
+    let report = s.path("report.json");
+    s.mq()
+        .arg(format!("--report={}", report.display()))
+        .args(["--pre", "true", "--", "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("lock held"));
+    let r = json(&report);
+    assert_eq!(r["outcome"], "ok");
+    assert_eq!(r["exit_code"], 0);
+    assert_eq!(r["consistent"], true);
+    assert_eq!(r["lock"]["mode"], "ftwrl");
+    assert_eq!(r["lock"]["verified"], true);
+    assert!(r["lock"]["held_ms"].as_f64().unwrap() >= 0.0);
+    assert!(r["coordinates"]["binlog_file"]
+        .as_str()
+        .unwrap()
+        .starts_with("binlog."));
+    let phases: Vec<&str> = r["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        phases,
+        [
+            "connect",
+            "lock",
+            "coordinates",
+            "pre",
+            "snapshot",
+            "unlock"
+        ]
+    );
+    let hooks = r["hooks"].as_array().unwrap();
+    assert_eq!(hooks.len(), 2);
+    assert_eq!(hooks[1]["command"], "true");
+    assert_eq!(hooks[1]["exit_code"], 0);
+}
+
+#[test]
+fn quiet_prints_nothing_on_success_and_verbose_shows_the_sql() {
+    let s = server!();
+    s.mq()
+        .arg("-q")
+        .assert()
+        .success()
+        .stderr(predicate::str::is_empty());
+    s.mq().arg("-v").assert().success().stderr(
+        predicate::str::contains("SQL> FLUSH TABLES WITH READ LOCK")
+            .and(predicate::str::contains("SQL> UNLOCK TABLES")),
+    );
+}
+
+#[test]
+fn hook_that_overruns_its_timeout_is_killed_with_its_group_and_exits_124() {
+    let s = server!();
+    let marker = s.path("grandchild-survived");
+    let hook = format!("(sleep 3; touch {}) & sleep 30", marker.display());
+    let started = Instant::now();
+    s.mq()
+        .args(["--hook-timeout=0.5", "--snapshot", &hook])
+        .assert()
+        .code(124);
+    assert!(started.elapsed() < Duration::from_secs(20));
+    std::thread::sleep(Duration::from_secs(4));
+    assert!(
+        !marker.exists(),
+        "the hook's background child outlived the timeout"
+    );
+    assert!(s.write_succeeds(1));
+}
+
+/// A long write in another session keeps FTWRL from completing. Each attempt
+/// must give up within its budget (writers are blocked only that long), and
+/// after the retries the run exits 75 with nothing locked.
+#[test]
+fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
+    let s = server!();
+    s.sql("CREATE DATABASE d; CREATE TABLE d.slow (i INT); INSERT INTO d.slow VALUES (1); CREATE TABLE d.w (i INT)");
+    let opts = s.opts();
+    let long_write = std::thread::spawn(move || {
+        let mut c = mysql::Conn::new(opts).unwrap();
+        c.query_drop("UPDATE d.slow SET i = i + SLEEP(8)").unwrap();
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    // A writer that measures how long each small write waits.
+    let opts = s.opts();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let stop2 = stop.clone();
+    let writer = std::thread::spawn(move || {
+        let mut c = mysql::Conn::new(opts).unwrap();
+        let mut worst = Duration::ZERO;
+        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            c.query_drop("INSERT INTO d.w VALUES (1)").unwrap();
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worst
+    });
+    s.mq()
+        .args([
+            "--lock-wait-timeout=0.5",
+            "--lock-retries=2",
+            "--lock-retry-delay=0.3",
+        ])
+        .assert()
+        .code(75)
+        .stderr(
+            predicate::str::contains("nothing is locked")
+                .and(predicate::str::contains("attempt 3/3")),
+        );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = writer.join().unwrap();
+    long_write.join().unwrap();
+    // Generous safety bound: without the bound, writers would wait ~8 s.
+    assert!(worst < Duration::from_secs(3), "a writer waited {worst:?}");
+}
+
+#[test]
+fn killing_the_locking_connection_mid_snapshot_is_reported_as_inconsistent() {
+    let s = server!();
+    let report = s.path("report.json");
+    let log = s.path("log");
+    let kill = format!("{} -e \"KILL $MYSQL_QUIESCE_CONNECTION_ID\"", s.client());
+    s.mq()
+        .arg(format!("--report={}", report.display()))
+        .args(["--snapshot", &kill])
+        .args([
+            "--post",
+            &format!("echo $MYSQL_QUIESCE_STATUS > {}", log.display()),
+        ])
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("CONSISTENCY NOT GUARANTEED"));
+    let r = json(&report);
+    assert_eq!(r["consistent"], false);
+    assert_eq!(r["exit_code"], 65);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "failed\n");
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn option_file_groups_and_precedence_command_line_over_environment_over_files() {
+    let s = server!();
+    let log = s.path("log");
+    let cnf = s.path("my.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[client]\nuser = root\nsocket = /nonexistent/from-file\ndefault-character-set = utf8mb4\n\
+             [mysql-quiesce]\npre = echo one >> {log}\npre = \"echo two >> {log}\"\nlock-file = {lock}\n",
+            log = log.display(),
+            lock = s.path("l").display()
+        ),
+    )
+    .unwrap();
+    let defaults = format!("--defaults-file={}", cnf.display());
+    // File alone: its socket is wrong, so connecting fails with 69.
+    common::mysql_quiesce()
+        .arg(&defaults)
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("from-file"));
+    // Environment beats the file.
+    common::mysql_quiesce()
+        .arg(&defaults)
+        .env("MYSQL_UNIX_PORT", &s.socket)
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    // The command line beats the environment, and its --pre replaces the file's list.
+    common::mysql_quiesce()
+        .arg(&defaults)
+        .env("MYSQL_UNIX_PORT", "/nonexistent/from-env")
+        .arg(format!("--socket={}", s.socket.display()))
+        .args(["--pre", &format!("echo three >> {}", log.display())])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\nthree\n");
+}
+
+#[test]
+fn unknown_key_in_the_tool_group_is_a_configuration_error_naming_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cnf = dir.path().join("my.cnf");
+    std::fs::write(&cnf, "[mysql-quiesce]\nquiet\nlock-retires = 3\n").unwrap();
+    common::mysql_quiesce()
+        .arg(format!("--defaults-file={}", cnf.display()))
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("lock-retires").and(predicate::str::contains(":3")));
+}
+
+#[test]
+fn dry_run_prints_the_plan_without_connecting() {
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "--socket=/nonexistent/sock",
+            "--pre",
+            "echo hi",
+            "--dry-run",
+            "--",
+            "true",
+        ])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("FLUSH TABLES WITH READ LOCK")
+                .and(predicate::str::contains("pre hook: echo hi"))
+                .and(predicate::str::contains("UNLOCK TABLES")),
+        );
+}
+
+#[test]
+fn check_connects_and_reports_missing_privileges_without_locking() {
+    let s = server!();
+    s.mq()
+        .arg("--check")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("check passed"));
+    s.sql("CREATE USER weak@localhost IDENTIFIED BY 'pw'");
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "-uweak",
+            "-ppw",
+            "--check",
+            &format!("--lock-file={}", s.path("l").display()),
+        ])
+        .arg(format!("--socket={}", s.socket.display()))
+        .assert()
+        .code(77)
+        .stderr(predicate::str::contains("RELOAD"));
+}
+
+#[test]
+fn man_page_and_completions_are_generated_from_the_cli() {
+    common::mysql_quiesce()
+        .args(["generate", "man"])
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains(".TH")
+                .and(predicate::str::contains("EXIT STATUS"))
+                .and(predicate::str::contains("lock\\-wait\\-timeout")),
+        );
+    common::mysql_quiesce()
+        .args(["generate", "bash"])
+        .assert()
+        .success()
+        .stdout(predicate::str::contains("--max-lock-time"));
+}
