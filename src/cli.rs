@@ -20,10 +20,27 @@ Exit status: 0 ok; a failing hook's or COMMAND's own status; 64 usage; 65 consis
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum LockMode {
+    /// The least disruptive consistent lock the server offers: backup-stage on MariaDB >= 10.4.1, else ftwrl.
+    Auto,
     /// FLUSH TABLES WITH READ LOCK: blocks all writes and commits; exact binary-log point.
     Ftwrl,
-    /// Take no database lock (filesystem freeze and hooks only).
+    /// MariaDB >= 10.4.1: BACKUP STAGE START + BLOCK_COMMIT; does not wait for running statements; exact binary-log point.
+    BackupStage,
+    /// MySQL >= 8.0: LOCK INSTANCE FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
+    Instance,
+    /// Percona Server: LOCK TABLES FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
+    TablesForBackup,
+    /// Take no database lock (filesystem freeze and hooks only); no connection is made.
     None,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryType {
+    /// Any statement that holds tables open (SELECT too): what blocks FLUSH TABLES WITH READ LOCK on MySQL.
+    All,
+    /// Only data-changing statements (INSERT, UPDATE, DELETE, REPLACE, ALTER, LOAD).
+    Update,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
@@ -150,15 +167,20 @@ pub struct Cli {
     pub print_defaults: bool,
 
     // ---------------------------------------------------------------- lock
-    /// Database lock to hold during the snapshot.
+    /// Database lock to hold during the snapshot (see LOCK MODES in the man page).
     #[arg(
         long,
         value_enum,
         value_name = "MODE",
-        default_value = "ftwrl",
+        default_value = "auto",
         help_heading = "Lock"
     )]
     pub lock: LockMode,
+
+    /// Lock several servers as one (repeatable): an option file (its [client] group) or
+    /// mysql://user@host:port/?socket=PATH (no password in the URL).
+    #[arg(long, value_name = "SPEC", action = ArgAction::Append, help_heading = "Lock")]
+    pub instance: Vec<String>,
 
     /// How long ONE lock attempt may make writers wait, in seconds (fractions allowed).
     #[arg(long, value_name = "SECS", default_value = "1", help_heading = "Lock")]
@@ -171,6 +193,34 @@ pub struct Cli {
     /// Pause between lock attempts, in seconds.
     #[arg(long, value_name = "SECS", default_value = "3", help_heading = "Lock")]
     pub lock_retry_delay: f64,
+
+    /// Before each lock attempt, wait (within the retries) while a statement of --long-query-type
+    /// has been running longer than SECS. 0 = off.
+    #[arg(long, value_name = "SECS", default_value = "0", help_heading = "Lock")]
+    pub long_query_guard: f64,
+
+    /// Which running statements the guard and --kill-long-queries consider.
+    #[arg(
+        long,
+        value_enum,
+        value_name = "TYPE",
+        default_value = "all",
+        help_heading = "Lock"
+    )]
+    pub long_query_type: QueryType,
+
+    /// DANGEROUS: when a lock attempt has waited SECS, KILL QUERY the statements of
+    /// --long-query-type that started before it. Must be below --lock-wait-timeout. Off by default.
+    #[arg(long, value_name = "SECS", help_heading = "Lock")]
+    pub kill_long_queries: Option<f64>,
+
+    /// Run FLUSH NO_WRITE_TO_BINLOG TABLES before each lock attempt (can itself pile up statements).
+    #[arg(long, help_heading = "Lock")]
+    pub pre_flush: bool,
+
+    /// On a replica, stop the SQL thread before locking and start it again afterwards (also on failure).
+    #[arg(long, help_heading = "Lock")]
+    pub stop_replica_sql: bool,
 
     /// Deadline on the whole locked section (lock held + filesystems frozen), in seconds.
     /// When it passes, the running hook is killed and everything is released (exit 124).

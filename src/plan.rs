@@ -10,7 +10,8 @@ use crate::hooks::{self, Ending};
 use crate::report::Progress;
 use crate::runlock;
 use crate::server::connect::ConnectSpec;
-use crate::server::lock::{strategy, LockConfig};
+use crate::server::lock::LockConfig;
+use crate::server::strategy::{self, Strategy};
 use crate::server::LockSession;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
@@ -19,8 +20,9 @@ use std::time::Duration;
 /// The checked, resolved inputs of a run.
 #[derive(Debug)]
 pub struct Prepared {
-    /// None with --lock=none: no connection is made.
-    pub connect: Option<ConnectSpec>,
+    /// The servers to lock, with their names (one unnamed entry without
+    /// --instance; empty with --lock=none: no connection is made).
+    pub instances: Vec<(String, ConnectSpec)>,
     pub lock: LockConfig,
     pub freeze: Vec<Target>,
     /// COMMAND's resolved program.
@@ -28,9 +30,18 @@ pub struct Prepared {
 }
 
 pub fn lock_name(mode: LockMode) -> &'static str {
+    strategy::mode_name(mode)
+}
+
+/// The lock statements a mode will use, known before connecting.
+fn planned(mode: LockMode) -> Option<Vec<Strategy>> {
     match mode {
-        LockMode::Ftwrl => "ftwrl",
-        LockMode::None => "none",
+        LockMode::None => None,
+        LockMode::Auto => Some(vec![strategy::BACKUP_STAGE, strategy::FTWRL]),
+        LockMode::Ftwrl => Some(vec![strategy::FTWRL]),
+        LockMode::BackupStage => Some(vec![strategy::BACKUP_STAGE]),
+        LockMode::Instance => Some(vec![strategy::INSTANCE]),
+        LockMode::TablesForBackup => Some(vec![strategy::TABLES_FOR_BACKUP]),
     }
 }
 
@@ -97,11 +108,33 @@ fn resolve_program(what: &str, program: &str) -> anyhow::Result<PathBuf> {
 
 /// Preflight: validate everything that can be validated without side effects.
 pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
+    let wait = seconds("lock-wait-timeout", cli.lock_wait_timeout, false)?;
+    let guard = seconds("long-query-guard", cli.long_query_guard, true)?;
+    let kill_after = match cli.kill_long_queries {
+        Some(k) => Some(seconds("kill-long-queries", k, true)?),
+        None => None,
+    };
+    if kill_after.is_some_and(|k| k >= wait) {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--kill-long-queries ({} s) must be below --lock-wait-timeout ({} s): each lock attempt gives up \
+                 at --lock-wait-timeout, so it would never kill anything",
+                cli.kill_long_queries.unwrap_or_default(),
+                cli.lock_wait_timeout
+            ),
+        ));
+    }
     let lock = LockConfig {
         mode: cli.lock,
-        wait: seconds("lock-wait-timeout", cli.lock_wait_timeout, false)?,
+        wait,
         retries: cli.lock_retries,
         retry_delay: seconds("lock-retry-delay", cli.lock_retry_delay, true)?,
+        guard: (!guard.is_zero()).then_some(guard),
+        query_type: cli.long_query_type,
+        kill_after,
+        pre_flush: cli.pre_flush,
+        stop_replica_sql: cli.stop_replica_sql,
     };
     seconds("max-lock-time", cli.max_lock_time, false)?;
     seconds("hook-timeout", cli.hook_timeout, false)?;
@@ -143,12 +176,32 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         freeze_targets = freeze::validate(&cli.freeze, &protected, cli.force_freeze)?;
     }
 
-    let connect = match cli.lock {
-        LockMode::None => None,
-        _ => Some(ConnectSpec::from_cli(cli)?),
+    let instances = match cli.lock {
+        LockMode::None if !cli.instance.is_empty() => {
+            return Err(exit::fail(
+                exit::CONFIG,
+                "--instance needs a database lock; drop --lock=none or --instance",
+            ))
+        }
+        LockMode::None => Vec::new(),
+        _ if cli.instance.is_empty() => vec![(String::new(), ConnectSpec::from_cli(cli)?)],
+        _ => {
+            let mut list: Vec<(String, ConnectSpec)> = Vec::new();
+            for spec in &cli.instance {
+                let (name, connect) = instance(cli, spec)?;
+                if list.iter().any(|(n, _)| *n == name) {
+                    return Err(exit::fail(
+                        exit::CONFIG,
+                        format!("two --instance specs have the same name {name}; names come from the option file's name or the URL's socket/host and port"),
+                    ));
+                }
+                list.push((name, connect));
+            }
+            list
+        }
     };
     Ok(Prepared {
-        connect,
+        instances,
         lock,
         freeze: freeze_targets,
         command_path,
@@ -166,19 +219,56 @@ pub fn describe(cli: &Cli, p: &Prepared) -> String {
     for h in &cli.before {
         line(format!("before hook: {h}"));
     }
-    match (&p.connect, strategy(cli.lock)) {
-        (Some(spec), Some(s)) => {
+    match (p.instances.as_slice(), planned(cli.lock)) {
+        (specs @ [_, ..], Some(strategies)) => {
+            for (name, spec) in specs {
+                let label = if name.is_empty() {
+                    String::new()
+                } else {
+                    format!(" instance {name}:")
+                };
+                line(format!(
+                    "connect{label} to {} as '{}' (lock session + watchdog session)",
+                    spec.target, spec.user
+                ));
+            }
+            if specs.len() > 1 {
+                line(format!("lock all {} instances in parallel; if one cannot be locked, release the others and retry", specs.len()));
+            }
+            let statements: Vec<String> = strategies.iter().map(|s| s.lock.join("; ")).collect();
+            let statements = match cli.lock {
+                LockMode::Auto => format!(
+                    "{} on MariaDB >= 10.4.1, else {}",
+                    statements[0], statements[1]
+                ),
+                _ => statements.join(""),
+            };
+            if let Some(g) = p.lock.guard {
+                line(format!(
+                    "before each attempt: wait while a {:?} statement has run longer than {:.2} s (--long-query-guard)",
+                    cli.long_query_type,
+                    g.as_secs_f64()
+                ));
+            }
+            if p.lock.pre_flush {
+                line(
+                    "before each attempt: FLUSH NO_WRITE_TO_BINLOG TABLES (bounded the same way)"
+                        .into(),
+                );
+            }
             line(format!(
-                "connect to {} as '{}' (lock session + watchdog session)",
-                spec.target, spec.user
-            ));
-            line(format!(
-                "lock: {} (each attempt at most {:.2} s, then KILL QUERY; {} attempt(s), {:.2} s apart)",
-                s.lock.join("; "),
+                "lock: {statements} (each attempt at most {:.2} s, then KILL QUERY; {} attempt(s), {:.2} s apart)",
                 p.lock.wait.as_secs_f64(),
                 p.lock.retries + 1,
                 p.lock.retry_delay.as_secs_f64()
             ));
+            if let Some(k) = p.lock.kill_after {
+                line(format!(
+                    "DANGEROUS --kill-long-queries: after {:.2} s of an attempt, KILL QUERY the {:?} statements that started before it",
+                    k.as_secs_f64(),
+                    cli.long_query_type
+                ));
+            }
             line("read coordinates: SHOW MASTER STATUS (SHOW BINARY LOG STATUS on MySQL >= 8.2), GTID position".into());
             if let Some(c) = &cli.coordinates_file {
                 line(format!("write coordinates to {}", c.display()));
@@ -211,10 +301,11 @@ pub fn describe(cli: &Cli, p: &Prepared) -> String {
     for h in &cli.post {
         line(format!("post hook (always runs once locked): {h}"));
     }
-    if let Some(s) = strategy(cli.lock) {
+    if let Some(strategies) = planned(cli.lock) {
+        let unlock: Vec<&str> = strategies.iter().map(|s| s.unlock).collect();
         line(format!(
             "verify the lock session is the same live connection, then {}",
-            s.unlock
+            unlock.join(" or ")
         ));
     }
     for h in &cli.after {
@@ -258,13 +349,15 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
         Ok(_released_at_end_of_scope) => {}
         Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
     }
-    if let Some(spec) = &p.connect {
+    for (name, spec) in &p.instances {
         match LockSession::open(spec, &p.lock, progress) {
             Ok(mut s) => {
                 progress.info(format!(
-                    "connected to {} (connection {})",
+                    "{name}{}connected to {} (connection {}); lock: {}",
+                    if name.is_empty() { "" } else { ": " },
                     s.info.short(),
-                    s.connection_id
+                    s.connection_id,
+                    s.strategy().name
                 ));
                 match s.missing_privileges() {
                     Ok(missing) if missing.is_empty() => {}
@@ -282,4 +375,73 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
         progress.info("check passed: nothing was locked or frozen");
     }
     code
+}
+
+/// The environment-variable name of an instance: uppercase, every character
+/// other than A-Z and 0-9 replaced by `_`.
+pub fn instance_name(raw: &str) -> String {
+    raw.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() {
+                c.to_ascii_uppercase()
+            } else {
+                '_'
+            }
+        })
+        .collect()
+}
+
+/// One --instance SPEC: `mysql://user@host:port/?socket=PATH` (named after
+/// the socket file or host and port) or an option file whose [client] group
+/// says where the server is (named after the file).
+fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
+    let bad = |why: String| exit::fail(exit::CONFIG, format!("--instance={spec}: {why}"));
+    let mut c = cli.clone();
+    let name;
+    if spec.starts_with("mysql://") {
+        let opts = mysql::Opts::from_url(spec).map_err(|e| bad(e.to_string()))?;
+        if opts.get_pass().is_some() {
+            return Err(bad("do not put the password in the URL (it would show in `ps`); use --password, MYSQL_PWD or an option file".into()));
+        }
+        c.user = opts.get_user().map(str::to_string).or(c.user);
+        match opts.get_socket() {
+            Some(socket) => {
+                c.socket = Some(socket.into());
+                c.protocol = Some(crate::cli::Protocol::Socket);
+                c.host = None;
+                name = Path::new(socket)
+                    .file_stem()
+                    .map(|s| s.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+            }
+            None => {
+                let host = opts.get_ip_or_hostname().to_string();
+                c.port = Some(opts.get_tcp_port());
+                c.protocol = Some(crate::cli::Protocol::Tcp);
+                name = format!("{host}_{}", opts.get_tcp_port());
+                c.host = Some(host);
+            }
+        }
+    } else {
+        let path = Path::new(spec);
+        let client = crate::options::client_group(path).map_err(|e| bad(format!("{e:#}")))?;
+        c.host = client.host.or(c.host);
+        c.port = client.port.or(c.port);
+        c.socket = client.socket.or(c.socket);
+        c.user = client.user.or(c.user);
+        c.password = client.password.or(c.password);
+        c.protocol = client.protocol.or(match (&c.socket, &c.host) {
+            (Some(_), None) => Some(crate::cli::Protocol::Socket),
+            _ => c.protocol,
+        });
+        name = path
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_default();
+    }
+    let name = instance_name(&name);
+    if name.is_empty() {
+        return Err(bad("cannot derive a name from it".into()));
+    }
+    Ok((name, ConnectSpec::from_cli(&c)?))
 }

@@ -157,6 +157,17 @@ pub struct LockRecord {
     pub verified: Option<bool>,
 }
 
+/// One locked server (several with --instance).
+#[derive(Debug, Clone, Serialize)]
+pub struct InstanceRecord {
+    pub name: String,
+    pub target: String,
+    pub server: crate::server::ServerInfo,
+    pub connection_id: u32,
+    pub lock: String,
+    pub coordinates: Option<crate::server::Coordinates>,
+}
+
 /// The JSON report (--report).
 #[derive(Debug, Clone, Serialize)]
 pub struct Report {
@@ -175,6 +186,8 @@ pub struct Report {
     pub server: Option<crate::server::ServerInfo>,
     pub lock: LockRecord,
     pub coordinates: Option<crate::server::Coordinates>,
+    /// Every locked server, the first one also in `server`/`coordinates`.
+    pub instances: Vec<InstanceRecord>,
     pub frozen: Vec<FreezeRecord>,
     pub phases: Vec<PhaseRecord>,
     pub hooks: Vec<HookRecord>,
@@ -195,6 +208,7 @@ impl Report {
             server: None,
             lock: LockRecord::default(),
             coordinates: None,
+            instances: Vec::new(),
             frozen: Vec::new(),
             phases: Vec::new(),
             hooks: Vec::new(),

@@ -12,7 +12,7 @@ use crate::options;
 use crate::plan::{self, Prepared};
 use crate::report::{self, human, FreezeRecord, HookRecord, Progress, Report};
 use crate::runlock;
-use crate::server::{LockSession, ServerInfo};
+use crate::server::{Coordinates, LockGroup, ServerInfo};
 use crate::signals;
 use clap::Parser;
 use std::collections::BTreeMap;
@@ -122,7 +122,7 @@ struct Run<'a> {
     report: Report,
     started: Instant,
     /// MYSQL_QUIESCE_* variables for hooks (PHASE and STATUS are set per hook).
-    env: BTreeMap<&'static str, String>,
+    env: BTreeMap<String, String>,
     /// The first failure: its exit status and message. It decides the exit status.
     failure: Option<(u8, String)>,
 }
@@ -131,16 +131,23 @@ impl<'a> Run<'a> {
     fn new(cli: &'a Cli, prepared: Prepared, progress: Progress) -> Run<'a> {
         let run_id = new_run_id();
         let mut env = BTreeMap::new();
-        env.insert("MYSQL_QUIESCE_RUN_ID", run_id.clone());
-        env.insert("MYSQL_QUIESCE_LOCK", plan::lock_name(cli.lock).to_string());
+        env.insert("MYSQL_QUIESCE_RUN_ID".to_string(), run_id.clone());
+        env.insert(
+            "MYSQL_QUIESCE_LOCK".to_string(),
+            plan::lock_name(cli.lock).to_string(),
+        );
         for key in [
             "MYSQL_QUIESCE_CONNECTION_ID",
+            "MYSQL_QUIESCE_SERVER_FLAVOR",
             "MYSQL_QUIESCE_SERVER_VERSION",
+            "MYSQL_QUIESCE_SOURCE_LOG_FILE",
+            "MYSQL_QUIESCE_SOURCE_LOG_POS",
+            "MYSQL_QUIESCE_GALERA_POSITION",
             "MYSQL_QUIESCE_BINLOG_FILE",
             "MYSQL_QUIESCE_BINLOG_POS",
             "MYSQL_QUIESCE_GTID",
         ] {
-            env.insert(key, String::new());
+            env.insert(key.to_string(), String::new());
         }
         let mut report = Report::new(run_id);
         report.lock.mode = plan::lock_name(cli.lock).to_string();
@@ -210,8 +217,8 @@ impl<'a> Run<'a> {
         }
 
         // connect (no session with --lock=none: there is nothing to hold).
-        let mut session = match self.connect() {
-            Ok(s) => s,
+        let mut group = match self.connect() {
+            Ok(g) => g,
             Err(e) => {
                 self.fail_with(e);
                 return self.finish();
@@ -219,56 +226,112 @@ impl<'a> Run<'a> {
         };
 
         // lock; post hooks run whenever this succeeded, after hooks in any case.
-        if self.lock(session.as_mut()) {
-            self.locked_section(session.as_mut());
+        if self.lock(group.as_mut()) {
+            self.locked_section(group.as_mut());
         }
-        drop(session);
+        drop(group);
         self.hooks(Phase::After, &cli.after, None);
         self.finish()
     }
 
-    fn connect(&mut self) -> anyhow::Result<Option<LockSession>> {
-        let Some(spec) = &self.prepared.connect else {
+    fn connect(&mut self) -> anyhow::Result<Option<LockGroup>> {
+        if self.prepared.instances.is_empty() {
             return Ok(None);
-        };
+        }
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let session = LockSession::open(spec, &self.prepared.lock, &self.progress);
-        self.report
-            .phase("connect", wall, t0.elapsed(), session.is_ok());
-        let session = session?;
-        self.progress.info(format!(
-            "connected to {} at {} as '{}' (connection {}) in {}",
-            session.info.short(),
-            spec.target,
-            spec.user,
-            session.connection_id,
-            human(t0.elapsed())
-        ));
-        self.env.insert(
-            "MYSQL_QUIESCE_CONNECTION_ID",
-            session.connection_id.to_string(),
+        let group = LockGroup::open(
+            &self.prepared.instances,
+            &self.prepared.lock,
+            &self.progress,
         );
-        self.env
-            .insert("MYSQL_QUIESCE_SERVER_VERSION", session.info.version.clone());
-        self.report.server = Some(session.info.clone());
-        self.report.lock.connection_id = Some(session.connection_id);
-        Ok(Some(session))
+        self.report
+            .phase("connect", wall, t0.elapsed(), group.is_ok());
+        let group = group?;
+        for (i, m) in group.members.iter().enumerate() {
+            let s = &m.session;
+            let label = if m.name.is_empty() {
+                String::new()
+            } else {
+                format!("instance {}: ", m.name)
+            };
+            self.progress.info(format!(
+                "{label}connected to {} at {} as '{}' (connection {}) in {}",
+                s.info.short(),
+                m.spec.target,
+                m.spec.user,
+                s.connection_id,
+                human(t0.elapsed())
+            ));
+            let vars = [
+                ("CONNECTION_ID", s.connection_id.to_string()),
+                ("SERVER_VERSION", s.info.version.clone()),
+                (
+                    "SERVER_FLAVOR",
+                    format!("{:?}", s.info.flavor).to_lowercase(),
+                ),
+                ("LOCK", plan::lock_name(s.strategy().mode).to_string()),
+            ];
+            self.export(i, &m.name, &vars);
+            self.report.instances.push(report::InstanceRecord {
+                name: m.name.clone(),
+                target: m.spec.target.to_string(),
+                server: s.info.clone(),
+                connection_id: s.connection_id,
+                lock: plan::lock_name(s.strategy().mode).to_string(),
+                coordinates: None,
+            });
+        }
+        let first = &group.members[0].session;
+        self.report.server = Some(first.info.clone());
+        self.report.lock.connection_id = Some(first.connection_id);
+        self.report.lock.mode = plan::lock_name(first.strategy().mode).to_string();
+        Ok(Some(group))
+    }
+
+    /// Hook variables: unprefixed for the first instance, and
+    /// MYSQL_QUIESCE_<NAME>_<KEY> for every named instance.
+    fn export(&mut self, index: usize, name: &str, vars: &[(&str, String)]) {
+        for (key, value) in vars {
+            if index == 0 {
+                self.env
+                    .insert(format!("MYSQL_QUIESCE_{key}"), value.clone());
+            }
+            if !name.is_empty() {
+                self.env
+                    .insert(format!("MYSQL_QUIESCE_{name}_{key}"), value.clone());
+            }
+        }
     }
 
     /// Take the lock (if any). False when it was not acquired.
-    fn lock(&mut self, session: Option<&mut LockSession>) -> bool {
-        let Some(s) = session else {
+    fn lock(&mut self, group: Option<&mut LockGroup>) -> bool {
+        let Some(g) = group else {
             return true;
         };
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let result = s.acquire(&self.prepared.lock, &self.progress);
+        let result = g.acquire(&self.prepared.lock, &self.progress);
         self.report
             .phase("lock", wall, t0.elapsed(), result.is_ok());
         match result {
             Ok(took) => {
-                self.progress
-                    .info(format!("locked ({}) in {}", s.strategy().name, human(took)));
-                self.report.lock.statement = Some(s.strategy().name.to_string());
+                let names: Vec<&str> = g
+                    .members
+                    .iter()
+                    .map(|m| m.session.strategy().name)
+                    .collect();
+                let mut names_unique = names.clone();
+                names_unique.dedup();
+                let on = if g.members.len() > 1 {
+                    format!(" on {} instances", g.members.len())
+                } else {
+                    String::new()
+                };
+                self.progress.info(format!(
+                    "locked ({}){on} in {}",
+                    names_unique.join(", "),
+                    human(took)
+                ));
+                self.report.lock.statement = Some(names[0].to_string());
                 self.report.lock.acquired_in_ms = Some(report::ms(took));
                 true
             }
@@ -280,14 +343,14 @@ impl<'a> Run<'a> {
     }
 
     /// Everything between lock and unlock. The lock is held on entry.
-    fn locked_section(&mut self, mut session: Option<&mut LockSession>) {
+    fn locked_section(&mut self, mut group: Option<&mut LockGroup>) {
         let cli = self.cli;
         let locked_at = Instant::now();
         let deadline = locked_at + Duration::from_secs_f64(cli.max_lock_time);
         let deadline_wall = SystemTime::now() + Duration::from_secs_f64(cli.max_lock_time);
 
-        if let Some(s) = session.as_deref_mut() {
-            self.coordinates(s);
+        if let Some(g) = group.as_deref_mut() {
+            self.coordinates(g);
         }
 
         // pre, freeze, snapshot, thaw. A panic in here still thaws (FrozenSet's
@@ -312,71 +375,87 @@ impl<'a> Run<'a> {
         self.hooks(Phase::Post, &cli.post, None);
 
         // verify, then unlock.
-        if let Some(s) = session {
+        if let Some(g) = group {
             let (t0, wall) = (Instant::now(), SystemTime::now());
-            match s.verify(&self.progress) {
-                Ok(()) => self.report.lock.verified = Some(true),
-                Err(why) => {
-                    self.report.lock.verified = Some(false);
-                    self.fail(
-                        exit::INCONSISTENT,
-                        format!(
-                            "CONSISTENCY NOT GUARANTEED: {why}. The lock may have been released before or during \
-                             the snapshot, so writes may have happened while it was taken: do not trust this snapshot"
-                        ),
-                    );
-                }
+            let lost = g.verify(&self.progress);
+            self.report.lock.verified = Some(lost.is_empty());
+            if !lost.is_empty() {
+                self.fail(
+                    exit::INCONSISTENT,
+                    format!(
+                        "CONSISTENCY NOT GUARANTEED: {}. The lock may have been released before or during \
+                         the snapshot, so writes may have happened while it was taken: do not trust this snapshot",
+                        lost.join("; ")
+                    ),
+                );
             }
-            let released = s.release(&self.progress);
+            let errors = g.release(&self.progress);
             self.report
-                .phase("unlock", wall, t0.elapsed(), released.is_ok());
-            if let Err(e) = released {
+                .phase("unlock", wall, t0.elapsed(), errors.is_empty());
+            for e in errors {
                 self.progress.warn(format!("{e:#}"));
             }
         }
         let held = locked_at.elapsed();
         self.report.lock.held_ms = Some(report::ms(held));
-        let what = if session_was_locked(cli) {
-            "unlocked; lock held"
-        } else {
+        let what = if cli.lock == LockMode::None {
             "locked section took"
+        } else {
+            "unlocked; lock held"
         };
         self.progress.info(format!("{what} {}", human(held)));
     }
 
-    fn coordinates(&mut self, s: &mut LockSession) {
+    fn coordinates(&mut self, g: &mut LockGroup) {
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let result = s.coordinates(&self.progress);
+        let result = g.coordinates(&self.progress);
         self.report
             .phase("coordinates", wall, t0.elapsed(), result.is_ok());
-        let c = match result {
+        let all = match result {
             Ok(c) => c,
             Err(e) => return self.fail_with(e),
         };
-        match (&c.binlog_file, c.binlog_position) {
-            (Some(f), Some(p)) => self.progress.info(format!(
-                "coordinates: {f}:{p}{}",
-                c.gtid
-                    .as_deref()
-                    .map(|g| format!(", GTID {g}"))
-                    .unwrap_or_default()
-            )),
-            _ => self
-                .progress
-                .info("coordinates: binary logging is off (no file/position)"),
+        let names: Vec<String> = g.members.iter().map(|m| m.name.clone()).collect();
+        for (i, (name, c)) in names.iter().zip(&all).enumerate() {
+            let label = if name.is_empty() {
+                String::new()
+            } else {
+                format!("{name} ")
+            };
+            match (&c.binlog_file, c.binlog_position) {
+                (Some(f), Some(p)) => self.progress.info(format!(
+                    "{label}coordinates: {f}:{p}{}",
+                    c.gtid
+                        .as_deref()
+                        .map(|g| format!(", GTID {g}"))
+                        .unwrap_or_default()
+                )),
+                _ => self.progress.info(format!(
+                    "{label}coordinates: binary logging is off (no file/position)"
+                )),
+            }
+            let opt = |v: &Option<String>| v.clone().unwrap_or_default();
+            let num = |v: Option<u64>| v.map(|p| p.to_string()).unwrap_or_default();
+            let vars = [
+                ("BINLOG_FILE", opt(&c.binlog_file)),
+                ("BINLOG_POS", num(c.binlog_position)),
+                ("GTID", opt(&c.gtid)),
+                ("SOURCE_LOG_FILE", opt(&c.source_log_file)),
+                ("SOURCE_LOG_POS", num(c.source_log_position)),
+                ("GALERA_POSITION", opt(&c.galera_position)),
+            ];
+            self.export(i, name, &vars);
+            if let Some(r) = self.report.instances.get_mut(i) {
+                r.coordinates = Some(c.clone());
+            }
         }
-        self.env.insert(
-            "MYSQL_QUIESCE_BINLOG_FILE",
-            c.binlog_file.clone().unwrap_or_default(),
-        );
-        self.env.insert(
-            "MYSQL_QUIESCE_BINLOG_POS",
-            c.binlog_position.map(|p| p.to_string()).unwrap_or_default(),
-        );
-        self.env
-            .insert("MYSQL_QUIESCE_GTID", c.gtid.clone().unwrap_or_default());
         if let Some(path) = &self.cli.coordinates_file {
-            let json = coordinates_json(&c, &self.report.run_id, self.report.server.as_ref());
+            let json = coordinates_json(
+                &all,
+                &names,
+                &self.report.run_id,
+                self.report.server.as_ref(),
+            );
             if let Err(e) = report::write_atomic(path, json.as_bytes()) {
                 self.fail(
                     exit::CONFIG,
@@ -387,7 +466,7 @@ impl<'a> Run<'a> {
                 );
             }
         }
-        self.report.coordinates = Some(c);
+        self.report.coordinates = all.into_iter().next();
     }
 
     fn freeze(&mut self, deadline: Instant, deadline_wall: SystemTime) -> Option<FrozenSet> {
@@ -579,25 +658,26 @@ impl<'a> Run<'a> {
     }
 }
 
-fn session_was_locked(cli: &Cli) -> bool {
-    cli.lock != LockMode::None
-}
-
-/// The coordinates file: small, stable JSON that can live inside the snapshot.
+/// The coordinates file: small, stable JSON that can live inside the
+/// snapshot. One instance: its fields at the top level; several: also an
+/// `instances` object keyed by name.
 fn coordinates_json(
-    c: &crate::server::Coordinates,
+    all: &[Coordinates],
+    names: &[String],
     run_id: &str,
     server: Option<&ServerInfo>,
 ) -> String {
-    let v = serde_json::json!({
-        "run_id": run_id,
-        "read_at": report::rfc3339(SystemTime::now()),
-        "server_version": server.map(|s| s.version.clone()),
-        "binlog_file": c.binlog_file,
-        "binlog_position": c.binlog_position,
-        "gtid": c.gtid,
-        "gtid_current_pos": c.gtid_current_pos,
-        "source": c.source,
-    });
+    let mut v = serde_json::to_value(all.first().cloned().unwrap_or_default()).expect("json");
+    v["run_id"] = run_id.into();
+    v["read_at"] = report::rfc3339(SystemTime::now()).into();
+    v["server_version"] = server.map(|s| s.version.clone()).into();
+    if names.iter().any(|n| !n.is_empty()) {
+        let map: serde_json::Map<String, serde_json::Value> = names
+            .iter()
+            .zip(all)
+            .map(|(n, c)| (n.clone(), serde_json::to_value(c).expect("json")))
+            .collect();
+        v["instances"] = map.into();
+    }
     serde_json::to_string_pretty(&v).expect("json") + "\n"
 }

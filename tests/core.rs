@@ -25,15 +25,25 @@ fn json(path: &std::path::Path) -> serde_json::Value {
 #[test]
 fn writes_are_blocked_while_the_snapshot_runs_and_resume_after() {
     let s = server!();
-    s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT)");
-    // The hook succeeds only if a write from another session times out.
-    let hook = format!(
-        "! {} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO d.t VALUES (1)'",
-        s.client()
-    );
-    s.mq().arg("--snapshot").arg(&hook).assert().success();
-    assert!(s.write_succeeds(1), "writes must work again after the run");
+    s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT) ENGINE=InnoDB; CREATE TABLE d.m (i INT) ENGINE=MyISAM");
+    for mode in ["ftwrl", "backup-stage", "auto"] {
+        for table in ["d.t", "d.m"] {
+            // The hook succeeds only if a write from another session times out.
+            let hook = format!(
+                "! {} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO {table} VALUES (1)'",
+                s.client()
+            );
+            s.mq()
+                .arg(format!("--lock={mode}"))
+                .arg("--snapshot")
+                .arg(&hook)
+                .assert()
+                .success();
+            assert!(s.write_succeeds(1), "writes must work again after the run");
+        }
+    }
     assert_eq!(s.value("SELECT COUNT(*) FROM d.t").as_deref(), Some("0"));
+    assert_eq!(s.value("SELECT COUNT(*) FROM d.m").as_deref(), Some("0"));
 }
 
 #[test]
@@ -302,7 +312,10 @@ fn report_records_phases_hooks_coordinates_and_outcome() {
     assert_eq!(r["outcome"], "ok");
     assert_eq!(r["exit_code"], 0);
     assert_eq!(r["consistent"], true);
-    assert_eq!(r["lock"]["mode"], "ftwrl");
+    assert_eq!(
+        r["lock"]["mode"], "backup-stage",
+        "auto picks backup-stage on MariaDB >= 10.4.1"
+    );
     assert_eq!(r["lock"]["verified"], true);
     assert!(r["lock"]["held_ms"].as_f64().unwrap() >= 0.0);
     assert!(r["coordinates"]["binlog_file"]

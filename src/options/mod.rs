@@ -41,3 +41,21 @@ pub fn load(argv: Vec<OsString>) -> anyhow::Result<Loaded> {
 pub fn normalize_argv(argv: Vec<OsString>) -> Vec<OsString> {
     argv
 }
+
+/// Connection settings from one option file's client groups (for --instance).
+#[derive(Debug, Default, Clone)]
+pub struct ClientGroup {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    pub socket: Option<std::path::PathBuf>,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub protocol: Option<crate::cli::Protocol>,
+}
+
+/// Read the [client], [client-server] and [client-mariadb] groups of one
+/// option file (with its includes). Errors are exit 78.
+pub fn client_group(path: &std::path::Path) -> anyhow::Result<ClientGroup> {
+    let _ = path;
+    todo!("options::client_group")
+}

@@ -1,7 +1,7 @@
-//! Binary-log coordinates, read on the locking session while commits are
-//! blocked, with the statement each server version supports (MySQL 8.4
-//! removed SHOW MASTER STATUS). Binary logging off means empty coordinates,
-//! not an error.
+//! Coordinates, read on the locking session while the lock is held, with the
+//! statement each server version supports (MySQL 8.4 removed SHOW MASTER
+//! STATUS and SHOW SLAVE STATUS). Binary logging off, or not a replica, means
+//! empty fields, not an error.
 
 use super::flavor::{Flavor, ServerInfo};
 use mysql::prelude::Queryable;
@@ -19,7 +19,19 @@ pub struct Coordinates {
     /// MariaDB @@gtid_current_pos (includes transactions applied by replication).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub gtid_current_pos: Option<String>,
-    /// The statement the file/position came from.
+    /// On a replica: the source's binary log file up to which the SQL thread has executed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_log_file: Option<String>,
+    /// On a replica: the executed position in that file (never the IO thread's read position).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_log_position: Option<u64>,
+    /// On a Galera node: wsrep_local_state_uuid:wsrep_last_committed.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub galera_position: Option<String>,
+    /// Whether commits were blocked while these were read (false for the
+    /// instance/tables-for-backup modes: the position is only approximate).
+    pub exact: bool,
+    /// Where the file/position came from.
     pub source: String,
 }
 
@@ -31,44 +43,136 @@ pub fn binlog_status_statement(info: &ServerInfo) -> &'static str {
     }
 }
 
+/// The statement that shows replica status on this server.
+pub fn replica_status_statement(info: &ServerInfo) -> &'static str {
+    let new_name = match info.flavor {
+        Flavor::Mariadb => info.at_least(10, 5, 1),
+        _ => info.at_least(8, 0, 22),
+    };
+    if new_name {
+        "SHOW REPLICA STATUS"
+    } else {
+        "SHOW SLAVE STATUS"
+    }
+}
+
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
 
-pub fn read(conn: &mut mysql::Conn, info: &ServerInfo) -> mysql::Result<Coordinates> {
-    let statement = binlog_status_statement(info);
-    let rows: Vec<Row> = conn.query(statement)?;
+/// A column by the first of several names (MySQL renamed Master_* to Source_*).
+fn column(row: &Row, names: &[&str]) -> Option<String> {
+    names
+        .iter()
+        .find_map(|n| row.get_opt::<Option<String>, _>(*n).and_then(Result::ok))
+        .flatten()
+}
+
+/// Read the coordinates. `exact` says whether commits are blocked now. The
+/// second value lists things worth a warning (e.g. replica status not readable).
+pub fn read(
+    conn: &mut mysql::Conn,
+    info: &ServerInfo,
+    exact: bool,
+) -> mysql::Result<(Coordinates, Vec<String>)> {
+    let mut notes = Vec::new();
     let mut c = Coordinates {
-        source: statement.to_string(),
+        exact,
         ..Default::default()
     };
-    if let Some(row) = rows.first() {
-        c.binlog_file = non_empty(
-            row.get_opt::<Option<String>, _>("File")
-                .and_then(Result::ok)
-                .flatten(),
-        );
-        c.binlog_position = row
-            .get_opt::<Option<String>, _>("Position")
-            .and_then(Result::ok)
-            .flatten()
-            .and_then(|p| p.parse().ok());
-    }
-    match info.flavor {
-        Flavor::Mariadb => {
-            let (binlog_pos, current_pos): (Option<String>, Option<String>) = conn
-                .query_first("SELECT @@global.gtid_binlog_pos, @@global.gtid_current_pos")?
-                .unwrap_or_default();
-            c.gtid = non_empty(binlog_pos);
-            c.gtid_current_pos = non_empty(current_pos);
+    let log_status = if exact || info.flavor == Flavor::Mariadb {
+        None
+    } else {
+        read_log_status(conn)
+    };
+    if let Some((file, pos, gtid)) = log_status {
+        // performance_schema.log_status gives file, position and GTID set consistent with each other.
+        c.source = "performance_schema.log_status".into();
+        (c.binlog_file, c.binlog_position, c.gtid) = (file, pos, gtid);
+    } else {
+        let statement = binlog_status_statement(info);
+        c.source = statement.into();
+        let rows: Vec<Row> = conn.query(statement)?;
+        if let Some(row) = rows.first() {
+            c.binlog_file = non_empty(column(row, &["File"]));
+            c.binlog_position = column(row, &["Position"]).and_then(|p| p.parse().ok());
         }
-        Flavor::Mysql | Flavor::Percona => {
-            let executed: Option<Option<String>> =
-                conn.query_first("SELECT @@global.gtid_executed")?;
-            c.gtid = non_empty(executed.flatten()).map(|g| g.replace('\n', ""));
+        match info.flavor {
+            Flavor::Mariadb => {
+                let (binlog_pos, current_pos): (Option<String>, Option<String>) = conn
+                    .query_first("SELECT @@global.gtid_binlog_pos, @@global.gtid_current_pos")?
+                    .unwrap_or_default();
+                c.gtid = non_empty(binlog_pos);
+                c.gtid_current_pos = non_empty(current_pos);
+            }
+            Flavor::Mysql | Flavor::Percona => {
+                let executed: Option<Option<String>> =
+                    conn.query_first("SELECT @@global.gtid_executed")?;
+                c.gtid = non_empty(executed.flatten()).map(|g| g.replace('\n', ""));
+            }
         }
     }
-    Ok(c)
+    if !exact {
+        notes.push(format!(
+            "the {} coordinates are not an exact point of the snapshot: this lock mode does not block commits",
+            c.source
+        ));
+    }
+
+    let replica = replica_status_statement(info);
+    match conn.query::<Row, _>(replica) {
+        Ok(rows) => {
+            if let Some(row) = rows.first() {
+                c.source_log_file = non_empty(column(
+                    row,
+                    &["Relay_Source_Log_File", "Relay_Master_Log_File"],
+                ));
+                c.source_log_position =
+                    column(row, &["Exec_Source_Log_Pos", "Exec_Master_Log_Pos"])
+                        .and_then(|p| p.parse().ok());
+            }
+        }
+        Err(e) => notes.push(format!(
+            "{replica} failed ({e}); replica coordinates not recorded"
+        )),
+    }
+
+    let wsrep_on: Option<(String, String)> = conn
+        .query_first("SHOW GLOBAL VARIABLES LIKE 'wsrep_on'")
+        .unwrap_or(None);
+    if wsrep_on.is_some_and(|(_, v)| v.eq_ignore_ascii_case("ON")) {
+        let status: Vec<(String, String)> = conn.query(
+            "SHOW GLOBAL STATUS WHERE Variable_name IN ('wsrep_local_state_uuid', 'wsrep_last_committed')",
+        )?;
+        let get = |k: &str| {
+            status
+                .iter()
+                .find(|(n, _)| n.eq_ignore_ascii_case(k))
+                .map(|(_, v)| v.clone())
+        };
+        if let (Some(uuid), Some(seqno)) =
+            (get("wsrep_local_state_uuid"), get("wsrep_last_committed"))
+        {
+            c.galera_position = Some(format!("{uuid}:{seqno}"));
+        }
+    }
+    Ok((c, notes))
+}
+
+/// MySQL >= 8.0.11: file, position and GTID set from performance_schema.log_status
+/// (needs BACKUP_ADMIN); None where it is not available.
+fn read_log_status(
+    conn: &mut mysql::Conn,
+) -> Option<(Option<String>, Option<u64>, Option<String>)> {
+    let local: String = conn
+        .query_first("SELECT LOCAL FROM performance_schema.log_status")
+        .ok()
+        .flatten()?;
+    let v: serde_json::Value = serde_json::from_str(&local).ok()?;
+    let file = v["binary_log_file"].as_str().map(str::to_string);
+    let pos = v["binary_log_position"].as_u64();
+    let gtid = v["gtid_executed"].as_str().map(|g| g.replace('\n', ""));
+    Some((non_empty(file), pos, non_empty(gtid)))
 }
 
 #[cfg(test)]
@@ -77,10 +181,19 @@ mod tests {
 
     #[test]
     fn mysql_8_2_and_later_use_show_binary_log_status() {
-        let statement = |v: &str, c: &str| binlog_status_statement(&ServerInfo::from_strings(v, c));
-        assert_eq!(statement("9.7.4", ""), "SHOW BINARY LOG STATUS");
-        assert_eq!(statement("8.4.3", ""), "SHOW BINARY LOG STATUS");
-        assert_eq!(statement("8.0.40", ""), "SHOW MASTER STATUS");
-        assert_eq!(statement("11.8.3-MariaDB", ""), "SHOW MASTER STATUS");
+        let statement = |v: &str| binlog_status_statement(&ServerInfo::from_strings(v, ""));
+        assert_eq!(statement("9.7.4"), "SHOW BINARY LOG STATUS");
+        assert_eq!(statement("8.4.3"), "SHOW BINARY LOG STATUS");
+        assert_eq!(statement("8.0.40"), "SHOW MASTER STATUS");
+        assert_eq!(statement("11.8.3-MariaDB"), "SHOW MASTER STATUS");
+    }
+
+    #[test]
+    fn replica_status_uses_the_new_name_where_it_exists() {
+        let statement = |v: &str| replica_status_statement(&ServerInfo::from_strings(v, ""));
+        assert_eq!(statement("8.0.22"), "SHOW REPLICA STATUS");
+        assert_eq!(statement("8.0.21"), "SHOW SLAVE STATUS");
+        assert_eq!(statement("10.5.1-MariaDB"), "SHOW REPLICA STATUS");
+        assert_eq!(statement("10.4.30-MariaDB"), "SHOW SLAVE STATUS");
     }
 }

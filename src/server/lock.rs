@@ -1,21 +1,22 @@
 //! The lock session: one dedicated connection that takes the lock, holds it
-//! while hooks run, and releases it; plus a second connection, opened before
-//! locking, that bounds each lock attempt with KILL QUERY.
+//! while hooks run, and releases it; plus a watchdog connection, opened
+//! before locking, that bounds each lock attempt with KILL QUERY.
 //!
 //! Why both bounds: FLUSH TABLES WITH READ LOCK blocks every writer while it
 //! waits for running statements, so an unbounded wait is an outage. The
 //! session's lock_wait_timeout bounds it on the server (whole seconds only);
 //! the watchdog's KILL QUERY bounds it at exactly --lock-wait-timeout and also
-//! works when the server-side timeout does not apply.
+//! covers waits the server-side timeout does not apply to.
 
 use super::codes;
 use super::connect::{connect, ConnectSpec};
 use super::coordinates::{self, Coordinates};
 use super::flavor::ServerInfo;
-use crate::cli::LockMode;
+use super::guard::{self, Running};
+use super::strategy::{self, Strategy};
+use crate::cli::{LockMode, QueryType};
 use crate::exit;
 use crate::report::Progress;
-use crate::signals;
 use mysql::prelude::Queryable;
 use mysql::Conn;
 use std::sync::mpsc;
@@ -24,6 +25,7 @@ use std::time::{Duration, Instant};
 /// How the lock is taken and given back.
 #[derive(Debug, Clone)]
 pub struct LockConfig {
+    /// As requested (may be `Auto`).
     pub mode: LockMode,
     /// Budget of one attempt (--lock-wait-timeout).
     pub wait: Duration,
@@ -31,30 +33,15 @@ pub struct LockConfig {
     pub retries: u32,
     /// Pause between attempts (--lock-retry-delay).
     pub retry_delay: Duration,
-}
-
-/// The SQL of one lock mode.
-#[derive(Debug, Clone, Copy)]
-pub struct Strategy {
-    pub name: &'static str,
-    /// Run in order; together they must finish within one attempt's budget.
-    pub lock: &'static [&'static str],
-    /// Releases the lock; also run after a failed attempt (harmless when nothing is held).
-    pub unlock: &'static str,
-    /// Global privileges that allow it (any one of them).
-    pub privileges: &'static [&'static str],
-}
-
-pub fn strategy(mode: LockMode) -> Option<Strategy> {
-    match mode {
-        LockMode::Ftwrl => Some(Strategy {
-            name: "FLUSH TABLES WITH READ LOCK",
-            lock: &["FLUSH TABLES WITH READ LOCK"],
-            unlock: "UNLOCK TABLES",
-            privileges: &["RELOAD"],
-        }),
-        LockMode::None => None,
-    }
+    /// --long-query-guard: don't attempt while such statements run this long.
+    pub guard: Option<Duration>,
+    pub query_type: QueryType,
+    /// --kill-long-queries: kill blockers once an attempt has waited this long.
+    pub kill_after: Option<Duration>,
+    /// --pre-flush.
+    pub pre_flush: bool,
+    /// --stop-replica-sql.
+    pub stop_replica_sql: bool,
 }
 
 pub struct LockSession {
@@ -65,27 +52,30 @@ pub struct LockSession {
     pub info: ServerInfo,
     strategy: Strategy,
     held: bool,
+    /// The replica SQL thread we stopped and must start again.
+    replica_stopped: bool,
 }
 
-enum AttemptError {
+pub(crate) enum AttemptError {
     /// Gave up within the budget; nothing is held after cleanup. Safe to retry.
-    TimedOut(String),
+    GaveUp(String),
     /// Retrying cannot help.
     Fatal(anyhow::Error),
 }
 
 impl LockSession {
-    /// Connect the lock session and its watchdog, detect the server.
+    /// Connect the lock session and its watchdog, detect the server, choose
+    /// the lock (exit 78 when the server does not support the mode asked for).
     pub fn open(
         spec: &ConnectSpec,
         cfg: &LockConfig,
         progress: &Progress,
     ) -> anyhow::Result<LockSession> {
-        let strategy = strategy(cfg.mode).expect("LockSession::open needs a lock mode");
         let mut conn = connect(spec)?;
         let watchdog = connect(spec)?;
         let info = ServerInfo::detect(&mut conn)
             .map_err(|e| sql_error("detecting the server version", &e))?;
+        let strategy = strategy::resolve(cfg.mode, &info, &mut conn)?;
         let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
         let set = format!("SET SESSION lock_wait_timeout = {server_wait}");
         progress.sql(&set);
@@ -98,6 +88,7 @@ impl LockSession {
             info,
             strategy,
             held: false,
+            replica_stopped: false,
         })
     }
 
@@ -105,100 +96,111 @@ impl LockSession {
         &self.strategy
     }
 
-    /// Take the lock, retrying as configured. Returns how long the successful
-    /// attempt took. Exit 75 when every attempt gave up (nothing is locked).
-    pub fn acquire(&mut self, cfg: &LockConfig, progress: &Progress) -> anyhow::Result<Duration> {
-        let attempts = cfg.retries.saturating_add(1);
-        for n in 1..=attempts {
-            if let Some(sig) = signals::received() {
-                return Err(exit::fail(
-                    exit::signal(sig),
-                    format!(
-                        "interrupted by signal {sig} while waiting for the lock; nothing is locked"
-                    ),
-                ));
-            }
-            let started = Instant::now();
-            match self.attempt(cfg.wait, progress) {
-                Ok(()) => {
-                    self.held = true;
-                    return Ok(started.elapsed());
-                }
-                Err(AttemptError::Fatal(e)) => {
-                    self.cleanup_after_attempt(progress);
-                    return Err(e);
-                }
-                Err(AttemptError::TimedOut(blockers)) => {
-                    self.cleanup_after_attempt(progress);
-                    progress.warn(format!(
-                        "lock attempt {n}/{attempts} gave up after {:.2} s{blockers}; writers are not blocked by us now",
-                        started.elapsed().as_secs_f64()
-                    ));
-                }
-            }
-            if n < attempts && interruptible_sleep(cfg.retry_delay) {
-                continue;
-            }
-        }
-        if let Some(sig) = signals::received() {
-            return Err(exit::fail(
-                exit::signal(sig),
-                format!(
-                    "interrupted by signal {sig} while waiting for the lock; nothing is locked"
-                ),
-            ));
-        }
-        Err(exit::fail(
-            exit::TEMPFAIL,
-            format!(
-                "could not take {} in {attempts} attempt(s) of {:.2} s each; nothing is locked and nothing was changed, \
-                 so it is safe to retry later. Long-running statements block the lock; see --lock-wait-timeout, --lock-retries and --lock-retry-delay",
-                self.strategy.name,
-                cfg.wait.as_secs_f64()
-            ),
-        ))
+    /// One bounded attempt (guard, optional pre-flush, the lock statements).
+    /// On `GaveUp` or `Fatal` the caller runs `cleanup_after_attempt`.
+    pub(crate) fn try_lock(
+        &mut self,
+        cfg: &LockConfig,
+        progress: &Progress,
+    ) -> Result<(), AttemptError> {
+        self.attempt(cfg, progress)?;
+        self.held = true;
+        Ok(())
     }
 
-    /// One bounded attempt: every lock statement under the watchdog, sharing
-    /// one budget.
-    fn attempt(&mut self, budget: Duration, progress: &Progress) -> Result<(), AttemptError> {
-        let deadline = Instant::now() + budget;
+    /// One bounded attempt: guard, optional pre-flush, then every lock
+    /// statement under the watchdog, sharing one budget.
+    fn attempt(&mut self, cfg: &LockConfig, progress: &Progress) -> Result<(), AttemptError> {
+        if let Some(min) = cfg.guard {
+            let ours = [self.connection_id, self.watchdog.connection_id()];
+            match guard::running(&mut self.watchdog, cfg.query_type, min.as_secs_f64(), &ours) {
+                Ok(long) if !long.is_empty() => {
+                    return Err(AttemptError::GaveUp(format!(
+                        "not tried: --long-query-guard sees {}",
+                        list(&long)
+                    )))
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    return Err(AttemptError::Fatal(
+                        self.lock_error("reading the process list (needs PROCESS)", &e),
+                    ))
+                }
+            }
+        }
+        if cfg.pre_flush {
+            let stmt = "FLUSH NO_WRITE_TO_BINLOG TABLES";
+            self.bounded(stmt, cfg.wait, None, cfg.query_type, progress)?;
+        }
+        let deadline = Instant::now() + cfg.wait;
         for stmt in self.strategy.lock {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
-                return Err(AttemptError::TimedOut(self.blockers()));
+                return Err(AttemptError::GaveUp(format!(
+                    "gave up after {:.2} s",
+                    cfg.wait.as_secs_f64()
+                )));
             }
-            progress.sql(stmt);
-            let (result, killed) = run_bounded(
-                &mut self.conn,
-                &mut self.watchdog,
-                self.connection_id,
-                stmt,
-                remaining,
-            );
-            match result {
-                Ok(()) if killed => {
-                    // The KILL raced with success: treat as a timeout and release.
-                    return Err(AttemptError::TimedOut(String::new()));
-                }
-                Ok(()) => {}
-                Err(mysql::Error::MySqlError(e))
-                    if matches!(
-                        e.code,
-                        codes::ER_LOCK_WAIT_TIMEOUT
-                            | codes::ER_QUERY_INTERRUPTED
-                            | codes::ER_STATEMENT_TIMEOUT
-                    ) =>
-                {
-                    return Err(AttemptError::TimedOut(self.blockers()));
-                }
-                Err(e) => return Err(AttemptError::Fatal(self.lock_error(stmt, &e))),
-            }
+            self.bounded(stmt, remaining, cfg.kill_after, cfg.query_type, progress)?;
         }
         Ok(())
     }
 
-    fn lock_error(&self, stmt: &str, e: &mysql::Error) -> anyhow::Error {
+    /// Run one statement within `budget`; optionally kill long blockers first.
+    fn bounded(
+        &mut self,
+        stmt: &str,
+        budget: Duration,
+        kill_after: Option<Duration>,
+        kind: QueryType,
+        progress: &Progress,
+    ) -> Result<(), AttemptError> {
+        progress.sql(stmt);
+        let started = Instant::now();
+        let outcome = run_bounded(
+            &mut self.conn,
+            &mut self.watchdog,
+            self.connection_id,
+            stmt,
+            budget,
+            kill_after,
+            kind,
+        );
+        for k in &outcome.killed_blockers {
+            progress.warn(format!(
+                "--kill-long-queries: killed the query of {}",
+                k.describe()
+            ));
+        }
+        let gave_up = || {
+            format!(
+                "gave up on `{stmt}` after {:.2} s",
+                started.elapsed().as_secs_f64()
+            )
+        };
+        match outcome.result {
+            // The KILL raced with success: treat as a timeout and release.
+            Ok(()) if outcome.killed_ours => Err(AttemptError::GaveUp(gave_up())),
+            Ok(()) => Ok(()),
+            Err(mysql::Error::MySqlError(e))
+                if matches!(
+                    e.code,
+                    codes::ER_LOCK_WAIT_TIMEOUT
+                        | codes::ER_QUERY_INTERRUPTED
+                        | codes::ER_STATEMENT_TIMEOUT
+                ) =>
+            {
+                Err(AttemptError::GaveUp(format!(
+                    "{}{}",
+                    gave_up(),
+                    self.blockers()
+                )))
+            }
+            Err(e) => Err(AttemptError::Fatal(self.lock_error(stmt, &e))),
+        }
+    }
+
+    fn lock_error(&self, what: &str, e: &mysql::Error) -> anyhow::Error {
         let code = super::exit_code_for(e);
         let hint = if code == exit::NOPERM {
             format!(
@@ -210,64 +212,63 @@ impl LockSession {
         };
         exit::fail(
             code,
-            format!("{stmt} failed: {e}. Nothing is locked.{hint}"),
+            format!("{what} failed: {e}. Nothing is locked.{hint}"),
         )
     }
 
     /// After a failed attempt, make sure nothing is held. MySQL can keep the
     /// global read lock after FTWRL's own timeout, so this is not optional.
-    fn cleanup_after_attempt(&mut self, progress: &Progress) {
+    pub(crate) fn cleanup_after_attempt(&mut self, progress: &Progress) {
+        self.held = false;
         // A KILL QUERY that raced with the end of the statement may still be
         // pending on the session: absorb it before the unlock.
         let _ = self.conn.query_drop("DO 0");
         progress.sql(self.strategy.unlock);
         if let Err(e) = self.conn.query_drop(self.strategy.unlock) {
-            progress.warn(format!(
-                "{} after a failed attempt failed: {e}; the server releases the lock when the connection closes",
+            // BACKUP STAGE END without a stage is an error, harmlessly.
+            progress.detail(format!(
+                "{} after a failed attempt: {e}",
                 self.strategy.unlock
             ));
         }
     }
 
-    /// Statements that were running longer than a second when an attempt gave
-    /// up: what the user needs to know to fix the stall.
+    /// Statements running for a second or more when an attempt gave up: what
+    /// the user needs to know to fix the stall.
     fn blockers(&mut self) -> String {
-        let q = format!(
-            "SELECT ID, TIME, LEFT(REPLACE(INFO, '\\n', ' '), 100) FROM information_schema.PROCESSLIST \
-             WHERE INFO IS NOT NULL AND COMMAND NOT IN ('Sleep', 'Daemon', 'Binlog Dump') \
-             AND ID NOT IN ({}, {}) AND TIME >= 1 ORDER BY TIME DESC LIMIT 3",
-            self.connection_id,
-            self.watchdog.connection_id()
-        );
-        match self.watchdog.query::<(u64, u64, String), _>(q) {
+        let ours = [self.connection_id, self.watchdog.connection_id()];
+        match guard::running(&mut self.watchdog, QueryType::All, 1.0, &ours) {
             Ok(rows) if !rows.is_empty() => {
-                let list: Vec<String> = rows
-                    .iter()
-                    .map(|(id, t, info)| format!("connection {id} running {t} s: {info}"))
-                    .collect();
-                format!(" (waiting behind {})", list.join("; "))
+                format!(" (waiting behind {})", list(&rows[..rows.len().min(3)]))
             }
             _ => String::new(),
         }
     }
 
-    /// Coordinates, read on the locking session (while commits are blocked).
+    /// Coordinates, read on the locking session (while commits are blocked,
+    /// for the modes that block them).
     pub fn coordinates(&mut self, progress: &Progress) -> anyhow::Result<Coordinates> {
         progress.sql(coordinates::binlog_status_statement(&self.info));
-        coordinates::read(&mut self.conn, &self.info).map_err(|e| {
-            let code = super::exit_code_for(&e);
-            exit::fail(
-                code,
-                format!(
-                    "reading the binary-log coordinates failed: {e}{}",
-                    if code == exit::NOPERM {
-                        " (the user needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)"
-                    } else {
-                        ""
-                    }
-                ),
-            )
-        })
+        let (c, notes) =
+            coordinates::read(&mut self.conn, &self.info, self.strategy.exact_binlog_point)
+                .map_err(|e| {
+                    let code = super::exit_code_for(&e);
+                    exit::fail(
+                        code,
+                        format!(
+                            "reading the binary-log coordinates failed: {e}{}",
+                            if code == exit::NOPERM {
+                                " (the user needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)"
+                            } else {
+                                ""
+                            }
+                        ),
+                    )
+                })?;
+        for n in notes {
+            progress.warn(n);
+        }
+        Ok(c)
     }
 
     /// Whether the lock is still ours: the same live session that took it.
@@ -297,20 +298,86 @@ impl LockSession {
     /// Release the lock. When the connection is already gone the server has
     /// released it; that is reported by `verify`, not here.
     pub fn release(&mut self, progress: &Progress) -> anyhow::Result<()> {
-        if !self.held {
+        let released = if self.held {
+            self.held = false;
+            progress.sql(self.strategy.unlock);
+            self.conn.query_drop(self.strategy.unlock).map_err(|e| {
+                exit::fail(
+                    exit::UNAVAILABLE,
+                    format!(
+                        "{} failed: {e}; the server releases the lock when our connection closes, which happens now",
+                        self.strategy.unlock
+                    ),
+                )
+            })
+        } else {
+            Ok(())
+        };
+        self.restart_replica_sql(progress);
+        released
+    }
+
+    fn replica_statements(&self) -> (&'static str, &'static str, &'static str) {
+        let new_names = match self.info.flavor {
+            super::Flavor::Mariadb => self.info.at_least(10, 5, 1),
+            _ => self.info.at_least(8, 0, 22),
+        };
+        if new_names {
+            (
+                "SHOW REPLICA STATUS",
+                "STOP REPLICA SQL_THREAD",
+                "START REPLICA SQL_THREAD",
+            )
+        } else {
+            (
+                "SHOW SLAVE STATUS",
+                "STOP SLAVE SQL_THREAD",
+                "START SLAVE SQL_THREAD",
+            )
+        }
+    }
+
+    pub(crate) fn stop_replica_sql(&mut self, progress: &Progress) -> anyhow::Result<()> {
+        let (show, stop, _) = self.replica_statements();
+        let rows: Vec<mysql::Row> = self.conn.query(show).map_err(|e| sql_error(show, &e))?;
+        let running = rows.first().is_some_and(|r| {
+            ["Replica_SQL_Running", "Slave_SQL_Running"]
+                .iter()
+                .any(|col| {
+                    r.get_opt::<String, _>(*col).and_then(Result::ok).as_deref() == Some("Yes")
+                })
+        });
+        if !running {
+            progress
+                .warn("--stop-replica-sql: no replica SQL thread is running here; nothing to stop");
             return Ok(());
         }
-        self.held = false;
-        progress.sql(self.strategy.unlock);
-        self.conn.query_drop(self.strategy.unlock).map_err(|e| {
-            exit::fail(
-                exit::UNAVAILABLE,
-                format!(
-                    "{} failed: {e}; the server releases the lock when our connection closes, which happens now",
-                    self.strategy.unlock
-                ),
-            )
-        })
+        progress.sql(stop);
+        self.conn
+            .query_drop(stop)
+            .map_err(|e| sql_error(stop, &e))?;
+        self.replica_stopped = true;
+        progress.info("stopped the replica SQL thread");
+        Ok(())
+    }
+
+    fn restart_replica_sql(&mut self, progress: &Progress) {
+        if !std::mem::take(&mut self.replica_stopped) {
+            return;
+        }
+        let (_, _, start) = self.replica_statements();
+        progress.sql(start);
+        // Our own session may be gone (that is what verify reports): use the watchdog's.
+        let result = self
+            .conn
+            .query_drop(start)
+            .or_else(|_| self.watchdog.query_drop(start));
+        match result {
+            Ok(()) => progress.info("started the replica SQL thread again"),
+            Err(e) => progress.error(format!(
+                "could not start the replica SQL thread again: {e}; run `{start}` by hand"
+            )),
+        }
     }
 
     /// The global privileges this session's user lacks for the lock and the
@@ -349,46 +416,81 @@ impl Drop for LockSession {
         if self.held {
             let _ = self.conn.query_drop(self.strategy.unlock);
         }
+        if self.replica_stopped {
+            let (_, _, start) = self.replica_statements();
+            let _ = self
+                .conn
+                .query_drop(start)
+                .or_else(|_| self.watchdog.query_drop(start));
+        }
     }
 }
 
-/// Run `stmt` on `conn`; if it is still running after `budget`, KILL QUERY it
-/// from `watchdog`. Returns the statement's result and whether we killed it.
+fn list(rows: &[Running]) -> String {
+    rows.iter()
+        .map(Running::describe)
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
+struct Bounded {
+    result: mysql::Result<()>,
+    /// We sent KILL QUERY to our own statement.
+    killed_ours: bool,
+    /// Statements killed by --kill-long-queries.
+    killed_blockers: Vec<Running>,
+}
+
+/// Run `stmt` on `conn`. From `watchdog`: after `kill_after`, KILL QUERY the
+/// long statements of `kind` that started before ours; after `budget`, KILL
+/// QUERY ours.
 fn run_bounded(
     conn: &mut Conn,
     watchdog: &mut Conn,
     id: u32,
     stmt: &str,
     budget: Duration,
-) -> (mysql::Result<()>, bool) {
+    kill_after: Option<Duration>,
+    kind: QueryType,
+) -> Bounded {
     let (done, wait) = mpsc::channel::<()>();
+    let started = Instant::now();
     std::thread::scope(|s| {
-        let killer = s.spawn(move || match wait.recv_timeout(budget) {
-            Err(mpsc::RecvTimeoutError::Timeout) => {
-                watchdog.query_drop(format!("KILL QUERY {id}")).is_ok()
+        let killer = s.spawn(move || {
+            let mut killed_blockers = Vec::new();
+            if let Some(after) = kill_after.filter(|a| *a < budget) {
+                if wait.recv_timeout(after) != Err(mpsc::RecvTimeoutError::Timeout) {
+                    return (false, killed_blockers);
+                }
+                // Started before our statement: running longer than we have waited.
+                let waited = started.elapsed().as_secs_f64();
+                let ours = [id, watchdog.connection_id()];
+                if let Ok(rows) = guard::running(watchdog, kind, waited.floor(), &ours) {
+                    for r in rows {
+                        if watchdog.query_drop(format!("KILL QUERY {}", r.id)).is_ok() {
+                            killed_blockers.push(r);
+                        }
+                    }
+                }
             }
-            _ => false,
+            let left = budget.saturating_sub(started.elapsed());
+            match wait.recv_timeout(left) {
+                Err(mpsc::RecvTimeoutError::Timeout) => (
+                    watchdog.query_drop(format!("KILL QUERY {id}")).is_ok(),
+                    killed_blockers,
+                ),
+                _ => (false, killed_blockers),
+            }
         });
         let result = conn.query_drop(stmt);
         let _ = done.send(());
-        let killed = killer.join().unwrap_or(false);
-        (result, killed)
-    })
-}
-
-/// Sleep, waking early on a termination signal. Returns true when the full
-/// time passed.
-fn interruptible_sleep(d: Duration) -> bool {
-    let end = Instant::now() + d;
-    while Instant::now() < end {
-        if signals::received().is_some() {
-            return false;
+        let (killed_ours, killed_blockers) = killer.join().unwrap_or((false, Vec::new()));
+        Bounded {
+            result,
+            killed_ours,
+            killed_blockers,
         }
-        std::thread::sleep(
-            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
-        );
-    }
-    true
+    })
 }
 
 fn sql_error(what: &str, e: &mysql::Error) -> anyhow::Error {

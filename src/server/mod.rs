@@ -5,12 +5,17 @@
 pub mod connect;
 pub mod coordinates;
 pub mod flavor;
+pub mod group;
+pub mod guard;
 pub mod lock;
+pub mod strategy;
 
 pub use connect::{connect, ConnectTarget};
 pub use coordinates::Coordinates;
 pub use flavor::{Flavor, ServerInfo};
+pub use group::LockGroup;
 pub use lock::{LockConfig, LockSession};
+pub use strategy::Strategy;
 
 use crate::exit;
 

@@ -1,0 +1,197 @@
+//! Several servers locked as one: every instance whose data is in the
+//! snapshot must be locked before any pre hook runs. Each round locks all
+//! instances in parallel, each within its own bounded wait; if any cannot be
+//! locked, the others are released before the next round, so writers are
+//! never blocked longer than one attempt's budget per round.
+
+use super::connect::ConnectSpec;
+use super::lock::{AttemptError, LockConfig, LockSession};
+use super::Coordinates;
+use crate::exit;
+use crate::report::Progress;
+use crate::signals;
+use std::time::{Duration, Instant};
+
+pub struct Member {
+    /// Derived from the --instance spec (see `plan::instance_name`); "" for
+    /// the single connection from the ordinary options.
+    pub name: String,
+    pub spec: ConnectSpec,
+    pub session: LockSession,
+}
+
+pub struct LockGroup {
+    pub members: Vec<Member>,
+}
+
+impl LockGroup {
+    /// Connect every instance (lock session + watchdog each).
+    pub fn open(
+        specs: &[(String, ConnectSpec)],
+        cfg: &LockConfig,
+        progress: &Progress,
+    ) -> anyhow::Result<LockGroup> {
+        let mut members = Vec::new();
+        for (name, spec) in specs {
+            let session =
+                LockSession::open(spec, cfg, progress).map_err(|e| in_instance(name, e))?;
+            members.push(Member {
+                name: name.clone(),
+                spec: spec.clone(),
+                session,
+            });
+        }
+        Ok(LockGroup { members })
+    }
+
+    fn label(name: &str) -> String {
+        if name.is_empty() {
+            String::new()
+        } else {
+            format!("[{name}] ")
+        }
+    }
+
+    /// Lock every instance, retrying as configured. Returns how long the
+    /// successful round took. Exit 75 when every round failed: nothing is locked.
+    pub fn acquire(&mut self, cfg: &LockConfig, progress: &Progress) -> anyhow::Result<Duration> {
+        if cfg.stop_replica_sql {
+            for m in &mut self.members {
+                m.session
+                    .stop_replica_sql(progress)
+                    .map_err(|e| in_instance(&m.name, e))?;
+            }
+        }
+        let attempts = cfg.retries.saturating_add(1);
+        for n in 1..=attempts {
+            if let Some(sig) = signals::received() {
+                return Err(interrupted(sig));
+            }
+            let started = Instant::now();
+            let results: Vec<Result<(), AttemptError>> = std::thread::scope(|s| {
+                let handles: Vec<_> = self
+                    .members
+                    .iter_mut()
+                    .map(|m| s.spawn(|| m.session.try_lock(cfg, progress)))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| {
+                        h.join().unwrap_or_else(|_| {
+                            Err(AttemptError::Fatal(exit::fail(
+                                exit::SOFTWARE,
+                                "lock thread panicked",
+                            )))
+                        })
+                    })
+                    .collect()
+            });
+            if results.iter().all(Result::is_ok) {
+                return Ok(started.elapsed());
+            }
+            // Release every instance, including the ones this round locked.
+            let mut fatal = None;
+            for (m, r) in self.members.iter_mut().zip(results) {
+                m.session.cleanup_after_attempt(progress);
+                match r {
+                    Ok(()) => {}
+                    Err(AttemptError::GaveUp(why)) => progress.warn(format!(
+                        "{}lock attempt {n}/{attempts} {why}; writers are not blocked by us now",
+                        Self::label(&m.name)
+                    )),
+                    Err(AttemptError::Fatal(e)) => {
+                        fatal.get_or_insert_with(|| in_instance(&m.name, e));
+                    }
+                }
+            }
+            if let Some(e) = fatal {
+                return Err(e);
+            }
+            if n < attempts && !interruptible_sleep(cfg.retry_delay) {
+                return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
+            }
+        }
+        let what = match self.members.as_slice() {
+            [one] => one.session.strategy().name.to_string(),
+            many => format!("the lock on all {} instances", many.len()),
+        };
+        Err(exit::fail(
+            exit::TEMPFAIL,
+            format!(
+                "could not take {what} in {attempts} attempt(s) of at most {:.2} s each; nothing is locked and nothing was \\
+                 changed, so it is safe to retry later. Long-running statements block the lock; see --lock-wait-timeout, \\
+                 --lock-retries, --lock-retry-delay and --long-query-guard",
+                cfg.wait.as_secs_f64()
+            ),
+        ))
+    }
+
+    /// Coordinates of every instance, in order.
+    pub fn coordinates(&mut self, progress: &Progress) -> anyhow::Result<Vec<Coordinates>> {
+        self.members
+            .iter_mut()
+            .map(|m| {
+                m.session
+                    .coordinates(progress)
+                    .map_err(|e| in_instance(&m.name, e))
+            })
+            .collect()
+    }
+
+    /// Verify every instance; the reasons of those whose lock was lost.
+    pub fn verify(&mut self, progress: &Progress) -> Vec<String> {
+        self.members
+            .iter_mut()
+            .filter_map(|m| {
+                m.session
+                    .verify(progress)
+                    .err()
+                    .map(|why| format!("{}{why}", Self::label(&m.name)))
+            })
+            .collect()
+    }
+
+    /// Release every instance (all are tried, whatever fails).
+    pub fn release(&mut self, progress: &Progress) -> Vec<anyhow::Error> {
+        self.members
+            .iter_mut()
+            .filter_map(|m| {
+                m.session
+                    .release(progress)
+                    .err()
+                    .map(|e| in_instance(&m.name, e))
+            })
+            .collect()
+    }
+}
+
+fn in_instance(name: &str, e: anyhow::Error) -> anyhow::Error {
+    if name.is_empty() {
+        e
+    } else {
+        // Keep the exit code: wrap as context.
+        e.context(format!("instance {name}"))
+    }
+}
+
+fn interrupted(sig: i32) -> anyhow::Error {
+    exit::fail(
+        exit::signal(sig),
+        format!("interrupted by signal {sig} while waiting for the lock; nothing is locked"),
+    )
+}
+
+/// Sleep, waking early on a termination signal. Returns true when the full
+/// time passed.
+fn interruptible_sleep(d: Duration) -> bool {
+    let end = Instant::now() + d;
+    while Instant::now() < end {
+        if signals::received().is_some() {
+            return false;
+        }
+        std::thread::sleep(
+            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
+        );
+    }
+    signals::received().is_none()
+}
