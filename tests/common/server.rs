@@ -87,6 +87,11 @@ fn free_port() -> u16 {
 impl TestServer {
     /// Start a server, or skip/fail when MariaDB is not installed.
     pub fn start() -> Option<TestServer> {
+        Self::start_with_id(1)
+    }
+
+    /// Start a server with this server id (replication needs distinct ids).
+    pub fn start_with_id(server_id: u32) -> Option<TestServer> {
         let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
             return missing("mariadbd is not installed");
         };
@@ -120,11 +125,8 @@ impl TestServer {
             ))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
             .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
-            .args([
-                "--server-id=1",
-                "--innodb-buffer-pool-size=32M",
-                "--skip-name-resolve",
-            ])
+            .arg(format!("--server-id={server_id}"))
+            .args(["--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());

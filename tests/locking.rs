@@ -1,0 +1,366 @@
+//! Server-aware locking on MariaDB: the modes, the long-query guard and
+//! kill, pre-flush, replica coordinates and several instances locked as one.
+//! (MySQL 9 and MariaDB 11 run the same kind of checks in tests/matrix.rs.)
+
+mod common;
+
+use common::server::TestServer;
+use mysql::prelude::Queryable;
+use predicates::prelude::*;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+macro_rules! server {
+    () => {
+        match TestServer::start() {
+            Some(s) => s,
+            None => return,
+        }
+    };
+}
+
+/// Run `sql` in its own session in the background; returns its result.
+fn background(s: &TestServer, sql: &'static str) -> JoinHandle<mysql::Result<()>> {
+    let opts = s.opts();
+    let h = std::thread::spawn(move || mysql::Conn::new(opts)?.query_drop(sql));
+    std::thread::sleep(Duration::from_millis(300));
+    h
+}
+
+/// A writer doing small inserts; `stop()` returns its worst wait.
+struct Writer {
+    stop: Arc<AtomicBool>,
+    handle: JoinHandle<Duration>,
+}
+
+impl Writer {
+    fn start(s: &TestServer, table: &'static str) -> Writer {
+        let opts = s.opts();
+        let stop = Arc::new(AtomicBool::new(false));
+        let flag = stop.clone();
+        let handle = std::thread::spawn(move || {
+            let mut c = mysql::Conn::new(opts).unwrap();
+            let mut worst = Duration::ZERO;
+            while !flag.load(Ordering::Relaxed) {
+                let t = Instant::now();
+                c.query_drop(format!("INSERT INTO {table} VALUES (1)"))
+                    .unwrap();
+                worst = worst.max(t.elapsed());
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            worst
+        });
+        Writer { stop, handle }
+    }
+
+    fn stop(self) -> Duration {
+        self.stop.store(true, Ordering::Relaxed);
+        self.handle.join().unwrap()
+    }
+}
+
+fn setup(s: &TestServer) {
+    s.sql(
+        "CREATE DATABASE d; CREATE TABLE d.slow (i INT) ENGINE=InnoDB; INSERT INTO d.slow VALUES (1); \
+         CREATE TABLE d.w (i INT) ENGINE=InnoDB",
+    );
+}
+
+#[test]
+fn auto_on_mariadb_uses_backup_stage_and_does_not_wait_behind_a_long_write() {
+    let s = server!();
+    setup(&s);
+    let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(6)");
+    let writer = Writer::start(&s, "d.w");
+    let started = Instant::now();
+    s.mq()
+        .args([
+            "--lock-wait-timeout=1",
+            "--lock-retries=0",
+            "--snapshot",
+            "sleep 0.3",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("BACKUP STAGE BLOCK_COMMIT"));
+    let took = started.elapsed();
+    let worst = writer.stop();
+    long.join().unwrap().unwrap();
+    // Safety bounds only (speed is measured in bench/): FTWRL would wait ~6 s here.
+    assert!(took < Duration::from_secs(5), "run took {took:?}");
+    assert!(worst < Duration::from_secs(3), "a writer waited {worst:?}");
+}
+
+#[test]
+fn modes_the_server_lacks_are_refused_with_78_before_locking() {
+    let s = server!();
+    for (mode, needs) in [
+        ("instance", "MySQL or Percona Server 8.0"),
+        ("tables-for-backup", "Percona Server"),
+    ] {
+        s.mq()
+            .arg(format!("--lock={mode}"))
+            .args(["--snapshot", "exit 9"])
+            .assert()
+            .code(78)
+            .stderr(
+                predicate::str::contains(needs).and(predicate::str::contains("Nothing was locked")),
+            );
+    }
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn long_query_guard_waits_instead_of_locking_and_gives_up_with_75() {
+    let s = server!();
+    setup(&s);
+    let long = background(&s, "SELECT SLEEP(5) FROM d.slow");
+    std::thread::sleep(Duration::from_millis(1200));
+    s.mq()
+        .args([
+            "--lock=ftwrl",
+            "--long-query-guard=1",
+            "--lock-retries=1",
+            "--lock-retry-delay=0.2",
+        ])
+        .assert()
+        .code(75)
+        .stderr(
+            predicate::str::contains("--long-query-guard sees connection")
+                .and(predicate::str::contains("SLEEP(5)")),
+        );
+    // A SELECT is not an update: with --long-query-type=update the guard lets it pass.
+    s.mq()
+        .args([
+            "--long-query-guard=1",
+            "--long-query-type=update",
+            "--lock-retries=0",
+        ])
+        .assert()
+        .success();
+    long.join().unwrap().unwrap();
+}
+
+#[test]
+fn kill_long_queries_kills_the_blocking_statement_and_takes_the_lock() {
+    let s = server!();
+    setup(&s);
+    let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(30)");
+    let started = Instant::now();
+    s.mq()
+        .args([
+            "--lock=ftwrl",
+            "--lock-wait-timeout=5",
+            "--kill-long-queries=0.5",
+            "--lock-retries=0",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "--kill-long-queries: killed the query of connection",
+        ));
+    let result = long.join().unwrap();
+    assert!(result.is_err(), "the long UPDATE should have been killed");
+    assert!(started.elapsed() < Duration::from_secs(20));
+}
+
+#[test]
+fn kill_long_queries_at_or_above_the_attempt_budget_is_a_configuration_error() {
+    let s = server!();
+    s.mq()
+        .args(["--lock-wait-timeout=1", "--kill-long-queries=1"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "must be below --lock-wait-timeout",
+        ));
+}
+
+#[test]
+fn pre_flush_runs_before_the_lock_when_asked() {
+    let s = server!();
+    s.mq()
+        .args(["-v", "--pre-flush"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "SQL> FLUSH NO_WRITE_TO_BINLOG TABLES",
+        ));
+    s.mq()
+        .arg("-v")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("FLUSH NO_WRITE_TO_BINLOG").not());
+}
+
+/// Two servers, one replicating from the other.
+fn replica_pair() -> Option<(TestServer, TestServer)> {
+    let source = TestServer::start_with_id(1)?;
+    let replica = TestServer::start_with_id(2)?;
+    source.sql("CREATE USER repl@'127.0.0.1' IDENTIFIED BY 'r'; GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'");
+    replica.sql(&format!(
+        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='r', \
+         MASTER_USE_GTID=no; START SLAVE",
+        source.port
+    ));
+    Some((source, replica))
+}
+
+fn wait_caught_up(source: &TestServer, replica: &TestServer) -> (String, u64) {
+    let row: mysql::Row = source
+        .conn()
+        .query_first("SHOW MASTER STATUS")
+        .unwrap()
+        .unwrap();
+    let (file, pos): (String, u64) = (row.get("File").unwrap(), row.get("Position").unwrap());
+    let waited: Option<i64> = replica
+        .conn()
+        .query_first(format!("SELECT MASTER_POS_WAIT('{file}', {pos}, 30)"))
+        .unwrap()
+        .flatten();
+    assert!(waited.is_some_and(|w| w >= 0), "replica did not catch up");
+    (file, pos)
+}
+
+#[test]
+fn on_a_replica_the_sql_thread_position_is_recorded_and_stop_replica_sql_restarts_it() {
+    let Some((source, replica)) = replica_pair() else {
+        return;
+    };
+    source.sql("CREATE DATABASE r; CREATE TABLE r.t (i INT); INSERT INTO r.t VALUES (1)");
+    let (file, pos) = wait_caught_up(&source, &replica);
+    let env = replica.path("env");
+    let sql_running = replica.path("sql-running");
+    let show = format!(
+        "{} -e 'SHOW SLAVE STATUS\\G' | awk '/Slave_SQL_Running:/ {{print $2}}' > {}",
+        replica.client(),
+        sql_running.display()
+    );
+    replica
+        .mq()
+        .args([
+            "--stop-replica-sql",
+            "--pre",
+            &format!("env > {}", env.display()),
+            "--snapshot",
+            &show,
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("stopped the replica SQL thread"));
+    let env = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        env.contains(&format!("MYSQL_QUIESCE_SOURCE_LOG_FILE={file}\n")),
+        "{env}"
+    );
+    assert!(
+        env.contains(&format!("MYSQL_QUIESCE_SOURCE_LOG_POS={pos}\n")),
+        "{env}"
+    );
+    assert_eq!(std::fs::read_to_string(&sql_running).unwrap().trim(), "No");
+    let row: mysql::Row = replica
+        .conn()
+        .query_first("SHOW SLAVE STATUS")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        row.get::<String, _>("Slave_SQL_Running").unwrap(),
+        "Yes",
+        "SQL thread must run again"
+    );
+}
+
+#[test]
+fn two_instances_are_locked_together_with_per_instance_coordinates() {
+    let (Some(a), Some(b)) = (TestServer::start(), TestServer::start()) else {
+        return;
+    };
+    for s in [&a, &b] {
+        s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT)");
+    }
+    let second = a.path("second.cnf");
+    std::fs::write(
+        &second,
+        format!("[client]\nuser = root\nsocket = {}\n", b.socket.display()),
+    )
+    .unwrap();
+    let url = format!("mysql://root@localhost/?socket={}", a.socket.display());
+    let blocked = |s: &TestServer| {
+        format!(
+            "! {} -e 'SET SESSION lock_wait_timeout=1; INSERT INTO d.t VALUES (1)'",
+            s.client()
+        )
+    };
+    let env = a.path("env");
+    let coords = a.path("coords.json");
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            &format!("--lock-file={}", a.path("l").display()),
+        ])
+        .arg(format!("--instance={url}"))
+        .arg(format!("--instance={}", second.display()))
+        .arg(format!("--coordinates-file={}", coords.display()))
+        .args(["--pre", &format!("env > {}", env.display())])
+        .args(["--snapshot", &blocked(&a), "--snapshot", &blocked(&b)])
+        .assert()
+        .success();
+    assert!(a.write_succeeds(1) && b.write_succeeds(1));
+    let env = std::fs::read_to_string(&env).unwrap();
+    for name in ["SOCK", "SECOND"] {
+        assert!(
+            env.contains(&format!("MYSQL_QUIESCE_{name}_BINLOG_FILE=binlog.")),
+            "{name}: {env}"
+        );
+        assert!(
+            env.contains(&format!("MYSQL_QUIESCE_{name}_CONNECTION_ID=")),
+            "{name}: {env}"
+        );
+    }
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&coords).unwrap()).unwrap();
+    assert!(c["instances"]["SOCK"]["binlog_position"].as_u64().is_some());
+    assert!(c["instances"]["SECOND"]["binlog_position"]
+        .as_u64()
+        .is_some());
+}
+
+#[test]
+fn when_one_instance_cannot_be_locked_the_others_are_released_and_the_run_exits_75() {
+    let (Some(a), Some(b)) = (TestServer::start(), TestServer::start()) else {
+        return;
+    };
+    setup(&a);
+    setup(&b);
+    let long = background(&b, "UPDATE d.slow SET i = i + SLEEP(6)");
+    let writer = Writer::start(&a, "d.w");
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "--lock=ftwrl",
+            &format!("--lock-file={}", a.path("l").display()),
+        ])
+        .arg(format!(
+            "--instance=mysql://root@localhost/?socket={}",
+            a.socket.display()
+        ))
+        .arg(format!("--instance=mysql://root@127.0.0.1:{}", b.port))
+        .args([
+            "--lock-wait-timeout=0.5",
+            "--lock-retries=2",
+            "--lock-retry-delay=0.3",
+            "--snapshot",
+            "exit 9",
+        ])
+        .assert()
+        .code(75);
+    let worst = writer.stop();
+    long.join().unwrap().unwrap();
+    assert!(
+        worst < Duration::from_secs(3),
+        "writers on the lockable instance waited {worst:?}"
+    );
+    assert!(a.write_succeeds(1) && b.write_succeeds(1));
+}
