@@ -5,7 +5,38 @@ use crate::cli::{command, Generated};
 use std::io::Write;
 
 /// Sections clap does not know about, in roff.
-const EXTRA_MAN: &str = r#".SH "EXIT STATUS"
+const EXTRA_MAN: &str = r#".SH "LOCK MODES"
+.TP
+\fBauto\fR (default)
+\fBbackup-stage\fR on MariaDB 10.4.1 and later, \fBftwrl\fR everywhere else. MariaDB documents BACKUP STAGE
+BLOCK_COMMIT as the recipe for storage snapshots: unlike FLUSH TABLES WITH READ LOCK it does not wait for running
+statements, so a long query does not stall every writer, and it still blocks commits, so the binary-log position
+is exact.
+.TP
+\fBftwrl\fR
+FLUSH TABLES WITH READ LOCK ... UNLOCK TABLES. Waits for every running statement that has a table open (on MySQL
+long SELECTs too) while blocking all writers; bounded by \-\-lock\-wait\-timeout per attempt. Needs RELOAD.
+.TP
+\fBbackup-stage\fR
+MariaDB >= 10.4.1: BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT ... BACKUP STAGE END. Needs RELOAD.
+.TP
+\fBinstance\fR
+MySQL >= 8.0: LOCK INSTANCE FOR BACKUP ... UNLOCK INSTANCE. Blocks DDL and some file operations, NOT writes or
+commits: only for InnoDB-only data and a snapshot that is atomic across all volumes. There is no exact binary-log
+point; coordinates come from performance_schema.log_status where available and are marked exact: false. Needs BACKUP_ADMIN.
+.TP
+\fBtables-for-backup\fR
+Percona Server: LOCK TABLES FOR BACKUP ... UNLOCK TABLES. Same caveats as \fBinstance\fR.
+.TP
+\fBnone\fR
+No lock and no connection: freeze and hooks only.
+.PP
+A mode the server does not support is refused with exit status 78 before anything is locked.
+With \-\-instance (repeatable) several servers are locked as one: each round locks all of them in parallel, each
+within its own \-\-lock\-wait\-timeout; if one fails, all are released before the next round. Hooks get
+MYSQL_QUIESCE_<NAME>_BINLOG_FILE and so on per instance, NAME being the option file's name or the URL's socket file
+name (or host_port), uppercased, other characters replaced by _.
+.SH "EXIT STATUS"
 .TP
 \fB0\fR
 Success: the snapshot phase ran with the lock held and verified.
@@ -47,7 +78,8 @@ Read: \fBMYSQL_HOST\fR, \fBMYSQL_TCP_PORT\fR, \fBMYSQL_UNIX_PORT\fR, \fBMYSQL_PW
 Precedence: command line, then environment, then option files, then built-in defaults.
 .PP
 Given to every hook: \fBMYSQL_QUIESCE_PHASE\fR, \fBMYSQL_QUIESCE_RUN_ID\fR, \fBMYSQL_QUIESCE_LOCK\fR, \fBMYSQL_QUIESCE_CONNECTION_ID\fR,
-\fBMYSQL_QUIESCE_SERVER_VERSION\fR, \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
+\fBMYSQL_QUIESCE_SERVER_FLAVOR\fR, \fBMYSQL_QUIESCE_SERVER_VERSION\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_FILE\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_POS\fR
+(on a replica: the SQL thread's executed position), \fBMYSQL_QUIESCE_GALERA_POSITION\fR (uuid:seqno), \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
 in post and after hooks also \fBMYSQL_QUIESCE_STATUS\fR=ok|failed. \fBMYSQL_PWD\fR is never passed to hooks.
 .SH FILES
 /etc/my.cnf, /etc/mysql/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf: option files, groups [client], [client-server],
