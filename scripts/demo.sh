@@ -58,7 +58,7 @@ echo "shop.orders has $(sql -N -e 'SELECT COUNT(*) FROM shop.orders') rows"
 
 title "mysql-quiesce: lock, snapshot, unlock"
 echo "\$ mysql-quiesce -S $SOCK -u root --pre '...' --post '...' --report $DIR/report.json" \
-    "--coordinates-file $DIR/coordinates -- sh -c SNAPSHOT_SCRIPT snapshot $SOCK"
+    "--coordinates-file $DIR/coordinates -- sh -c SNAPSHOT_SCRIPT snapshot $SOCK $DIR/snapshot-done"
 rc=0
 # The snapshot COMMAND is argv (no shell); here it is a small sh script that stands in for a real
 # snapshot (lvcreate --snapshot, aws ec2 create-snapshot, ...). $1 is the server's socket.
@@ -77,10 +77,15 @@ rc=0
         fi
         echo "[snapshot]  blocked, as it should be: $(printf "%s\n" "$out" | grep -m1 ERROR)"
         echo "[snapshot]  (a real snapshot would be taken here)"
-    ' snapshot "$SOCK" || rc=$?
+        touch "$2"
+    ' snapshot "$SOCK" "$DIR/snapshot-done" || rc=$?
 if ((rc != 0)); then
     echo "demo: mysql-quiesce exited with status $rc (see its messages above)" >&2
     exit "$rc"
+fi
+if [[ ! -f $DIR/snapshot-done ]]; then
+    echo "demo: mysql-quiesce exited 0 but the snapshot command did not run to its end" >&2
+    exit 1
 fi
 
 title "After the run: writes work again"

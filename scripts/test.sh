@@ -15,6 +15,7 @@ if ! command -v cargo >/dev/null && [[ -x ${CARGO_HOME:-$HOME/.cargo}/bin/cargo 
     PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 fi
 
+MQ_BIN=${MYSQL_QUIESCE_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/mysql-quiesce}
 RESULTS=()
 FAILED=0
 WORK=""
@@ -88,16 +89,20 @@ matrix_check() {
     $client -e "CREATE DATABASE mq; CREATE TABLE mq.t (id INT PRIMARY KEY AUTO_INCREMENT, v INT);
                 INSERT INTO mq.t (v) VALUES (1);" || return 1
     # shellcheck disable=SC2016 # the snapshot command expands its own variables
-    MQ_CLIENT=$client "${MYSQL_QUIESCE_BIN:-${CARGO_TARGET_DIR:-$REPO/target}/debug/mysql-quiesce}" -h 127.0.0.1 -P "$port" -u root \
-        --report "$dir/report.json" -- sh -c '
+    MQ_CLIENT=$client "$MQ_BIN" -h 127.0.0.1 -P "$port" -u root --report "$dir/report.json" -- sh -c '
             set -u
             [ -n "${MYSQL_QUIESCE_BINLOG_FILE:-}" ] || { echo "no MYSQL_QUIESCE_BINLOG_FILE" >&2; exit 1; }
             if $MQ_CLIENT -e "SET SESSION lock_wait_timeout=1; INSERT INTO mq.t (v) VALUES (2)" 2>/dev/null; then
                 echo "INSERT succeeded while the server should be locked" >&2; exit 1
             fi
-            echo "locked at $MYSQL_QUIESCE_BINLOG_FILE:$MYSQL_QUIESCE_BINLOG_POS"' || return 1
+            echo "locked at $MYSQL_QUIESCE_BINLOG_FILE:$MYSQL_QUIESCE_BINLOG_POS"
+            touch "$1"' snapshot "$dir/snapshot-ran" || return 1
+    # Exit 0 alone proves nothing: the snapshot command must have run (and passed its checks).
+    [[ -f $dir/snapshot-ran ]] ||
+        { echo "mysql-quiesce exited 0 but the snapshot command did not complete" >&2; return 1; }
     $client -e "SET SESSION lock_wait_timeout=5; INSERT INTO mq.t (v) VALUES (3)" ||
         { echo "INSERT failed after mysql-quiesce finished: server left locked?" >&2; return 1; }
+    [[ -s $dir/report.json ]] || { echo "no report written to $dir/report.json" >&2; return 1; }
     python3 -m json.tool "$dir/report.json" >/dev/null || { echo "report is not valid JSON" >&2; return 1; }
 
     # Tests that opt in to the matrix read these variables.
