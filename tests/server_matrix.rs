@@ -1,0 +1,347 @@
+//! The same contract against MySQL 9.x and MariaDB 11.x from Debian sid.
+//! scripts/test.sh starts each matrix server (scripts/server-matrix.sh) and
+//! runs this file with MYSQL_QUIESCE_MATRIX_{FLAVOR,HOST,PORT} set; in the
+//! ordinary `cargo test` pass those are unset and these tests say so and
+//! return (the matrix step is where they run).
+
+mod common;
+
+use common::server::TestServer;
+use mysql::prelude::Queryable;
+use predicates::prelude::*;
+use std::time::{Duration, Instant};
+
+struct Matrix {
+    flavor: String,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+fn matrix() -> Option<Matrix> {
+    let flavor = std::env::var("MYSQL_QUIESCE_MATRIX_FLAVOR").ok()?;
+    let port = std::env::var("MYSQL_QUIESCE_MATRIX_PORT")
+        .ok()?
+        .parse()
+        .ok()?;
+    Some(Matrix {
+        flavor,
+        port,
+        dir: tempfile::tempdir().unwrap(),
+    })
+}
+
+macro_rules! matrix {
+    () => {
+        match matrix() {
+            Some(m) => m,
+            None => {
+                eprintln!("not a matrix run (scripts/test.sh sets MYSQL_QUIESCE_MATRIX_*): nothing to test here");
+                return;
+            }
+        }
+    };
+}
+
+impl Matrix {
+    fn opts(&self) -> mysql::Opts {
+        mysql::OptsBuilder::new()
+            .ip_or_hostname(Some("127.0.0.1"))
+            .tcp_port(self.port)
+            .user(Some("root"))
+            .prefer_socket(false)
+            .into()
+    }
+
+    fn conn(&self) -> mysql::Conn {
+        mysql::Conn::new(self.opts()).expect("connect to the matrix server")
+    }
+
+    fn mq(&self) -> assert_cmd::Command {
+        let mut cmd = common::mysql_quiesce();
+        cmd.args(["--no-defaults", "-h127.0.0.1", "-uroot"])
+            .arg(format!("-P{}", self.port))
+            .arg(format!(
+                "--lock-file={}",
+                self.dir.path().join("l").display()
+            ));
+        cmd
+    }
+
+    fn is_mysql(&self) -> bool {
+        self.flavor == "mysql"
+    }
+
+    /// A fresh schema for one test (the server is shared by the tests of a run).
+    fn schema(&self, name: &str) -> String {
+        let db = format!("m_{name}");
+        self.conn()
+            .query_drop(format!(
+                "DROP DATABASE IF EXISTS {db}; CREATE DATABASE {db}; CREATE TABLE {db}.t (i INT) ENGINE=InnoDB; \
+                 INSERT INTO {db}.t VALUES (1); CREATE TABLE {db}.w (i INT) ENGINE=InnoDB"
+            ))
+            .unwrap();
+        db
+    }
+}
+
+/// Whether `sql` completes within `wait` seconds of lock_wait_timeout.
+fn completes(opts: mysql::Opts, sql: &str, wait: u32) -> bool {
+    let mut c = mysql::Conn::new(opts).unwrap();
+    c.query_drop(format!("SET SESSION lock_wait_timeout = {wait}"))
+        .unwrap();
+    c.query_drop(sql).is_ok()
+}
+
+/// Run mysql-quiesce with a snapshot phase long enough for the test to probe
+/// the server from outside while it is locked; return what the probe saw.
+fn probe_during_snapshot(m: &Matrix, args: &[&str], probe: impl FnOnce() -> bool + Send) -> bool {
+    let started = m.dir.path().join(format!("started-{}", std::process::id()));
+    let _ = std::fs::remove_file(&started);
+    let hook = format!("touch {} && sleep 4", started.display());
+    let mut cmd = m.mq();
+    cmd.args(args).args(["--snapshot", &hook]);
+    std::thread::scope(|s| {
+        let run = s.spawn(move || cmd.assert().success());
+        let t = Instant::now();
+        while !started.exists() {
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "snapshot phase never started"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let seen = probe();
+        run.join().unwrap();
+        seen
+    })
+}
+
+#[test]
+fn each_supported_mode_holds_what_it_documents_and_releases_it() {
+    let m = matrix!();
+    let db = m.schema("modes");
+    let insert = format!("INSERT INTO {db}.w VALUES (1)");
+    let ddl = format!("CREATE TABLE {db}.ddl_probe (i INT)");
+    let exact_modes: &[&str] = if m.is_mysql() {
+        &["ftwrl", "auto"]
+    } else {
+        &["ftwrl", "backup-stage", "auto"]
+    };
+    for mode in exact_modes {
+        let opts = m.opts();
+        let probe = insert.clone();
+        let wrote = probe_during_snapshot(&m, &[&format!("--lock={mode}")], move || {
+            completes(opts, &probe, 1)
+        });
+        assert!(!wrote, "--lock={mode}: a write went through while locked");
+        assert!(
+            completes(m.opts(), &insert, 5),
+            "--lock={mode}: writes not released"
+        );
+    }
+    if m.is_mysql() {
+        // LOCK INSTANCE FOR BACKUP blocks DDL, not DML.
+        let (opts, opts2) = (m.opts(), m.opts());
+        let (insert2, ddl2) = (insert.clone(), ddl.clone());
+        let dml_passes_ddl_blocked = probe_during_snapshot(&m, &["--lock=instance"], move || {
+            completes(opts, &insert2, 1) && !completes(opts2, &ddl2, 1)
+        });
+        assert!(
+            dml_passes_ddl_blocked,
+            "--lock=instance must let DML through and block DDL"
+        );
+        assert!(
+            completes(m.opts(), &ddl, 5),
+            "--lock=instance: DDL not released"
+        );
+    }
+}
+
+#[test]
+fn modes_this_server_lacks_are_refused_with_78() {
+    let m = matrix!();
+    let refused: &[&str] = if m.is_mysql() {
+        &["backup-stage", "tables-for-backup"]
+    } else {
+        &["instance", "tables-for-backup"]
+    };
+    for mode in refused {
+        m.mq()
+            .arg(format!("--lock={mode}"))
+            .args(["--", "false"])
+            .assert()
+            .code(78)
+            .stderr(predicate::str::contains("Nothing was locked"));
+    }
+}
+
+#[test]
+fn auto_picks_the_documented_mode_and_coordinates_match_the_server_afterwards() {
+    let m = matrix!();
+    let db = m.schema("coords");
+    m.conn()
+        .query_drop(format!("INSERT INTO {db}.t VALUES (2)"))
+        .unwrap();
+    let coords = m.dir.path().join("coords.json");
+    let report = m.dir.path().join("report.json");
+    m.mq()
+        .arg(format!("--coordinates-file={}", coords.display()))
+        .arg(format!("--report={}", report.display()))
+        .assert()
+        .success();
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let expected_mode = if m.is_mysql() {
+        "ftwrl"
+    } else {
+        "backup-stage"
+    };
+    assert_eq!(r["lock"]["mode"], expected_mode);
+    assert_eq!(
+        r["server"]["flavor"],
+        if m.is_mysql() { "mysql" } else { "mariadb" }
+    );
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&coords).unwrap()).unwrap();
+    let statement = if m.is_mysql() {
+        "SHOW BINARY LOG STATUS"
+    } else {
+        "SHOW MASTER STATUS"
+    };
+    assert_eq!(c["source"], statement);
+    let row: mysql::Row = m
+        .conn()
+        .query_first(statement)
+        .unwrap()
+        .expect("binary logging on");
+    assert_eq!(
+        c["binlog_file"],
+        row.get::<String, _>("File").unwrap().as_str()
+    );
+    assert_eq!(c["binlog_position"], row.get::<u64, _>("Position").unwrap());
+    let gtid_var = if m.is_mysql() {
+        "@@global.gtid_executed"
+    } else {
+        "@@global.gtid_binlog_pos"
+    };
+    let gtid: Option<String> = m
+        .conn()
+        .query_first(format!("SELECT {gtid_var}"))
+        .unwrap()
+        .flatten();
+    assert_eq!(
+        c["gtid"].as_str().unwrap_or(""),
+        gtid.unwrap_or_default().replace('\n', "")
+    );
+}
+
+/// One long statement in another session: on MySQL FTWRL waits for it while
+/// blocking writers, so each attempt must give up within its budget; on
+/// MariaDB auto (BACKUP STAGE) does not wait for it at all.
+#[test]
+fn writers_stall_is_bounded_behind_a_long_statement() {
+    let m = matrix!();
+    let db = m.schema("stall");
+    let long_sql = if m.is_mysql() {
+        format!("SELECT SLEEP(6) FROM {db}.t")
+    } else {
+        format!("UPDATE {db}.t SET i = i + SLEEP(6)")
+    };
+    let opts = m.opts();
+    let long = std::thread::spawn(move || mysql::Conn::new(opts).unwrap().query_drop(long_sql));
+    std::thread::sleep(Duration::from_millis(500));
+    let opts = m.opts();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let flag = stop.clone();
+    let insert = format!("INSERT INTO {db}.w VALUES (1)");
+    let writer = std::thread::spawn(move || {
+        let mut c = mysql::Conn::new(opts).unwrap();
+        let mut worst = Duration::ZERO;
+        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
+            let t = Instant::now();
+            c.query_drop(&insert).unwrap();
+            worst = worst.max(t.elapsed());
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        worst
+    });
+    if m.is_mysql() {
+        m.mq()
+            .args([
+                "--lock=ftwrl",
+                "--lock-wait-timeout=0.5",
+                "--lock-retries=1",
+                "--lock-retry-delay=0.2",
+            ])
+            .assert()
+            .code(75);
+    } else {
+        m.mq()
+            .args(["--lock-wait-timeout=1", "--snapshot", "sleep 0.3"])
+            .assert()
+            .success();
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let worst = writer.join().unwrap();
+    let _ = long.join().unwrap();
+    // Generous safety bound (speed is measured in bench/): unbounded, writers would wait ~6 s.
+    assert!(
+        worst < Duration::from_secs(3),
+        "{}: a writer waited {worst:?}",
+        m.flavor
+    );
+}
+
+#[test]
+fn the_matrix_server_and_a_local_mariadb_are_locked_together() {
+    let m = matrix!();
+    let Some(local) = TestServer::start() else {
+        return;
+    };
+    let db = m.schema("multi");
+    local.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT)");
+    let env = m.dir.path().join("env");
+    let mut cmd = common::mysql_quiesce();
+    cmd.args(["--no-defaults", "-uroot"])
+        .arg(format!("--lock-file={}", m.dir.path().join("l").display()))
+        .arg(format!("--instance=mysql://root@127.0.0.1:{}", m.port))
+        .arg(format!(
+            "--instance=mysql://root@localhost/?socket={}",
+            local.socket.display()
+        ))
+        .args(["--pre", &format!("env > {}", env.display())]);
+    let started = m.dir.path().join("multi-started");
+    cmd.args([
+        "--snapshot",
+        &format!("touch {} && sleep 4", started.display()),
+    ]);
+    let (mopts, lopts) = (m.opts(), local.opts());
+    let insert = format!("INSERT INTO {db}.w VALUES (1)");
+    std::thread::scope(|s| {
+        let run = s.spawn(move || cmd.assert().success());
+        let t = Instant::now();
+        while !started.exists() {
+            assert!(t.elapsed() < Duration::from_secs(30));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        assert!(!completes(mopts, &insert, 1), "matrix server not locked");
+        assert!(
+            !completes(lopts, "INSERT INTO d.t VALUES (1)", 1),
+            "local server not locked"
+        );
+        run.join().unwrap();
+    });
+    let env = std::fs::read_to_string(&env).unwrap();
+    let name = format!("MYSQL_QUIESCE_127_0_0_1_{}_BINLOG_FILE=", m.port);
+    assert!(env.contains(&name), "{env}");
+    assert!(
+        env.contains("MYSQL_QUIESCE_SOCK_BINLOG_FILE=binlog."),
+        "{env}"
+    );
+    assert!(completes(
+        m.opts(),
+        &format!("INSERT INTO {db}.w VALUES (2)"),
+        5
+    ));
+    assert!(local.write_succeeds(5));
+}
