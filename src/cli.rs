@@ -95,7 +95,7 @@ pub struct Cli {
         value_name = "PASS",
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = "",
+        default_missing_value = crate::options::password::PROMPT,
         help_heading = "Connection"
     )]
     pub password: Option<String>,
@@ -377,7 +377,11 @@ mod tests {
             parse(&["--password=secret"]).password.as_deref(),
             Some("secret")
         );
-        assert_eq!(parse(&["-p"]).password.as_deref(), Some(""));
+        assert_eq!(
+            parse(&["-p"]).password.as_deref(),
+            Some(crate::options::password::PROMPT)
+        );
+        assert_eq!(parse(&["--password="]).password.as_deref(), Some(""));
         // "-p x" is a bare -p followed by something else, as in the mysql client.
         assert!(Cli::try_parse_from(["mysql-quiesce", "-p", "x"]).is_err());
     }

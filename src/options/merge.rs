@@ -1,2 +1,330 @@
-//! Merge option-file entries, environment variables and the command line into
-//! one argument list for clap.
+//! Option-file entries and environment variables become `--name=value`
+//! arguments of the one clap definition, placed before the command line so
+//! that later sources win: files < environment < command line.
+//!
+//! Repeatable options (--pre, --freeze, ...) are lists: a list given on the
+//! command line replaces the list from the files and environment instead of
+//! being appended to it.
+
+use super::files::Entry;
+use super::password::PROMPT;
+use crate::cli::DEFAULTS_OPTIONS;
+use crate::exit;
+use clap::ArgAction;
+
+/// Groups every MySQL/MariaDB client reads; only connection options are taken from them.
+pub const CLIENT_GROUPS: &[&str] = &["client", "client-server", "client-mariadb"];
+/// Our own group: every long option.
+pub const TOOL_GROUP: &str = "mysql-quiesce";
+/// Connection options taken from the client groups.
+const CONNECTION_KEYS: &[&str] = &[
+    "host",
+    "port",
+    "user",
+    "password",
+    "socket",
+    "protocol",
+    "connect-timeout",
+    "ssl-mode",
+    "ssl-ca",
+    "ssl-cert",
+    "ssl-key",
+];
+
+/// One argument derived from a file or the environment.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Derived {
+    /// The clap argument id (long name with `_`), for list replacement.
+    pub id: String,
+    pub arg: String,
+    /// "FILE:LINE" or "environment variable NAME".
+    pub origin: String,
+}
+
+fn normalise(key: &str) -> String {
+    key.trim().to_ascii_lowercase().replace('_', "-")
+}
+
+fn truthy(v: &str) -> Option<bool> {
+    match v.to_ascii_lowercase().as_str() {
+        "" | "1" | "true" | "on" | "yes" => Some(true),
+        "0" | "false" | "off" | "no" => Some(false),
+        _ => None,
+    }
+}
+
+/// Turn the entries of our groups into arguments; `suffix` adds
+/// [clientSUFFIX] and [mysql-quiesceSUFFIX]. Keys of the client groups that
+/// are not connection options are listed in `notes` (they belong to other
+/// programs); an unknown key in our group is an error (exit 78).
+pub fn entries_to_args(
+    entries: &[Entry],
+    suffix: Option<&str>,
+    cmd: &clap::Command,
+    notes: &mut Vec<String>,
+) -> anyhow::Result<Vec<Derived>> {
+    let with_suffix = |g: &str| suffix.map(|s| format!("{g}{s}"));
+    let mut client_groups: Vec<String> = CLIENT_GROUPS.iter().map(|g| g.to_string()).collect();
+    client_groups.extend(with_suffix("client"));
+    let mut tool_groups = vec![TOOL_GROUP.to_string()];
+    tool_groups.extend(with_suffix(TOOL_GROUP));
+
+    let mut out = Vec::new();
+    for e in entries {
+        let is_client = client_groups.contains(&e.group);
+        if !is_client && !tool_groups.contains(&e.group) {
+            continue;
+        }
+        let mut key = normalise(&e.key);
+        let loose = key.starts_with("loose-");
+        if loose {
+            key = key["loose-".len()..].to_string();
+        }
+        let mut value = e.value.clone();
+        if is_client {
+            // MySQL/MariaDB spellings of TLS settings, mapped to --ssl-mode.
+            let ssl_mode = match (key.as_str(), value.as_deref().map(truthy)) {
+                ("ssl", None | Some(Some(true))) => Some("REQUIRED"),
+                ("ssl", Some(Some(false))) | ("skip-ssl" | "disable-ssl", _) => Some("DISABLED"),
+                ("ssl-verify-server-cert", None | Some(Some(true))) => Some("VERIFY_IDENTITY"),
+                _ => None,
+            };
+            if let Some(mode) = ssl_mode {
+                key = "ssl-mode".into();
+                value = Some(mode.into());
+            } else if !CONNECTION_KEYS.contains(&key.as_str()) {
+                notes.push(format!(
+                    "{}: [{}] {key} is for other programs; mysql-quiesce ignores it",
+                    e.origin, e.group
+                ));
+                continue;
+            }
+        }
+        if DEFAULTS_OPTIONS.contains(&key.as_str()) {
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!(
+                    "{}: --{key} is a command-line option; it cannot be set in an option file",
+                    e.origin
+                ),
+            ));
+        }
+        // skip-X / disable-X / enable-X for flags.
+        let (key, negated) = match ["skip-", "disable-", "enable-"]
+            .iter()
+            .find_map(|p| key.strip_prefix(p).map(|k| (*p, k)))
+        {
+            Some((prefix, k)) if is_flag(cmd, k) => (k.to_string(), prefix != "enable-"),
+            _ => (key, false),
+        };
+        let Some(arg) = cmd
+            .get_arguments()
+            .find(|a| a.get_long() == Some(key.as_str()))
+        else {
+            if loose {
+                notes.push(format!(
+                    "{}: loose-{key} is not a mysql-quiesce option; ignored",
+                    e.origin
+                ));
+                continue;
+            }
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!("{}: unknown option `{key}` in [{}]; see `mysql-quiesce --help` for the options", e.origin, e.group),
+            ));
+        };
+        let id = arg.get_id().to_string();
+        match arg.get_action() {
+            ArgAction::SetTrue | ArgAction::Count => {
+                let times = match value.as_deref() {
+                    None => 1,
+                    Some(v) => match (truthy(v), v.parse::<u8>()) {
+                        (Some(b), _) => usize::from(b),
+                        (None, Ok(n)) if matches!(arg.get_action(), ArgAction::Count) => usize::from(n),
+                        _ => {
+                            return Err(exit::fail(
+                                exit::CONFIG,
+                                format!("{}: `{key}` is a switch; its value must be 1/0, true/false or on/off, not `{v}`", e.origin),
+                            ))
+                        }
+                    },
+                };
+                let times = if negated { 0 } else { times };
+                for _ in 0..times {
+                    out.push(Derived {
+                        id: id.clone(),
+                        arg: format!("--{key}"),
+                        origin: e.origin.clone(),
+                    });
+                }
+            }
+            _ => {
+                let v = match value {
+                    Some(v) => v,
+                    None if key == "password" => PROMPT.to_string(),
+                    None => {
+                        return Err(exit::fail(
+                            exit::CONFIG,
+                            format!("{}: `{key}` needs a value (`{key} = ...`)", e.origin),
+                        ));
+                    }
+                };
+                out.push(Derived {
+                    id,
+                    arg: format!("--{key}={v}"),
+                    origin: e.origin.clone(),
+                });
+            }
+        }
+    }
+    Ok(out)
+}
+
+fn is_flag(cmd: &clap::Command, key: &str) -> bool {
+    cmd.get_arguments()
+        .find(|a| a.get_long() == Some(key))
+        .is_some_and(|a| matches!(a.get_action(), ArgAction::SetTrue | ArgAction::Count))
+}
+
+/// MYSQL_HOST, MYSQL_TCP_PORT, MYSQL_UNIX_PORT, MYSQL_PWD as arguments.
+pub fn environment_args(env: &dyn Fn(&str) -> Option<String>) -> Vec<Derived> {
+    [
+        ("MYSQL_HOST", "host"),
+        ("MYSQL_TCP_PORT", "port"),
+        ("MYSQL_UNIX_PORT", "socket"),
+        ("MYSQL_PWD", "password"),
+    ]
+    .iter()
+    .filter_map(|(var, key)| {
+        env(var).filter(|v| !v.is_empty()).map(|v| Derived {
+            id: key.to_string(),
+            arg: format!("--{key}={v}"),
+            origin: format!("environment variable {var}"),
+        })
+    })
+    .collect()
+}
+
+/// Check each derived argument on its own, so that a bad value is reported
+/// with its origin and exit 78 instead of as a usage error.
+pub fn validate(derived: &[Derived], cmd: &clap::Command) -> anyhow::Result<()> {
+    for d in derived {
+        if let Err(e) = cmd
+            .clone()
+            .try_get_matches_from(["mysql-quiesce", d.arg.as_str()])
+        {
+            let msg = e.to_string();
+            let first = msg
+                .lines()
+                .next()
+                .unwrap_or("")
+                .trim_start_matches("error: ")
+                .to_string();
+            return Err(exit::fail(exit::CONFIG, format!("{}: {first}", d.origin)));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn entry(group: &str, key: &str, value: Option<&str>) -> Entry {
+        Entry {
+            group: group.into(),
+            key: key.into(),
+            value: value.map(str::to_string),
+            origin: "f.cnf:1".into(),
+        }
+    }
+
+    fn args(entries: &[Entry]) -> anyhow::Result<Vec<String>> {
+        let mut notes = Vec::new();
+        entries_to_args(entries, Some("-prod"), &crate::cli::command(), &mut notes)
+            .map(|v| v.into_iter().map(|d| d.arg).collect())
+    }
+
+    #[test]
+    fn client_groups_give_connection_options_only() {
+        let e = [
+            entry("client", "user", Some("bob")),
+            entry("client-server", "socket", Some("/s")),
+            entry("client", "default_character_set", Some("utf8")),
+            entry("client", "skip-ssl", None),
+            entry("mysql", "user", Some("ignored")),
+            entry("client-prod", "port", Some("3307")),
+        ];
+        assert_eq!(
+            args(&e).unwrap(),
+            [
+                "--user=bob",
+                "--socket=/s",
+                "--ssl-mode=DISABLED",
+                "--port=3307"
+            ]
+        );
+    }
+
+    #[test]
+    fn tool_group_sets_every_long_option_and_lists_repeat() {
+        let e = [
+            entry("mysql-quiesce", "pre", Some("a")),
+            entry("mysql-quiesce", "pre", Some("b")),
+            entry("mysql-quiesce", "lock_wait_timeout", Some("0.5")),
+            entry("mysql-quiesce", "quiet", Some("off")),
+            entry("mysql-quiesce", "force-freeze", None),
+            entry("mysql-quiesce", "verbose", Some("2")),
+            entry("mysql-quiesce-prod", "skip-pre-flush", None),
+            entry("mysql-quiesce", "password", None),
+        ];
+        assert_eq!(
+            args(&e).unwrap(),
+            [
+                "--pre=a",
+                "--pre=b",
+                "--lock-wait-timeout=0.5",
+                "--force-freeze",
+                "--verbose",
+                "--verbose",
+                &format!("--password={PROMPT}")
+            ]
+        );
+    }
+
+    #[test]
+    fn unknown_key_in_tool_group_is_78_with_origin_but_loose_is_a_note() {
+        let err = args(&[entry("mysql-quiesce", "lock-retires", Some("3"))]).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        assert!(err.to_string().contains("f.cnf:1") && err.to_string().contains("lock-retires"));
+        assert!(
+            args(&[entry("mysql-quiesce", "loose-lock-retires", Some("3"))])
+                .unwrap()
+                .is_empty()
+        );
+        assert!(args(&[entry("mysql-quiesce", "defaults-file", Some("/x"))]).is_err());
+    }
+
+    #[test]
+    fn bad_values_are_reported_with_their_origin() {
+        let d = vec![Derived {
+            id: "port".into(),
+            arg: "--port=abc".into(),
+            origin: "f.cnf:7".into(),
+        }];
+        let err = validate(&d, &crate::cli::command()).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        assert!(err.to_string().starts_with("f.cnf:7: "), "{err}");
+    }
+
+    #[test]
+    fn environment_variables_map_to_connection_options() {
+        let env = |k: &str| match k {
+            "MYSQL_UNIX_PORT" => Some("/s".to_string()),
+            "MYSQL_PWD" => Some("pw".to_string()),
+            _ => None,
+        };
+        let a: Vec<String> = environment_args(&env).into_iter().map(|d| d.arg).collect();
+        assert_eq!(a, ["--socket=/s", "--password=pw"]);
+    }
+}
