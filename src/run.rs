@@ -371,12 +371,10 @@ impl<'a> Run<'a> {
             );
         }
 
-        // post: always, once locked.
-        self.hooks(Phase::Post, &cli.post, None);
-
-        // verify, then unlock.
-        if let Some(g) = group {
-            let (t0, wall) = (Instant::now(), SystemTime::now());
+        // verify: the snapshot was taken under the lock only if the session
+        // that took it is still the same live connection. Before post, so
+        // post and after hooks see MYSQL_QUIESCE_STATUS=failed if not.
+        if let Some(g) = group.as_deref_mut() {
             let lost = g.verify(&self.progress);
             self.report.lock.verified = Some(lost.is_empty());
             if !lost.is_empty() {
@@ -389,6 +387,14 @@ impl<'a> Run<'a> {
                     ),
                 );
             }
+        }
+
+        // post: always, once locked.
+        self.hooks(Phase::Post, &cli.post, None);
+
+        // unlock.
+        if let Some(g) = group {
+            let (t0, wall) = (Instant::now(), SystemTime::now());
             let errors = g.release(&self.progress);
             self.report
                 .phase("unlock", wall, t0.elapsed(), errors.is_empty());

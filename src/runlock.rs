@@ -28,7 +28,10 @@ pub fn acquire(path: &Path) -> anyhow::Result<RunLock> {
         .map_err(|e| {
             exit::fail(
                 exit::CONFIG,
-                format!("cannot open the run lock file {}: {e}; choose another with --lock-file", path.display()),
+                format!(
+                    "cannot open the run lock file {}: {e}; choose another with --lock-file",
+                    path.display()
+                ),
             )
         })?;
     match Flock::lock(file, FlockArg::LockExclusiveNonblock) {
@@ -42,7 +45,11 @@ pub fn acquire(path: &Path) -> anyhow::Result<RunLock> {
             let mut pid = String::new();
             let _ = file.read_to_string(&mut pid);
             let pid = pid.trim();
-            let who = if pid.is_empty() { "another mysql-quiesce run".to_string() } else { format!("another mysql-quiesce run (pid {pid})") };
+            let who = if pid.is_empty() {
+                "another mysql-quiesce run".to_string()
+            } else {
+                format!("another mysql-quiesce run (pid {pid})")
+            };
             Err(exit::fail(
                 exit::TEMPFAIL,
                 format!(
@@ -51,7 +58,10 @@ pub fn acquire(path: &Path) -> anyhow::Result<RunLock> {
                 ),
             ))
         }
-        Err((_, e)) => Err(exit::fail(exit::CONFIG, format!("cannot lock {}: {e}", path.display()))),
+        Err((_, e)) => Err(exit::fail(
+            exit::CONFIG,
+            format!("cannot lock {}: {e}", path.display()),
+        )),
     }
 }
 
@@ -66,7 +76,11 @@ mod tests {
         let first = acquire(&path).unwrap();
         let err = acquire(&path).unwrap_err();
         assert_eq!(exit::code_of(&err), exit::TEMPFAIL);
-        assert!(err.to_string().contains(&format!("pid {}", std::process::id())), "{err}");
+        assert!(
+            err.to_string()
+                .contains(&format!("pid {}", std::process::id())),
+            "{err}"
+        );
         drop(first);
         assert!(acquire(&path).is_ok());
     }

@@ -219,7 +219,8 @@ fn hooks_get_the_documented_environment_and_never_the_password() {
         );
         for key in [
             "RUN_ID",
-            "LOCK=ftwrl",
+            "LOCK=backup-stage",
+            "SERVER_FLAVOR=mariadb",
             "CONNECTION_ID=",
             "SERVER_VERSION=",
             "BINLOG_FILE=",
@@ -353,9 +354,18 @@ fn quiet_prints_nothing_on_success_and_verbose_shows_the_sql() {
         .assert()
         .success()
         .stderr(predicate::str::is_empty());
+    s.mq()
+        .args(["-v", "--lock=ftwrl"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("SQL> FLUSH TABLES WITH READ LOCK")
+                .and(predicate::str::contains("SQL> UNLOCK TABLES")),
+        );
     s.mq().arg("-v").assert().success().stderr(
-        predicate::str::contains("SQL> FLUSH TABLES WITH READ LOCK")
-            .and(predicate::str::contains("SQL> UNLOCK TABLES")),
+        predicate::str::contains("SQL> BACKUP STAGE START")
+            .and(predicate::str::contains("SQL> BACKUP STAGE BLOCK_COMMIT"))
+            .and(predicate::str::contains("SQL> BACKUP STAGE END")),
     );
 }
 
@@ -408,6 +418,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
     });
     s.mq()
         .args([
+            "--lock=ftwrl",
             "--lock-wait-timeout=0.5",
             "--lock-retries=2",
             "--lock-retry-delay=0.3",
