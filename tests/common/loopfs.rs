@@ -1,2 +1,185 @@
-//! Loop-mounted scratch filesystems that a test creates, freezes and always
-//! thaws and removes, also when the test fails.
+//! Loop-mounted scratch filesystems that a test creates itself, and always
+//! thaws, unmounts and removes, also when the test fails. These are the only
+//! filesystems tests ever freeze.
+
+use mysql_quiesce::freeze::{freeze_fd, thaw_fd};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FsKind {
+    Xfs,
+    Ext4,
+    Btrfs,
+}
+
+impl FsKind {
+    fn mkfs(self) -> (&'static str, &'static [&'static str], u64) {
+        match self {
+            // Recent mkfs.xfs refuses filesystems below 300 MB.
+            FsKind::Xfs => ("mkfs.xfs", &["-q", "-f"], 320 << 20),
+            FsKind::Ext4 => ("mkfs.ext4", &["-q", "-F"], 64 << 20),
+            FsKind::Btrfs => ("mkfs.btrfs", &["-q", "-f"], 256 << 20),
+        }
+    }
+}
+
+pub struct LoopFs {
+    dir: tempfile::TempDir,
+    mountpoint: PathBuf,
+    image: PathBuf,
+    /// Probe writers that were still blocked; reaped after the thaw.
+    stuck: Mutex<Vec<Child>>,
+}
+
+fn tool(name: &str) -> Option<PathBuf> {
+    which::which(name).ok().or_else(|| {
+        ["/usr/sbin", "/sbin"]
+            .iter()
+            .map(|d| Path::new(d).join(name))
+            .find(|p| p.exists())
+    })
+}
+
+fn skip_or_fail(why: &str) -> Option<LoopFs> {
+    if std::env::var("CI").as_deref() == Ok("true") {
+        panic!("CI=true and {why}: freeze tests need root and mkfs (scripts/install-deps.sh)");
+    }
+    eprintln!("SKIPPED: {why} (with CI=true this fails)");
+    None
+}
+
+impl LoopFs {
+    /// A fresh filesystem of `kind` on a loop device, mounted in a temp dir.
+    pub fn new(kind: FsKind) -> Option<LoopFs> {
+        if !nix::unistd::geteuid().is_root() {
+            return skip_or_fail("not running as root");
+        }
+        let (mkfs, args, size) = kind.mkfs();
+        let Some(mkfs) = tool(mkfs) else {
+            return skip_or_fail(&format!("{mkfs} is not installed"));
+        };
+        let dir = tempfile::Builder::new()
+            .prefix("mqfs")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let image = dir.path().join("image");
+        File::create(&image).unwrap().set_len(size).unwrap();
+        let out = Command::new(mkfs).args(args).arg(&image).output().unwrap();
+        assert!(
+            out.status.success(),
+            "mkfs failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let mountpoint = dir.path().join("mnt");
+        std::fs::create_dir(&mountpoint).unwrap();
+        let out = Command::new("mount")
+            .args(["-o", "loop"])
+            .arg(&image)
+            .arg(&mountpoint)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Some(LoopFs {
+            dir,
+            mountpoint,
+            image,
+            stuck: Mutex::new(Vec::new()),
+        })
+    }
+
+    pub fn mountpoint(&self) -> &Path {
+        &self.mountpoint
+    }
+
+    pub fn arg(&self) -> String {
+        format!("--freeze={}", self.mountpoint.display())
+    }
+
+    /// Whether a write into the filesystem completes within `timeout`. The
+    /// write runs in a child process: on a frozen filesystem it blocks in
+    /// uninterruptible sleep until the thaw, and must never block the test.
+    pub fn probe_writable(&self, timeout: Duration) -> bool {
+        let file = self
+            .mountpoint
+            .join(format!("probe-{}", std::process::id()));
+        let mut child = Command::new("sh")
+            .arg("-c")
+            .arg(format!("echo probe > '{}'", file.display()))
+            .stdin(Stdio::null())
+            .spawn()
+            .unwrap();
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if let Ok(Some(status)) = child.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        self.stuck.lock().unwrap().push(child);
+        false
+    }
+
+    /// Poll until a write goes through; how long that took, or None within `limit`.
+    pub fn writable_within(&self, limit: Duration) -> Option<Duration> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if self.probe_writable(Duration::from_millis(100)) {
+                return Some(start.elapsed());
+            }
+        }
+        None
+    }
+
+    /// Freeze it from the test (to simulate someone else's freeze).
+    pub fn freeze(&self) {
+        freeze_fd(&File::open(&self.mountpoint).unwrap()).expect("FIFREEZE on the test filesystem");
+    }
+
+    pub fn thaw(&self) {
+        if let Ok(f) = File::open(&self.mountpoint) {
+            let _ = thaw_fd(&f);
+        }
+    }
+}
+
+impl Drop for LoopFs {
+    fn drop(&mut self) {
+        self.thaw();
+        for mut c in self.stuck.lock().unwrap().drain(..) {
+            let _ = c.wait();
+        }
+        for _ in 0..50 {
+            let ok = Command::new("umount")
+                .arg(&self.mountpoint)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount")
+            .arg("-l")
+            .arg(&self.mountpoint)
+            .stderr(Stdio::null())
+            .status();
+        // mount -o loop sets autoclear; detach explicitly in case it did not.
+        if let Ok(out) = Command::new("losetup").arg("-j").arg(&self.image).output() {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                if let Some(dev) = line.split(':').next() {
+                    let _ = Command::new("losetup").arg("-d").arg(dev).status();
+                }
+            }
+        }
+        let _ = self.dir.path();
+    }
+}

@@ -141,6 +141,7 @@ impl TestServer {
             child,
         };
         server.wait_ready();
+        server.sql("CREATE DATABASE probe; CREATE TABLE probe.t (i INT) ENGINE=InnoDB");
         Some(server)
     }
 
@@ -216,9 +217,6 @@ impl TestServer {
     /// (the session's lock_wait_timeout), i.e. whether writes are blocked now.
     pub fn write_succeeds(&self, wait_secs: u32) -> bool {
         let mut c = self.conn();
-        c.query_drop("CREATE DATABASE IF NOT EXISTS probe").unwrap();
-        c.query_drop("CREATE TABLE IF NOT EXISTS probe.t (i INT)")
-            .unwrap();
         c.query_drop(format!("SET SESSION lock_wait_timeout = {wait_secs}"))
             .unwrap();
         c.query_drop("INSERT INTO probe.t VALUES (1)").is_ok()
