@@ -9,6 +9,16 @@ use std::path::PathBuf;
 
 pub const ABOUT: &str = "Hold a MySQL/MariaDB lock (and optionally freeze filesystems) while a storage snapshot is taken, and always release them.";
 
+pub const LONG_ABOUT: &str = "\
+Hold a MySQL/MariaDB lock (and optionally freeze filesystems) while a storage snapshot is taken, and always release them.
+
+It replaces the classic procedure (FLUSH TABLES WITH READ LOCK on one connection, fsfreeze -f, start the snapshot, \
+fsfreeze -u, UNLOCK TABLES) that shell scripts cannot do safely because the lock lives only as long as its connection. \
+mysql-quiesce holds the lock on its own session, picks the least disruptive lock the server offers (--lock=auto), \
+bounds every wait so writers are never stalled behind a long query, reads the binary-log coordinates under the lock, \
+runs your hooks and snapshot COMMAND inside it, freezes and thaws filesystems itself, and releases everything on \
+every path: errors, timeouts, signals, and (through a guardian process) even SIGKILL.";
+
 pub const AFTER_HELP: &str = "\
 Sequence: before hooks, connect, lock, read coordinates, pre hooks, freeze, snapshot hooks + COMMAND, thaw, post hooks, unlock, after hooks.
 The stdout of --snapshot hooks and of COMMAND is mysql-quiesce's stdout; everything else goes to stderr.
@@ -65,6 +75,7 @@ pub enum SslMode {
     name = "mysql-quiesce",
     version,
     about = ABOUT,
+    long_about = LONG_ABOUT,
     after_help = AFTER_HELP,
     disable_help_flag = true,
     args_override_self = true,
@@ -279,6 +290,10 @@ pub struct Cli {
     /// Write a JSON report of the run to this file.
     #[arg(long, value_name = "PATH", help_heading = "Output")]
     pub report: Option<PathBuf>,
+
+    /// Write Prometheus metrics of the run (node_exporter textfile collector format) to this file.
+    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    pub metrics_file: Option<PathBuf>,
 
     /// Only print errors.
     #[arg(short = 'q', long, help_heading = "Output")]

@@ -80,12 +80,22 @@ Precedence: command line, then environment, then option files, then built-in def
 Given to every hook: \fBMYSQL_QUIESCE_PHASE\fR, \fBMYSQL_QUIESCE_RUN_ID\fR, \fBMYSQL_QUIESCE_LOCK\fR, \fBMYSQL_QUIESCE_CONNECTION_ID\fR,
 \fBMYSQL_QUIESCE_SERVER_FLAVOR\fR, \fBMYSQL_QUIESCE_SERVER_VERSION\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_FILE\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_POS\fR
 (on a replica: the SQL thread's executed position), \fBMYSQL_QUIESCE_GALERA_POSITION\fR (uuid:seqno), \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
+\fBMYSQL_QUIESCE_FROZEN\fR (the mount points frozen in this run, colon-separated);
 in post and after hooks also \fBMYSQL_QUIESCE_STATUS\fR=ok|failed. \fBMYSQL_PWD\fR is never passed to hooks.
 .SH FILES
 /etc/my.cnf, /etc/mysql/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf: option files, groups [client], [client-server],
 [client-mariadb] (connection options) and [mysql-quiesce] (every long option, e.g. \fBpre = ...\fR, repeatable).
 .br
 /run/lock/mysql-quiesce.lock: the run lock (\-\-lock\-file).
+.SH SAFETY
+Everything acquired is released on every path. A failing or hanging hook (\-\-hook\-timeout) or an overrun of
+\-\-max\-lock\-time kills the hook's whole process group, thaws, runs the post hooks, unlocks and runs the after
+hooks. SIGINT, SIGTERM, SIGHUP and SIGQUIT do the same and exit 128+N. If mysql-quiesce itself is killed (SIGKILL,
+OOM), a guardian process started before the first freeze thaws every frozen filesystem at once, and the server
+drops the lock with the connection. Before the post hooks the lock session must still be the same live connection;
+if it was lost, the run exits 65 and the report says "consistent": false. The root filesystem, filesystems holding
+the current directory, an output file or a hook's program are never frozen. Only one run at a time per machine
+(\-\-lock\-file).
 .SH RECOVERY
 If a filesystem was left frozen (it never should be: a guardian process thaws it even when mysql-quiesce is killed),
 thaw it with \fBfsfreeze \-u MOUNTPOINT\fR. The database lock is released by the server when the connection closes.

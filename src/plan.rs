@@ -156,7 +156,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         if let Ok(cwd) = std::env::current_dir() {
             protected.push((cwd, Protected::CurrentDir));
         }
-        for out in [&cli.report, &cli.coordinates_file].into_iter().flatten() {
+        for out in [&cli.report, &cli.coordinates_file, &cli.metrics_file]
+            .into_iter()
+            .flatten()
+        {
             protected.push((absolute(out), Protected::OutputFile));
         }
         for out in redirected_outputs() {

@@ -189,6 +189,8 @@ pub struct Report {
     /// Every locked server, the first one also in `server`/`coordinates`.
     pub instances: Vec<InstanceRecord>,
     pub frozen: Vec<FreezeRecord>,
+    /// Time the filesystems were frozen (freeze done to thaw done).
+    pub frozen_ms: Option<f64>,
     pub phases: Vec<PhaseRecord>,
     pub hooks: Vec<HookRecord>,
 }
@@ -210,6 +212,7 @@ impl Report {
             coordinates: None,
             instances: Vec::new(),
             frozen: Vec::new(),
+            frozen_ms: None,
             phases: Vec::new(),
             hooks: Vec::new(),
         }
@@ -223,6 +226,77 @@ impl Report {
             duration_ms: ms(duration),
             ok,
         });
+    }
+
+    /// Prometheus text format, for node_exporter's textfile collector.
+    pub fn prometheus(&self, finished: SystemTime) -> String {
+        let mut out = String::new();
+        let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
+            out.push_str(&format!(
+                "# HELP mysql_quiesce_{name} {help}\n# TYPE mysql_quiesce_{name} gauge\n"
+            ));
+            for (labels, value) in samples {
+                out.push_str(&format!("mysql_quiesce_{name}{labels} {value}\n"));
+            }
+        };
+        let one = |v: f64| vec![(String::new(), v)];
+        let secs = |ms: Option<f64>| ms.unwrap_or(0.0) / 1000.0;
+        let finished = finished
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        gauge(
+            "last_run_timestamp_seconds",
+            "Unix time the last run finished.",
+            &one(finished),
+        );
+        gauge(
+            "last_run_success",
+            "1 if the last run exited 0.",
+            &one(f64::from(u8::from(self.exit_code == 0))),
+        );
+        gauge(
+            "last_run_exit_code",
+            "Exit status of the last run.",
+            &one(f64::from(self.exit_code)),
+        );
+        gauge(
+            "last_run_consistent",
+            "1 if the last snapshot was taken under a verified lock.",
+            &one(f64::from(u8::from(self.consistent))),
+        );
+        gauge(
+            "lock_held_seconds",
+            "Time writes were blocked by the lock in the last run.",
+            &one(secs(self.lock.held_ms)),
+        );
+        gauge(
+            "lock_wait_seconds",
+            "Time the successful lock attempt waited in the last run.",
+            &one(secs(self.lock.acquired_in_ms)),
+        );
+        gauge(
+            "frozen_seconds",
+            "Time filesystems were frozen in the last run.",
+            &one(secs(self.frozen_ms)),
+        );
+        let mut phases: Vec<(String, f64)> = Vec::new();
+        for p in &self.phases {
+            match phases.iter_mut().find(|(n, _)| *n == p.name) {
+                Some((_, total)) => *total += p.duration_ms,
+                None => phases.push((p.name.clone(), p.duration_ms)),
+            }
+        }
+        let samples: Vec<(String, f64)> = phases
+            .into_iter()
+            .map(|(n, ms)| (format!("{{phase=\"{n}\"}}"), ms / 1000.0))
+            .collect();
+        gauge(
+            "phase_seconds",
+            "Duration of each phase of the last run.",
+            &samples,
+        );
+        out
     }
 
     pub fn to_json(&self) -> String {

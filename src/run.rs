@@ -125,6 +125,8 @@ struct Run<'a> {
     env: BTreeMap<String, String>,
     /// The first failure: its exit status and message. It decides the exit status.
     failure: Option<(u8, String)>,
+    /// When the freeze completed (for frozen_ms).
+    frozen_at: Option<Instant>,
 }
 
 impl<'a> Run<'a> {
@@ -149,6 +151,13 @@ impl<'a> Run<'a> {
         ] {
             env.insert(key.to_string(), String::new());
         }
+        // The filesystems this run freezes (hooks such as btrfs-snapshot must not write to them).
+        let frozen: Vec<String> = prepared
+            .freeze
+            .iter()
+            .map(|t| t.mountpoint.display().to_string())
+            .collect();
+        env.insert("MYSQL_QUIESCE_FROZEN".to_string(), frozen.join(":"));
         let mut report = Report::new(run_id);
         report.lock.mode = plan::lock_name(cli.lock).to_string();
         Run {
@@ -159,6 +168,7 @@ impl<'a> Run<'a> {
             started: Instant::now(),
             env,
             failure: None,
+            frozen_at: None,
         }
     }
 
@@ -486,6 +496,7 @@ impl<'a> Run<'a> {
             .phase("freeze", wall, t0.elapsed(), result.is_ok());
         match result {
             Ok(f) => {
+                self.frozen_at = Some(Instant::now());
                 let names: Vec<String> = self
                     .prepared
                     .freeze
@@ -509,6 +520,9 @@ impl<'a> Run<'a> {
     fn thaw(&mut self, frozen: FrozenSet) {
         let (t0, wall) = (Instant::now(), SystemTime::now());
         let results = frozen.thaw();
+        if let Some(at) = self.frozen_at.take() {
+            self.report.frozen_ms = Some(report::ms(at.elapsed()));
+        }
         let all_ok = results.iter().all(|t| t.error.is_none());
         self.report.phase("thaw", wall, t0.elapsed(), all_ok);
         for t in &results {
@@ -641,14 +655,25 @@ impl<'a> Run<'a> {
         self.report.consistent = code == exit::OK
             && (self.report.lock.verified == Some(true) || self.cli.lock == LockMode::None);
         self.report.error = (!message.is_empty()).then_some(message);
-        self.report.finished_at = Some(report::rfc3339(SystemTime::now()));
-        if let Some(path) = &self.cli.report {
-            // Written last: after thaw and unlock, never onto a frozen filesystem.
-            if let Err(e) = report::write_atomic(path, self.report.to_json().as_bytes()) {
+        let finished = SystemTime::now();
+        self.report.finished_at = Some(report::rfc3339(finished));
+        // Written last: after thaw and unlock, never onto a frozen filesystem.
+        let outputs = [
+            (&self.cli.report, "report", self.report.to_json()),
+            (
+                &self.cli.metrics_file,
+                "metrics file",
+                self.report.prometheus(finished),
+            ),
+        ];
+        let mut code = code;
+        for (path, what, text) in outputs {
+            let Some(path) = path else { continue };
+            if let Err(e) = report::write_atomic(path, text.as_bytes()) {
                 self.progress
-                    .error(format!("cannot write the report {}: {e}", path.display()));
+                    .error(format!("cannot write the {what} {}: {e}", path.display()));
                 if code == exit::OK {
-                    return exit::CONFIG;
+                    code = exit::CONFIG;
                 }
             }
         }

@@ -572,3 +572,67 @@ fn man_page_and_completions_are_generated_from_the_cli() {
         .success()
         .stdout(predicate::str::contains("--max-lock-time"));
 }
+
+#[test]
+fn the_committed_man_page_matches_the_generator() {
+    let generated = common::mysql_quiesce()
+        .args(["--no-defaults", "generate", "man"])
+        .assert()
+        .success()
+        .get_output()
+        .stdout
+        .clone();
+    let committed =
+        std::fs::read(concat!(env!("CARGO_MANIFEST_DIR"), "/man/mysql-quiesce.1")).unwrap();
+    assert!(
+        generated == committed,
+        "man/mysql-quiesce.1 is stale: run `cargo run -- --no-defaults generate man > man/mysql-quiesce.1`"
+    );
+}
+
+#[test]
+fn metrics_file_has_the_documented_prometheus_gauges() {
+    let s = server!();
+    let metrics = s.path("mq.prom");
+    s.mq()
+        .arg(format!("--metrics-file={}", metrics.display()))
+        .args(["--pre", "true"])
+        .assert()
+        .success();
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .rsplit(' ')
+            .next()
+            .unwrap()
+            .parse()
+            .unwrap()
+    };
+    assert_eq!(value("mysql_quiesce_last_run_success"), 1.0);
+    assert_eq!(value("mysql_quiesce_last_run_exit_code"), 0.0);
+    assert_eq!(value("mysql_quiesce_last_run_consistent"), 1.0);
+    assert!(value("mysql_quiesce_last_run_timestamp_seconds") > 1.7e9);
+    assert!(value("mysql_quiesce_lock_held_seconds") >= 0.0);
+    assert_eq!(value("mysql_quiesce_frozen_seconds"), 0.0);
+    assert!(value("mysql_quiesce_phase_seconds{phase=\"pre\"}") >= 0.0);
+    for line in text.lines().filter(|l| !l.starts_with('#')) {
+        let name = line.split(['{', ' ']).next().unwrap();
+        assert!(
+            text.contains(&format!("# TYPE {name} gauge")),
+            "{name} has no TYPE line"
+        );
+    }
+    // A failed run says so.
+    s.mq()
+        .arg(format!("--metrics-file={}", metrics.display()))
+        .args(["--", "false"])
+        .assert()
+        .code(1);
+    let text = std::fs::read_to_string(&metrics).unwrap();
+    assert!(
+        text.contains("mysql_quiesce_last_run_success 0\n")
+            && text.contains("mysql_quiesce_last_run_exit_code 1\n")
+    );
+}
