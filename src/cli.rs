@@ -87,20 +87,38 @@ pub struct Cli {
 
     // ---------------------------------------------------------------- connection
     /// Server host name or IP address.
-    #[arg(short = 'h', long, value_name = "HOST", help_heading = "Connection")]
+    #[arg(
+        global = true,
+        short = 'h',
+        long,
+        value_name = "HOST",
+        help_heading = "Connection"
+    )]
     pub host: Option<String>,
 
     /// TCP port [default: 3306].
-    #[arg(short = 'P', long, value_name = "PORT", help_heading = "Connection")]
+    #[arg(
+        global = true,
+        short = 'P',
+        long,
+        value_name = "PORT",
+        help_heading = "Connection"
+    )]
     pub port: Option<u16>,
 
     /// User name [default: the login name].
-    #[arg(short = 'u', long, value_name = "USER", help_heading = "Connection")]
+    #[arg(
+        global = true,
+        short = 'u',
+        long,
+        value_name = "USER",
+        help_heading = "Connection"
+    )]
     pub user: Option<String>,
 
     /// Password. The value must be attached (-pSECRET, --password=SECRET); a bare -p
     /// prompts on the terminal. A password given here is masked in the process list.
-    #[arg(
+    #[arg(global = true,
         short = 'p',
         long,
         value_name = "PASS",
@@ -112,11 +130,18 @@ pub struct Cli {
     pub password: Option<String>,
 
     /// Unix socket file.
-    #[arg(short = 'S', long, value_name = "PATH", help_heading = "Connection")]
+    #[arg(
+        global = true,
+        short = 'S',
+        long,
+        value_name = "PATH",
+        help_heading = "Connection"
+    )]
     pub socket: Option<PathBuf>,
 
     /// Transport: TCP or SOCKET [default: SOCKET for localhost, else TCP].
     #[arg(
+        global = true,
         long,
         value_enum,
         ignore_case = true,
@@ -127,6 +152,7 @@ pub struct Cli {
 
     /// Seconds to wait for the connection to be established.
     #[arg(
+        global = true,
         long,
         value_name = "SECS",
         default_value = "10",
@@ -136,6 +162,7 @@ pub struct Cli {
 
     /// TLS use: DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY.
     #[arg(
+        global = true,
         long,
         value_enum,
         ignore_case = true,
@@ -145,41 +172,57 @@ pub struct Cli {
     pub ssl_mode: Option<SslMode>,
 
     /// CA certificate file (PEM) used to verify the server.
-    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_ca: Option<PathBuf>,
 
     /// Client certificate (PEM).
-    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_cert: Option<PathBuf>,
 
     /// Client private key (PEM).
-    #[arg(long, value_name = "FILE", help_heading = "Connection")]
+    #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_key: Option<PathBuf>,
 
     // ---------------------------------------------------------------- option files
     /// Read no option files.
-    #[arg(long, help_heading = "Option files")]
+    #[arg(global = true, long, help_heading = "Option files")]
     pub no_defaults: bool,
 
     /// Read only this option file.
-    #[arg(long, value_name = "FILE", help_heading = "Option files")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Option files"
+    )]
     pub defaults_file: Option<PathBuf>,
 
     /// Read this option file after the global ones, before ~/.my.cnf.
-    #[arg(long, value_name = "FILE", help_heading = "Option files")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "FILE",
+        help_heading = "Option files"
+    )]
     pub defaults_extra_file: Option<PathBuf>,
 
     /// Also read groups [clientSUFFIX] and [mysql-quiesceSUFFIX].
-    #[arg(long, value_name = "SUFFIX", help_heading = "Option files")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "SUFFIX",
+        help_heading = "Option files"
+    )]
     pub defaults_group_suffix: Option<String>,
 
     /// Print the options read from option files and environment, then exit.
-    #[arg(long, help_heading = "Option files")]
+    #[arg(global = true, long, help_heading = "Option files")]
     pub print_defaults: bool,
 
     // ---------------------------------------------------------------- lock
     /// Database lock to hold during the snapshot (see LOCK MODES in the man page).
     #[arg(
+        global = true,
         long,
         value_enum,
         value_name = "MODE",
@@ -190,28 +233,53 @@ pub struct Cli {
 
     /// Lock several servers as one (repeatable): an option file (its [client] group) or
     /// mysql://user@host:port/?socket=PATH (no password in the URL).
-    #[arg(long, value_name = "SPEC", action = ArgAction::Append, help_heading = "Lock")]
+    #[arg(global = true, long, value_name = "SPEC", action = ArgAction::Append, help_heading = "Lock")]
     pub instance: Vec<String>,
 
     /// How long ONE lock attempt may make writers wait, in seconds (fractions allowed).
-    #[arg(long, value_name = "SECS", default_value = "1", help_heading = "Lock")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "SECS",
+        default_value = "1",
+        help_heading = "Lock"
+    )]
     pub lock_wait_timeout: f64,
 
     /// Lock attempts after the first one fails.
-    #[arg(long, value_name = "N", default_value = "10", help_heading = "Lock")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "N",
+        default_value = "10",
+        help_heading = "Lock"
+    )]
     pub lock_retries: u32,
 
     /// Pause between lock attempts, in seconds.
-    #[arg(long, value_name = "SECS", default_value = "3", help_heading = "Lock")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "SECS",
+        default_value = "3",
+        help_heading = "Lock"
+    )]
     pub lock_retry_delay: f64,
 
     /// Before each lock attempt, wait (within the retries) while a statement of --long-query-type
     /// has been running longer than SECS. 0 = off.
-    #[arg(long, value_name = "SECS", default_value = "0", help_heading = "Lock")]
+    #[arg(
+        global = true,
+        long,
+        value_name = "SECS",
+        default_value = "0",
+        help_heading = "Lock"
+    )]
     pub long_query_guard: f64,
 
     /// Which running statements the guard and --kill-long-queries consider.
     #[arg(
+        global = true,
         long,
         value_enum,
         value_name = "TYPE",
@@ -222,20 +290,21 @@ pub struct Cli {
 
     /// DANGEROUS: when a lock attempt has waited SECS, KILL QUERY the statements of
     /// --long-query-type that started before it. Must be below --lock-wait-timeout. Off by default.
-    #[arg(long, value_name = "SECS", help_heading = "Lock")]
+    #[arg(global = true, long, value_name = "SECS", help_heading = "Lock")]
     pub kill_long_queries: Option<f64>,
 
     /// Run FLUSH NO_WRITE_TO_BINLOG TABLES before each lock attempt (can itself pile up statements).
-    #[arg(long, help_heading = "Lock")]
+    #[arg(global = true, long, help_heading = "Lock")]
     pub pre_flush: bool,
 
     /// On a replica, stop the SQL thread before locking and start it again afterwards (also on failure).
-    #[arg(long, help_heading = "Lock")]
+    #[arg(global = true, long, help_heading = "Lock")]
     pub stop_replica_sql: bool,
 
     /// Deadline on the whole locked section (lock held + filesystems frozen), in seconds.
     /// When it passes, the running hook is killed and everything is released (exit 124).
     #[arg(
+        global = true,
         long,
         value_name = "SECS",
         default_value = "120",
@@ -245,27 +314,28 @@ pub struct Cli {
 
     // ---------------------------------------------------------------- hooks
     /// Shell command run before connecting (repeatable).
-    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub before: Vec<String>,
 
     /// Shell command run locked, before the freeze and the snapshot (repeatable).
-    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub pre: Vec<String>,
 
     /// Shell command that takes the snapshot, run locked and frozen (repeatable). Its stdout is ours.
-    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub snapshot: Vec<String>,
 
     /// Shell command run after the snapshot, still locked; runs whenever the lock was taken (repeatable).
-    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub post: Vec<String>,
 
     /// Shell command run after unlocking; always runs once connecting was attempted (repeatable).
-    #[arg(long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
+    #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub after: Vec<String>,
 
     /// Seconds a single hook may run before its process group is killed.
     #[arg(
+        global = true,
         long,
         value_name = "SECS",
         default_value = "300",
@@ -275,37 +345,38 @@ pub struct Cli {
 
     // ---------------------------------------------------------------- freeze
     /// Freeze this mounted filesystem (FIFREEZE) during the snapshot phase (repeatable).
-    #[arg(long, value_name = "MOUNTPOINT", action = ArgAction::Append, help_heading = "Freeze")]
+    #[arg(global = true, long, value_name = "MOUNTPOINT", action = ArgAction::Append, help_heading = "Freeze")]
     pub freeze: Vec<PathBuf>,
 
     /// Allow freezing a filesystem that holds the current directory or an output file (never /).
-    #[arg(long, help_heading = "Freeze")]
+    #[arg(global = true, long, help_heading = "Freeze")]
     pub force_freeze: bool,
 
     // ---------------------------------------------------------------- output
     /// Write the binary-log coordinates read under the lock to this JSON file before the pre hooks.
-    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    #[arg(global = true, long, value_name = "PATH", help_heading = "Output")]
     pub coordinates_file: Option<PathBuf>,
 
     /// Write a JSON report of the run to this file.
-    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    #[arg(global = true, long, value_name = "PATH", help_heading = "Output")]
     pub report: Option<PathBuf>,
 
     /// Write Prometheus metrics of the run (node_exporter textfile collector format) to this file.
-    #[arg(long, value_name = "PATH", help_heading = "Output")]
+    #[arg(global = true, long, value_name = "PATH", help_heading = "Output")]
     pub metrics_file: Option<PathBuf>,
 
     /// Only print errors.
-    #[arg(short = 'q', long, help_heading = "Output")]
+    #[arg(global = true, short = 'q', long, help_heading = "Output")]
     pub quiet: bool,
 
     /// Also print the SQL statements sent (repeat for more detail).
-    #[arg(short = 'v', long, action = ArgAction::Count, help_heading = "Output")]
+    #[arg(global = true, short = 'v', long, action = ArgAction::Count, help_heading = "Output")]
     pub verbose: u8,
 
     // ---------------------------------------------------------------- run control
     /// Lock file that keeps two runs from overlapping on this machine.
     #[arg(
+        global = true,
         long,
         value_name = "PATH",
         default_value = "/run/lock/mysql-quiesce.lock",
@@ -313,16 +384,26 @@ pub struct Cli {
     )]
     pub lock_file: PathBuf,
 
+    /// Directory for the state of `lock`/`unlock`/`status` (holder socket, pid, last result); root only.
+    #[arg(
+        global = true,
+        long,
+        value_name = "DIR",
+        default_value = "/run/mysql-quiesce",
+        help_heading = "Run control"
+    )]
+    pub state_dir: PathBuf,
+
     /// Connect and verify privileges, hooks and freeze targets; lock and freeze nothing.
-    #[arg(long, help_heading = "Run control")]
+    #[arg(global = true, long, help_heading = "Run control")]
     pub check: bool,
 
     /// Print the plan (statements, hooks, freezes) without connecting.
-    #[arg(long, help_heading = "Run control")]
+    #[arg(global = true, long, help_heading = "Run control")]
     pub dry_run: bool,
 
     /// Print help.
-    #[arg(long, action = ArgAction::Help)]
+    #[arg(global = true, long, action = ArgAction::Help)]
     pub help: Option<bool>,
 
     /// Command run last in the snapshot phase, as argv without a shell. Its stdout is ours.
@@ -332,6 +413,25 @@ pub struct Cli {
 
 #[derive(Debug, Clone, Subcommand)]
 pub enum Sub {
+    /// Take the lock (and freeze) in a detached holder process and return once it is held;
+    /// prints the MYSQL_QUIESCE_* variables. For pre/post-script frameworks: pair with `unlock`.
+    Lock {
+        /// Print the variables as a JSON object instead of KEY=value lines.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Tell the holder to thaw and unlock. Exit 0 only if the lock was held throughout;
+    /// 65 if it was lost, 124 if the holder had to release it at --max-lock-time.
+    Unlock,
+    /// Whether a holder is running, since when, what it holds and the time left (exit 3 if none).
+    Status {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Lock (and freeze), print one ready line, hold until stdin reaches EOF or SIGTERM/SIGINT,
+    /// then release; exit status as `unlock`. For coprocesses in shell scripts.
+    Hold,
     /// Print the man page or a shell completion script to stdout.
     #[command(hide = true)]
     Generate {

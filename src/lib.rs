@@ -9,6 +9,7 @@ pub mod cli;
 pub mod exit;
 pub mod freeze;
 pub mod generate;
+pub mod holder;
 pub mod hooks;
 pub mod options;
 pub mod plan;

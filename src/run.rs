@@ -7,6 +7,7 @@
 use crate::cli::{Cli, LockMode, Sub};
 use crate::exit;
 use crate::freeze::{self, FrozenSet, Target};
+use crate::holder::{self, WaitEnd, Waiter};
 use crate::hooks::{self, Hook, Limits, Phase, Program, Stdout};
 use crate::options;
 use crate::plan::{self, Prepared};
@@ -22,6 +23,8 @@ use std::time::{Duration, Instant, SystemTime};
 /// Process entry: load options, dispatch, return the exit status.
 pub fn main_entry() -> u8 {
     let argv: Vec<OsString> = std::env::args_os().collect();
+    // Kept before option loading masks the password in our argv: `lock` passes it on.
+    let original_argv = argv.clone();
     // The guardian must not read option files or prompt: parse it directly.
     if argv.get(1).is_some_and(|a| a == "__guardian") {
         return match Cli::try_parse_from(&argv) {
@@ -54,7 +57,9 @@ pub fn main_entry() -> u8 {
     match &cli.subcommand {
         Some(Sub::Generate { what }) => return crate::generate::print(*what),
         Some(Sub::Guardian { .. }) => return exit::USAGE,
-        None => {}
+        Some(Sub::Unlock) => return holder::unlock_command(&cli, &progress),
+        Some(Sub::Status { json }) => return holder::status_command(&cli, *json, &progress),
+        _ => {}
     }
     if cli.print_defaults {
         println!("{}", loaded.defaults_args.join("\n"));
@@ -78,7 +83,24 @@ pub fn main_entry() -> u8 {
     if cli.check {
         return plan::check(&cli, &prepared, &progress);
     }
-    Run::new(&cli, prepared, progress).execute()
+    match &cli.subcommand {
+        Some(Sub::Lock { .. }) if std::env::var_os(holder::HOLDER_FD).is_some() => {
+            match holder::HolderWaiter::from_environment(&cli) {
+                Ok(mut waiter) => Run::new(&cli, prepared, progress)
+                    .with_waiter(&mut waiter)
+                    .execute(),
+                Err(e) => {
+                    progress.error(format!("{e:#}"));
+                    exit::code_of(&e)
+                }
+            }
+        }
+        Some(Sub::Lock { json }) => holder::lock_command(&cli, &original_argv, *json, &progress),
+        Some(Sub::Hold) => Run::new(&cli, prepared, progress)
+            .with_waiter(&mut holder::StdinWaiter)
+            .execute(),
+        _ => Run::new(&cli, prepared, progress).execute(),
+    }
 }
 
 fn load_error(e: anyhow::Error) -> u8 {
@@ -116,6 +138,8 @@ fn new_run_id() -> String {
 }
 
 struct Run<'a> {
+    /// `lock` and `hold`: waits for the release in place of the snapshot step.
+    waiter: Option<&'a mut dyn Waiter>,
     cli: &'a Cli,
     prepared: Prepared,
     progress: Progress,
@@ -169,7 +193,13 @@ impl<'a> Run<'a> {
             env,
             failure: None,
             frozen_at: None,
+            waiter: None,
         }
+    }
+
+    fn with_waiter(mut self, waiter: &'a mut dyn Waiter) -> Run<'a> {
+        self.waiter = Some(waiter);
+        self
     }
 
     fn ok(&self) -> bool {
@@ -368,6 +398,7 @@ impl<'a> Run<'a> {
         let inner = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.hooks(Phase::Pre, &cli.pre, Some(deadline));
             let frozen = self.freeze(deadline, deadline_wall);
+            self.hold(deadline);
             self.hooks(Phase::Snapshot, &cli.snapshot, Some(deadline));
             self.command(Some(deadline));
             if let Some(frozen) = frozen {
@@ -515,6 +546,35 @@ impl<'a> Run<'a> {
                 None
             }
         }
+    }
+
+    /// `lock`/`hold`: report ready, then wait for the release (or the deadline).
+    fn hold(&mut self, deadline: Instant) {
+        let Some(waiter) = self.waiter.take() else {
+            return;
+        };
+        if self.ok() {
+            let mut env = self.env.clone();
+            env.insert("MYSQL_QUIESCE_PHASE".into(), "snapshot".into());
+            waiter.ready(&env);
+            let (t0, wall) = (Instant::now(), SystemTime::now());
+            let end = waiter.wait(deadline);
+            self.report
+                .phase("hold", wall, t0.elapsed(), end == WaitEnd::Released);
+            match end {
+                WaitEnd::Released => self.progress.info(format!("release requested after {}", human(t0.elapsed()))),
+                WaitEnd::Deadline => self.fail(
+                    exit::TIMEOUT,
+                    format!(
+                        "--max-lock-time ({} s) passed before the unlock: released everything by itself; a snapshot \
+                         started after this point was not taken under the lock",
+                        self.cli.max_lock_time
+                    ),
+                ),
+                WaitEnd::Signal(sig) => self.fail(exit::signal(sig), format!("received signal {sig}; releasing everything")),
+            }
+        }
+        self.waiter = Some(waiter);
     }
 
     fn thaw(&mut self, frozen: FrozenSet) {
@@ -676,6 +736,9 @@ impl<'a> Run<'a> {
                     code = exit::CONFIG;
                 }
             }
+        }
+        if let Some(waiter) = self.waiter.take() {
+            waiter.finished(code, self.report.error.as_deref(), &self.report);
         }
         let total = human(self.started.elapsed());
         if code == exit::OK {

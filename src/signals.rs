@@ -49,6 +49,15 @@ pub fn received() -> Option<i32> {
     }
 }
 
+/// Take the first signal and forget it: for `hold`, where SIGTERM/SIGINT is
+/// the ordinary way to ask for the release, not a failure.
+pub fn take() -> Option<i32> {
+    match FIRST.swap(0, Ordering::SeqCst) {
+        0 => None,
+        sig => Some(sig),
+    }
+}
+
 /// How many termination signals have arrived so far. Cleanup hooks (post,
 /// after) are interrupted only by a signal that arrives while they run.
 pub fn count() -> usize {

@@ -190,6 +190,7 @@ impl TestServer {
             format!("--socket={}", self.socket.display()),
             "--user=root".into(),
             format!("--lock-file={}", self.path("run.lock").display()),
+            format!("--state-dir={}", self.path("state").display()),
         ]
     }
 
