@@ -99,6 +99,13 @@ the current directory, an output file or a hook's program are never frozen. Only
 .SH RECOVERY
 If a filesystem was left frozen (it never should be: a guardian process thaws it even when mysql-quiesce is killed),
 thaw it with \fBfsfreeze \-u MOUNTPOINT\fR. The database lock is released by the server when the connection closes.
+.SH "SPLIT MODE"
+\fBmysql-quiesce lock\fR starts a detached holder that locks (and freezes) and returns once everything is held,
+printing the MYSQL_QUIESCE_* variables; \fBmysql-quiesce unlock\fR releases and exits 0 only if the lock was held
+continuously (65: lost; 124: released at \-\-max\-lock\-time before unlock; 69: nothing to unlock).
+\fBmysql-quiesce status\fR shows the holder (exit 3 if none). \fBmysql-quiesce hold\fR prints one READY line and holds
+until stdin reaches EOF or SIGTERM/SIGINT. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
+/usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
 .SH EXAMPLES
 .nf
 id=$(mysql-quiesce --freeze /var/lib/mysql -- \\
@@ -106,6 +113,13 @@ id=$(mysql-quiesce --freeze /var/lib/mysql -- \\
 mysql-quiesce --coordinates-file /var/lib/mysql/snapshot-coordinates.json \\
      --snapshot 'lvcreate -s -n mysql-snap -L 5G vg/mysql'
 mysql-quiesce --dry-run --freeze /data -- true
+# two instances whose data share one volume
+mysql-quiesce --instance /etc/mysql/main.cnf --instance 'mysql://backup@localhost/?socket=/run/mysqld/b.sock' \\
+     --freeze /srv/db -- aws ec2 create-snapshots --instance-specification InstanceId=i-0123
+# split mode, e.g. in pre/post-scripts
+eval "$(mysql-quiesce lock --freeze /var/lib/mysql)"; take-snapshot; mysql-quiesce unlock
+# alert on failed snapshots with node_exporter
+mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
 .fi
 "#;
 

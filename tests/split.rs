@@ -267,3 +267,80 @@ fn hold_reports_a_lost_lock_with_65() {
     drop(child.stdin.take());
     assert_eq!(wait_code(child), Some(65));
 }
+
+/// PATH with the binary under test first, as an installed package would have it.
+fn path_with_binary() -> String {
+    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_mysql-quiesce"))
+        .parent()
+        .unwrap();
+    format!(
+        "{}:{}",
+        bin.display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+fn example(rel: &str) -> String {
+    format!("{}/docs/frameworks/{rel}", env!("CARGO_MANIFEST_DIR"))
+}
+
+#[test]
+fn the_google_cloud_pre_and_post_scripts_hold_the_lock_between_them() {
+    let s = need!(TestServer::start());
+    let cnf = s.path("mq.cnf");
+    std::fs::write(&cnf, "[mysql-quiesce]\nmax-lock-time = 60\n").unwrap();
+    let run = |script: &str| {
+        Command::new("sh")
+            .arg(example(script))
+            .arg("disk-1,disk-2")
+            .env("PATH", path_with_binary())
+            .env("MYSQL_QUIESCE_CNF", &cnf)
+            .env("MYSQL_QUIESCE_OPTS", s.args()[1..].join(" "))
+            .status()
+            .unwrap()
+            .code()
+    };
+    assert_eq!(run("gcp/pre.sh"), Some(0));
+    assert!(!s.write_succeeds(1), "locked between pre.sh and post.sh");
+    assert_eq!(run("gcp/post.sh"), Some(0));
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn the_coprocess_example_holds_the_lock_around_existing_snapshot_lines() {
+    let s = need!(TestServer::start());
+    // The "existing snapshot line" proves writes are blocked while it runs.
+    let blocked = format!(
+        "! {} -e 'SET SESSION lock_wait_timeout=1; INSERT INTO probe.t VALUES (1)'",
+        s.client()
+    );
+    let status = Command::new("bash")
+        .arg(example("hold-coprocess.sh"))
+        .args(["sh", "-c", &blocked])
+        .env("PATH", path_with_binary())
+        .env("MYSQL_QUIESCE_OPTS", s.args().join(" "))
+        .status()
+        .unwrap();
+    assert_eq!(status.code(), Some(0));
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn the_azure_plugin_config_is_valid_json_with_the_documented_keys() {
+    let text = std::fs::read_to_string(example("azure/VMSnapshotScriptPluginConfig.json")).unwrap();
+    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(v["pluginName"], "ScriptRunner");
+    assert_eq!(v["continueBackupOnFailure"], false);
+    for script in [
+        "azure/pre-script.sh",
+        "azure/post-script.sh",
+        "gcp/pre.sh",
+        "gcp/post.sh",
+    ] {
+        let out = Command::new("sh")
+            .args(["-n", &example(script)])
+            .status()
+            .unwrap();
+        assert!(out.success(), "{script} has a syntax error");
+    }
+}

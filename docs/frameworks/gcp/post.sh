@@ -1,0 +1,7 @@
+#!/bin/sh
+# /etc/google/snapshots/post.sh: release what pre.sh holds. Exit 0 only if the lock was held
+# from pre.sh to post.sh (65: it was lost, 124: released at --max-lock-time before post.sh).
+set -eu
+exec mysql-quiesce unlock \
+    --defaults-extra-file="${MYSQL_QUIESCE_CNF:-/etc/mysql-quiesce/mysql-quiesce.cnf}" \
+    ${MYSQL_QUIESCE_OPTS:-}
