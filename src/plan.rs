@@ -162,6 +162,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         {
             protected.push((absolute(out), Protected::OutputFile));
         }
+        // `lock`'s holder writes its log there while holding the freeze.
+        if matches!(cli.subcommand, Some(crate::cli::Sub::Lock { .. })) {
+            protected.push((cli.state_dir.join("holder.log"), Protected::OutputFile));
+        }
         for out in redirected_outputs() {
             protected.push((out, Protected::OutputFile));
         }

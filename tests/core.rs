@@ -432,6 +432,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let worst = writer.join().unwrap();
     long_write.join().unwrap();
+    eprintln!("measured: worst writer wait {worst:?}");
     // Generous safety bound: without the bound, writers would wait ~8 s.
     assert!(worst < Duration::from_secs(3), "a writer waited {worst:?}");
 }

@@ -284,6 +284,7 @@ fn writers_stall_is_bounded_behind_a_long_statement() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     let worst = writer.join().unwrap();
     let _ = long.join().unwrap();
+    eprintln!("measured: worst writer wait {worst:?}");
     // Generous safety bound (speed is measured in bench/): unbounded, writers would wait ~6 s.
     assert!(
         worst < Duration::from_secs(3),
