@@ -14,7 +14,12 @@ PACKAGES=(
     xfsprogs e2fsprogs btrfs-progs util-linux # loop-mounted scratch filesystems, losetup, fsfreeze
     procps build-essential pkg-config ca-certificates
     debootstrap # scripts/server-matrix.sh (MySQL 9 / MariaDB 11 from Debian sid)
+    python3 python3-venv # moto (local EC2 endpoint) and the AWS CLI for the hook tests
+    lintian rpm man-db # scripts/check-packages.sh
 )
+# moto's EC2 server and the AWS CLI come from PyPI, in a venv of their own (Debian's pip
+# refuses system-wide installs); scripts/test.sh puts its bin/ on PATH.
+TOOLS_VENV=${MYSQL_QUIESCE_TOOLS_VENV:-/var/cache/mysql-quiesce-tools/venv}
 
 want_dev=0
 case ${1:-} in
@@ -101,6 +106,18 @@ if ((want_dev)); then
         cargo "$comp" --version >/dev/null 2>&1 ||
             die "cargo $comp is missing; run: rustup component add ${comp/fmt/rustfmt}"
     done
+fi
+
+if ((want_dev)) && ! [[ -x $TOOLS_VENV/bin/moto_server && -x $TOOLS_VENV/bin/aws ]]; then
+    say "installing moto[server] and awscli into $TOOLS_VENV (once per machine)"
+    log=$(mktemp)
+    if ! { "${SUDO[@]}" python3 -m venv "$TOOLS_VENV" &&
+        "${SUDO[@]}" "$TOOLS_VENV/bin/pip" install -q 'moto[server]' awscli; } >"$log" 2>&1; then
+        tail -n 20 "$log" >&2
+        rm -f "$log"
+        die "installing moto and the AWS CLI failed (output above)"
+    fi
+    rm -f "$log"
 fi
 
 if ((${#missing[@]} > 0)); then

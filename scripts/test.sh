@@ -120,11 +120,19 @@ if ((FAILED)); then
     echo "test.sh: dependencies missing; not running the tests" >&2
     exit 1
 fi
+# moto_server and aws for tests/hooks_library.rs (installed by install-deps.sh --dev).
+PATH="${MYSQL_QUIESCE_TOOLS_VENV:-/var/cache/mysql-quiesce-tools/venv}/bin:$PATH"
 step "cargo fmt --check" cargo fmt --check
 step "cargo clippy" cargo clippy --all-targets --locked -- -D warnings
 step "cargo test" cargo test --locked
 # The matrix runs the binary itself; cargo test builds it only when an integration test needs it.
 step "cargo build" cargo build --locked
+# Packages: build the .deb and .rpm, install the .deb, lintian, rpm file list.
+step "packages" bash scripts/check-packages.sh
+# Benchmark smoke run, so bench/ does not rot (no timing assertions).
+if [[ -f bench/run.sh ]]; then
+    step "benchmark smoke run" bash bench/run.sh --quick
+fi
 
 if [[ ${MATRIX:-1} == 0 ]]; then
     RESULTS+=("SKIP  server matrix (MATRIX=0)")
