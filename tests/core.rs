@@ -637,3 +637,35 @@ fn metrics_file_has_the_documented_prometheus_gauges() {
             && text.contains("mysql_quiesce_last_run_exit_code 1\n")
     );
 }
+
+#[test]
+fn the_shipped_example_option_file_parses_with_every_option_uncommented() {
+    let example = concat!(env!("CARGO_MANIFEST_DIR"), "/packaging/mysql-quiesce.cnf");
+    common::mysql_quiesce()
+        .arg(format!("--defaults-file={example}"))
+        .arg("--print-defaults")
+        .assert()
+        .success();
+    // Every documented `#key = value` line must be a real option with a valid value.
+    let text = std::fs::read_to_string(example).unwrap();
+    let uncommented: String = text
+        .lines()
+        .map(|l| match l.strip_prefix('#') {
+            Some(rest) if rest.starts_with(|c: char| c.is_ascii_lowercase() || c == '[') => rest,
+            _ => l,
+        })
+        .map(|l| format!("{l}\n"))
+        .collect();
+    let dir = tempfile::tempdir().unwrap();
+    let all = dir.path().join("all.cnf");
+    std::fs::write(&all, uncommented).unwrap();
+    common::mysql_quiesce()
+        .arg(format!("--defaults-file={}", all.display()))
+        .arg("--print-defaults")
+        .assert()
+        .success()
+        .stdout(
+            predicate::str::contains("--lock-wait-timeout=1")
+                .and(predicate::str::contains("--freeze=/var/lib/mysql")),
+        );
+}
