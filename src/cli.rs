@@ -232,7 +232,8 @@ pub struct Cli {
     pub lock: LockMode,
 
     /// Lock several servers as one (repeatable): an option file (its [client] group) or
-    /// mysql://user@host:port/?socket=PATH (no password in the URL).
+    /// mysql://user@host:port/?socket=PATH (no password in the URL); NAME=SPEC names it for the
+    /// MYSQL_QUIESCE_<NAME>_* variables.
     #[arg(global = true, long, value_name = "SPEC", action = ArgAction::Append, help_heading = "Lock")]
     pub instance: Vec<String>,
 

@@ -199,7 +199,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
                 if list.iter().any(|(n, _)| *n == name) {
                     return Err(exit::fail(
                         exit::CONFIG,
-                        format!("two --instance specs have the same name {name}; names come from the option file's name or the URL's socket/host and port"),
+                        format!(
+                            "two --instance specs get the same name {name} (names come from the option file's name, or the \
+                             URL's socket file name or host and port); name them yourself: --instance=NAME=SPEC"
+                        ),
                     ));
                 }
                 list.push((name, connect));
@@ -400,11 +403,20 @@ pub fn instance_name(raw: &str) -> String {
 
 /// One --instance SPEC: `mysql://user@host:port/?socket=PATH` (named after
 /// the socket file or host and port) or an option file whose [client] group
-/// says where the server is (named after the file).
+/// says where the server is (named after the file); `NAME=SPEC` names it.
 fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
     let bad = |why: String| exit::fail(exit::CONFIG, format!("--instance={spec}: {why}"));
+    // NAME=SPEC names the instance explicitly.
+    let (explicit, spec) = match spec.split_once('=') {
+        Some((n, rest))
+            if !n.is_empty() && n.chars().all(|ch| ch.is_ascii_alphanumeric() || ch == '_') =>
+        {
+            (Some(n), rest)
+        }
+        _ => (None, spec),
+    };
     let mut c = cli.clone();
-    let name;
+    let mut name;
     if spec.starts_with("mysql://") {
         let opts = mysql::Opts::from_url(spec).map_err(|e| bad(e.to_string()))?;
         if opts.get_pass().is_some() {
@@ -445,6 +457,9 @@ fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())
             .unwrap_or_default();
+    }
+    if let Some(n) = explicit {
+        name = n.to_string();
     }
     let name = instance_name(&name);
     if name.is_empty() {

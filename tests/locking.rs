@@ -301,7 +301,7 @@ fn two_instances_are_locked_together_with_per_instance_coordinates() {
             "--no-defaults",
             &format!("--lock-file={}", a.path("l").display()),
         ])
-        .arg(format!("--instance={url}"))
+        .arg(format!("--instance=First={url}"))
         .arg(format!("--instance={}", second.display()))
         .arg(format!("--coordinates-file={}", coords.display()))
         .args(["--pre", &format!("env > {}", env.display())])
@@ -310,7 +310,7 @@ fn two_instances_are_locked_together_with_per_instance_coordinates() {
         .success();
     assert!(a.write_succeeds(1) && b.write_succeeds(1));
     let env = std::fs::read_to_string(&env).unwrap();
-    for name in ["SOCK", "SECOND"] {
+    for name in ["FIRST", "SECOND"] {
         assert!(
             env.contains(&format!("MYSQL_QUIESCE_{name}_BINLOG_FILE=binlog.")),
             "{name}: {env}"
@@ -322,7 +322,7 @@ fn two_instances_are_locked_together_with_per_instance_coordinates() {
     }
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&coords).unwrap()).unwrap();
-    assert!(c["instances"]["SOCK"]["binlog_position"].as_u64().is_some());
+    assert!(c["instances"]["FIRST"]["binlog_position"].as_u64().is_some());
     assert!(c["instances"]["SECOND"]["binlog_position"]
         .as_u64()
         .is_some());
