@@ -34,8 +34,8 @@ No lock and no connection: freeze and hooks only.
 A mode the server does not support is refused with exit status 78 before anything is locked.
 With \-\-instance (repeatable) several servers are locked as one: each round locks all of them in parallel, each
 within its own \-\-lock\-wait\-timeout; if one fails, all are released before the next round. Hooks get
-MYSQL_QUIESCE_<NAME>_BINLOG_FILE and so on per instance, NAME being the option file's name or the URL's socket file
-name (or host_port), uppercased, other characters replaced by _.
+MYSQL_QUIESCE_<NAME>_BINLOG_FILE and so on per instance, NAME being the name given as \-\-instance=NAME=SPEC, else the
+option file's name or the URL's socket file name (or host_port); uppercased, other characters replaced by _.
 .SH "EXIT STATUS"
 .TP
 \fB0\fR
