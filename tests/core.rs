@@ -401,21 +401,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
         c.query_drop("UPDATE d.slow SET i = i + SLEEP(8)").unwrap();
     });
     std::thread::sleep(Duration::from_millis(300));
-    // A writer that measures how long each small write waits.
-    let opts = s.opts();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let stop2 = stop.clone();
-    let writer = std::thread::spawn(move || {
-        let mut c = mysql::Conn::new(opts).unwrap();
-        let mut worst = Duration::ZERO;
-        while !stop2.load(std::sync::atomic::Ordering::Relaxed) {
-            let t = Instant::now();
-            c.query_drop("INSERT INTO d.w VALUES (1)").unwrap();
-            worst = worst.max(t.elapsed());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        worst
-    });
+    let writer = common::load::Writer::start(s.opts(), "d.w");
     s.mq()
         .args([
             "--lock=ftwrl",
@@ -429,8 +415,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
             predicate::str::contains("nothing is locked")
                 .and(predicate::str::contains("attempt 3/3")),
         );
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let worst = writer.join().unwrap();
+    let worst = writer.stop();
     long_write.join().unwrap();
     eprintln!("measured: worst writer wait {worst:?}");
     // Generous safety bound: without the bound, writers would wait ~8 s.

@@ -4,11 +4,10 @@
 
 mod common;
 
+use common::load::Writer;
 use common::server::TestServer;
 use mysql::prelude::Queryable;
 use predicates::prelude::*;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -29,38 +28,6 @@ fn background(s: &TestServer, sql: &'static str) -> JoinHandle<mysql::Result<()>
     h
 }
 
-/// A writer doing small inserts; `stop()` returns its worst wait.
-struct Writer {
-    stop: Arc<AtomicBool>,
-    handle: JoinHandle<Duration>,
-}
-
-impl Writer {
-    fn start(s: &TestServer, table: &'static str) -> Writer {
-        let opts = s.opts();
-        let stop = Arc::new(AtomicBool::new(false));
-        let flag = stop.clone();
-        let handle = std::thread::spawn(move || {
-            let mut c = mysql::Conn::new(opts).unwrap();
-            let mut worst = Duration::ZERO;
-            while !flag.load(Ordering::Relaxed) {
-                let t = Instant::now();
-                c.query_drop(format!("INSERT INTO {table} VALUES (1)"))
-                    .unwrap();
-                worst = worst.max(t.elapsed());
-                std::thread::sleep(Duration::from_millis(20));
-            }
-            worst
-        });
-        Writer { stop, handle }
-    }
-
-    fn stop(self) -> Duration {
-        self.stop.store(true, Ordering::Relaxed);
-        self.handle.join().unwrap()
-    }
-}
-
 fn setup(s: &TestServer) {
     s.sql(
         "CREATE DATABASE d; CREATE TABLE d.slow (i INT) ENGINE=InnoDB; INSERT INTO d.slow VALUES (1); \
@@ -73,7 +40,7 @@ fn auto_on_mariadb_uses_backup_stage_and_does_not_wait_behind_a_long_write() {
     let s = server!();
     setup(&s);
     let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(6)");
-    let writer = Writer::start(&s, "d.w");
+    let writer = Writer::start(s.opts(), "d.w");
     let started = Instant::now();
     s.mq()
         .args([
@@ -322,7 +289,9 @@ fn two_instances_are_locked_together_with_per_instance_coordinates() {
     }
     let c: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(&coords).unwrap()).unwrap();
-    assert!(c["instances"]["FIRST"]["binlog_position"].as_u64().is_some());
+    assert!(c["instances"]["FIRST"]["binlog_position"]
+        .as_u64()
+        .is_some());
     assert!(c["instances"]["SECOND"]["binlog_position"]
         .as_u64()
         .is_some());
@@ -336,7 +305,7 @@ fn when_one_instance_cannot_be_locked_the_others_are_released_and_the_run_exits_
     setup(&a);
     setup(&b);
     let long = background(&b, "UPDATE d.slow SET i = i + SLEEP(6)");
-    let writer = Writer::start(&a, "d.w");
+    let writer = Writer::start(a.opts(), "d.w");
     common::mysql_quiesce()
         .args([
             "--no-defaults",

@@ -250,21 +250,7 @@ fn writers_stall_is_bounded_behind_a_long_statement() {
     let opts = m.opts();
     let long = std::thread::spawn(move || mysql::Conn::new(opts).unwrap().query_drop(long_sql));
     std::thread::sleep(Duration::from_millis(500));
-    let opts = m.opts();
-    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
-    let flag = stop.clone();
-    let insert = format!("INSERT INTO {db}.w VALUES (1)");
-    let writer = std::thread::spawn(move || {
-        let mut c = mysql::Conn::new(opts).unwrap();
-        let mut worst = Duration::ZERO;
-        while !flag.load(std::sync::atomic::Ordering::Relaxed) {
-            let t = Instant::now();
-            c.query_drop(&insert).unwrap();
-            worst = worst.max(t.elapsed());
-            std::thread::sleep(Duration::from_millis(20));
-        }
-        worst
-    });
+    let writer = common::load::Writer::start(m.opts(), &format!("{db}.w"));
     if m.is_mysql() {
         m.mq()
             .args([
@@ -281,8 +267,7 @@ fn writers_stall_is_bounded_behind_a_long_statement() {
             .assert()
             .success();
     }
-    stop.store(true, std::sync::atomic::Ordering::Relaxed);
-    let worst = writer.join().unwrap();
+    let worst = writer.stop();
     let _ = long.join().unwrap();
     eprintln!("measured: worst writer wait {worst:?}");
     // Generous safety bound (speed is measured in bench/): unbounded, writers would wait ~6 s.

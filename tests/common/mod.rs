@@ -2,6 +2,7 @@
 //! scratch filesystems (`loopfs`). Each test binary includes this with `mod common;`.
 #![allow(dead_code)]
 
+pub mod load;
 pub mod loopfs;
 pub mod server;
 
