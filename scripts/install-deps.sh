@@ -13,6 +13,7 @@ PACKAGES=(
     mariadb-server mariadb-client # mariadbd, mariadb-install-db for throwaway test servers
     xfsprogs e2fsprogs btrfs-progs util-linux # loop-mounted scratch filesystems, losetup, fsfreeze
     procps build-essential pkg-config ca-certificates
+    openssl # certificates for the TLS tests
     debootstrap # scripts/server-matrix.sh (MySQL 9 / MariaDB 11 from Debian sid)
     python3 python3-venv # moto (local EC2 endpoint) and the AWS CLI for the hook tests
     lintian rpm man-db # scripts/check-packages.sh
@@ -86,7 +87,7 @@ if ((${#missing[@]} > 0)); then
     rm -f "$log"
 fi
 
-for tool in mariadbd mariadb-install-db mariadb mkfs.xfs mkfs.ext4 losetup fsfreeze cc pkg-config; do
+for tool in mariadbd mariadb-install-db mariadb mkfs.xfs mkfs.ext4 losetup fsfreeze cc pkg-config openssl; do
     PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null ||
         die "'$tool' is still missing after package installation"
 done

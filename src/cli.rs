@@ -183,6 +183,14 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_key: Option<PathBuf>,
 
+    /// Where --port came from, for messages (set by `options`, not a flag).
+    #[arg(skip)]
+    pub port_origin: Option<String>,
+
+    /// --socket was typed on the command line (set by `options`, not a flag).
+    #[arg(skip)]
+    pub socket_on_command_line: bool,
+
     // ---------------------------------------------------------------- option files
     /// Read no option files.
     #[arg(global = true, long, help_heading = "Option files")]

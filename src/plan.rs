@@ -369,7 +369,7 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
                     s.connection_id,
                     s.strategy().name
                 ));
-                match s.missing_privileges() {
+                match s.missing_privileges(&p.lock) {
                     Ok(missing) if missing.is_empty() => {}
                     Ok(missing) => problem(
                         exit::NOPERM,
@@ -444,15 +444,23 @@ fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
     } else {
         let path = Path::new(spec);
         let client = crate::options::client_group(path).map_err(|e| bad(format!("{e:#}")))?;
-        c.host = client.host.or(c.host);
-        c.port = client.port.or(c.port);
-        c.socket = client.socket.or(c.socket);
+        if client.host.is_none() && client.port.is_none() && client.socket.is_none() {
+            return Err(bad(format!(
+                "{} does not say where the server is: its [client] group needs socket=, host= or port=",
+                path.display()
+            )));
+        }
+        // Where the server is comes from this file alone: inheriting the main
+        // connection's socket would lock a different server. Credentials may
+        // be shared.
+        c.host = client.host;
+        c.port = client.port;
+        c.port_origin = client.port_origin;
+        c.socket = client.socket;
+        c.socket_on_command_line = false;
         c.user = client.user.or(c.user);
         c.password = client.password.or(c.password);
-        c.protocol = client.protocol.or(match (&c.socket, &c.host) {
-            (Some(_), None) => Some(crate::cli::Protocol::Socket),
-            _ => c.protocol,
-        });
+        c.protocol = client.protocol;
         name = path
             .file_stem()
             .map(|s| s.to_string_lossy().into_owned())

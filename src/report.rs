@@ -164,6 +164,8 @@ pub struct InstanceRecord {
     pub target: String,
     pub server: crate::server::ServerInfo,
     pub connection_id: u32,
+    /// The lock session's TLS cipher; null when not encrypted.
+    pub tls: Option<String>,
     pub lock: String,
     pub coordinates: Option<crate::server::Coordinates>,
 }

@@ -294,8 +294,13 @@ impl<'a> Run<'a> {
             } else {
                 format!("instance {}: ", m.name)
             };
+            let tls = s
+                .tls_cipher
+                .as_deref()
+                .map(|c| format!(" over TLS ({c})"))
+                .unwrap_or_default();
             self.progress.info(format!(
-                "{label}connected to {} at {} as '{}' (connection {}) in {}",
+                "{label}connected to {} at {}{tls} as '{}' (connection {}) in {}",
                 s.info.short(),
                 m.spec.target,
                 m.spec.user,
@@ -317,6 +322,7 @@ impl<'a> Run<'a> {
                 target: m.spec.target.to_string(),
                 server: s.info.clone(),
                 connection_id: s.connection_id,
+                tls: s.tls_cipher.clone(),
                 lock: plan::lock_name(s.strategy().mode).to_string(),
                 coordinates: None,
             });

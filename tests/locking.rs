@@ -112,26 +112,97 @@ fn long_query_guard_waits_instead_of_locking_and_gives_up_with_75() {
 }
 
 #[test]
-fn kill_long_queries_kills_the_blocking_statement_and_takes_the_lock() {
+fn kill_long_queries_kills_the_blocker_but_never_a_writer_queued_behind_our_lock() {
     let s = server!();
     setup(&s);
     let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(30)");
     let started = Instant::now();
-    s.mq()
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_mysql-quiesce"))
+        .args(s.args())
         .args([
             "--lock=ftwrl",
             "--lock-wait-timeout=5",
-            "--kill-long-queries=0.5",
+            "--kill-long-queries=0.8",
             "--lock-retries=0",
         ])
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Once our FLUSH waits, an ordinary writer arrives and queues behind it.
+    let mut c = s.conn();
+    while c
+        .query_first::<u64, _>(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+        )
+        .unwrap()
+        .is_none()
+    {
+        assert!(started.elapsed() < Duration::from_secs(20), "the lock attempt never started");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let innocent = background(&s, "INSERT INTO d.w VALUES (42)");
+    let out = run.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    assert!(
+        stderr.contains("--kill-long-queries: killed the query of connection")
+            && stderr.contains("SLEEP(30)"),
+        "{stderr}"
+    );
+    assert!(
+        long.join().unwrap().is_err(),
+        "the long UPDATE should have been killed"
+    );
+    innocent
+        .join()
+        .unwrap()
+        .expect("the writer queued behind our lock must not be killed");
+    assert_eq!(
+        s.value("SELECT COUNT(*) FROM d.w WHERE i = 42").as_deref(),
+        Some("1")
+    );
+    assert!(!stderr.contains("INSERT INTO d.w"), "{stderr}");
+}
+
+#[test]
+fn the_guard_and_kill_without_the_process_privilege_are_refused_not_blind() {
+    let s = server!();
+    s.sql(
+        "CREATE USER bk@localhost; GRANT RELOAD, BINLOG MONITOR ON *.* TO bk@localhost; \
+         CREATE USER bk2@localhost; GRANT RELOAD, BINLOG MONITOR, PROCESS ON *.* TO bk2@localhost",
+    );
+    let mut args = s.args();
+    args.retain(|a| a != "--user=root");
+    for (user, option, lacks) in [
+        ("bk", "--long-query-guard=1", "lacks PROCESS"),
+        (
+            "bk2",
+            "--kill-long-queries=0.5",
+            "lacks CONNECTION ADMIN or SUPER",
+        ),
+    ] {
+        common::mysql_quiesce()
+            .args(&args)
+            .args([
+                &format!("--user={user}"),
+                option,
+                "--lock-wait-timeout=2",
+                "--",
+                "true",
+            ])
+            .assert()
+            .code(77)
+            .stderr(
+                predicate::str::contains(lacks)
+                    .and(predicate::str::contains("Nothing was locked or frozen")),
+            );
+    }
+    // The same user without the guard locks fine: only the guard needs PROCESS.
+    common::mysql_quiesce()
+        .args(&args)
+        .args(["--user=bk", "--", "true"])
         .assert()
-        .success()
-        .stderr(predicate::str::contains(
-            "--kill-long-queries: killed the query of connection",
-        ));
-    let result = long.join().unwrap();
-    assert!(result.is_err(), "the long UPDATE should have been killed");
-    assert!(started.elapsed() < Duration::from_secs(20));
+        .success();
 }
 
 #[test]

@@ -103,6 +103,16 @@ pub fn load_with(
         )
     })?;
     let mut cli = Cli::from_arg_matches(&matches)?;
+    // Where the port came from decides the transport (see server::connect).
+    cli.port_origin = if from_cli.value_source("port") == Some(ValueSource::CommandLine) {
+        Some(crate::server::connect::PORT_FROM_COMMAND_LINE.to_string())
+    } else {
+        derived
+            .iter()
+            .rfind(|d| d.id == "port")
+            .map(|d| d.origin.clone())
+    };
+    cli.socket_on_command_line = from_cli.value_source("socket") == Some(ValueSource::CommandLine);
 
     if from_cli.value_source("password") == Some(ValueSource::CommandLine)
         && from_cli.get_one::<String>("password").map(String::as_str) != Some(password::PROMPT)
@@ -156,6 +166,8 @@ pub fn normalize_argv(argv: Vec<OsString>) -> Vec<OsString> {
 pub struct ClientGroup {
     pub host: Option<String>,
     pub port: Option<u16>,
+    /// "FILE:LINE" of the port, for messages.
+    pub port_origin: Option<String>,
     pub socket: Option<PathBuf>,
     pub user: Option<String>,
     pub password: Option<String>,
@@ -186,6 +198,7 @@ pub fn client_group(path: &Path) -> anyhow::Result<ClientGroup> {
         match e.key.to_ascii_lowercase().replace('_', "-").as_str() {
             "host" => g.host = v,
             "port" => {
+                g.port_origin = Some(e.origin.clone());
                 g.port = Some(
                     v.as_deref()
                         .unwrap_or("")

@@ -4,10 +4,12 @@
 
 use crate::cli::{Cli, Protocol, SslMode};
 use crate::exit;
+use crate::report::Progress;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, SslOpts};
 use std::fmt;
 use std::path::PathBuf;
+use std::sync::mpsc;
 use std::time::Duration;
 
 /// Where the server is, for connecting and for messages.
@@ -45,6 +47,8 @@ pub struct ConnectSpec {
     pub ssl_mode: SslMode,
     ssl_ca: Option<PathBuf>,
     ssl_identity: Option<(PathBuf, PathBuf)>,
+    /// Settings that do not apply to this connection (shown when connecting).
+    pub warnings: Vec<String>,
 }
 
 impl fmt::Debug for ConnectSpec {
@@ -67,33 +71,58 @@ fn login_name() -> String {
         .unwrap_or_else(|| "root".into())
 }
 
-impl ConnectSpec {
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<ConnectSpec> {
-        let host = cli.host.clone().unwrap_or_else(|| "localhost".into());
-        let use_socket = match cli.protocol {
-            Some(Protocol::Socket) => true,
-            Some(Protocol::Tcp) => false,
-            None => host == "localhost",
-        };
-        if use_socket && host != "localhost" {
+/// Socket or TCP, as the MySQL/MariaDB clients decide it, except that a port
+/// is never silently left unused: that would lock a different server than the
+/// one meant, and report its snapshot as consistent.
+fn transport(cli: &Cli) -> anyhow::Result<ConnectTarget> {
+    let host = cli.host.clone().unwrap_or_else(|| "localhost".into());
+    let localhost = host == "localhost";
+    let port_given_here = cli.port_origin.as_deref() == Some(PORT_FROM_COMMAND_LINE);
+    let use_socket = match cli.protocol {
+        Some(Protocol::Socket) => true,
+        Some(Protocol::Tcp) => false,
+        // As MariaDB >= 10.6 clients: a port typed on the command line means TCP,
+        // unless a socket was typed there too.
+        None if localhost && port_given_here && !cli.socket_on_command_line => false,
+        None => localhost,
+    };
+    if use_socket && !localhost {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!("--protocol=SOCKET connects to the local server, but --host is {host}; drop one of them"),
+        ));
+    }
+    if use_socket && cli.protocol.is_none() && cli.socket.is_none() {
+        if let (Some(port), Some(origin)) =
+            (cli.port.filter(|p| *p != DEFAULT_PORT), &cli.port_origin)
+        {
             return Err(exit::fail(
                 exit::CONFIG,
-                format!("--protocol=SOCKET connects to the local server, but --host is {host}; drop one of them"),
+                format!(
+                    "port {port} (from {origin}) would not be used: with host localhost the mysql client connects \
+                     through the default socket {DEFAULT_SOCKET}, which may be a different server. Say which one you \
+                     mean: socket=PATH for that server's socket, or protocol=TCP (or host=127.0.0.1) to use the port"
+                ),
             ));
         }
-        let target = if use_socket {
-            ConnectTarget::Socket(cli.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into()))
-        } else {
-            ConnectTarget::Tcp {
-                // The mysql client maps --protocol=TCP with localhost to the loopback address.
-                host: if host == "localhost" {
-                    "127.0.0.1".into()
-                } else {
-                    host
-                },
-                port: cli.port.unwrap_or(DEFAULT_PORT),
-            }
-        };
+    }
+    Ok(if use_socket {
+        ConnectTarget::Socket(cli.socket.clone().unwrap_or_else(|| DEFAULT_SOCKET.into()))
+    } else {
+        ConnectTarget::Tcp {
+            // The mysql client maps --protocol=TCP with localhost to the loopback address.
+            host: if localhost { "127.0.0.1".into() } else { host },
+            port: cli.port.unwrap_or(DEFAULT_PORT),
+        }
+    })
+}
+
+/// `Cli::port_origin` for a port typed on the command line.
+pub const PORT_FROM_COMMAND_LINE: &str = "the command line";
+
+impl ConnectSpec {
+    pub fn from_cli(cli: &Cli) -> anyhow::Result<ConnectSpec> {
+        let target = transport(cli)?;
         let ssl_identity = match (&cli.ssl_cert, &cli.ssl_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
             (None, None) => None,
@@ -110,18 +139,16 @@ impl ConnectSpec {
                 "--connect-timeout must be a positive number of seconds",
             ));
         }
-        let default_ssl = match target {
-            ConnectTarget::Socket(_) => SslMode::Disabled,
-            ConnectTarget::Tcp { .. } => SslMode::Preferred,
-        };
+        let (ssl_mode, warnings) = tls_mode(cli, &target)?;
         Ok(ConnectSpec {
             target,
             user: cli.user.clone().unwrap_or_else(login_name),
             password: cli.password.clone(),
             connect_timeout: Duration::from_secs_f64(cli.connect_timeout),
-            ssl_mode: cli.ssl_mode.unwrap_or(default_ssl),
+            ssl_mode,
             ssl_ca: cli.ssl_ca.clone(),
             ssl_identity,
+            warnings,
         })
     }
 
@@ -160,23 +187,148 @@ impl ConnectSpec {
     }
 }
 
+/// The TLS mode to use, and settings that will not apply, as the mysql
+/// client decides it. A CA given without a mode means "verify the server with
+/// it" (VERIFY_CA); contradictions are configuration errors.
+fn tls_mode(cli: &Cli, target: &ConnectTarget) -> anyhow::Result<(SslMode, Vec<String>)> {
+    let files: Vec<&str> = [
+        cli.ssl_ca.as_ref().map(|_| "--ssl-ca"),
+        cli.ssl_cert.as_ref().map(|_| "--ssl-cert"),
+        cli.ssl_key.as_ref().map(|_| "--ssl-key"),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let mut warnings = Vec::new();
+    if let ConnectTarget::Socket(path) = target {
+        // The crate (like libmysqlclient) never encrypts a Unix socket: it is
+        // local, and the server counts it as secure transport.
+        let demanded = matches!(
+            cli.ssl_mode,
+            Some(SslMode::Required | SslMode::VerifyCa | SslMode::VerifyIdentity)
+        );
+        if demanded || !files.is_empty() {
+            let what = cli
+                .ssl_mode
+                .filter(|_| demanded)
+                .map(|m| format!("--ssl-mode={}", ssl_mode_name(m)))
+                .into_iter()
+                .chain(files.iter().map(|f| f.to_string()))
+                .collect::<Vec<_>>()
+                .join(", ");
+            warnings.push(format!(
+                "{what} not used: the connection goes through the local socket {} and is not encrypted \
+                 (a local socket is not exposed to the network); use --protocol=TCP for TLS",
+                path.display()
+            ));
+        }
+        return Ok((SslMode::Disabled, warnings));
+    }
+    let mode = match cli.ssl_mode {
+        Some(m) => m,
+        None if cli.ssl_ca.is_some() => SslMode::VerifyCa,
+        None => SslMode::Preferred,
+    };
+    if mode == SslMode::Disabled && !files.is_empty() {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--ssl-mode=DISABLED contradicts {}: drop them, or choose another --ssl-mode",
+                files.join(", ")
+            ),
+        ));
+    }
+    if matches!(mode, SslMode::VerifyCa | SslMode::VerifyIdentity) && cli.ssl_ca.is_none() {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--ssl-mode={} needs --ssl-ca: the CA certificate that signed the server's certificate",
+                ssl_mode_name(mode)
+            ),
+        ));
+    }
+    Ok((mode, warnings))
+}
+
+pub fn ssl_mode_name(mode: SslMode) -> &'static str {
+    match mode {
+        SslMode::Disabled => "DISABLED",
+        SslMode::Preferred => "PREFERRED",
+        SslMode::Required => "REQUIRED",
+        SslMode::VerifyCa => "VERIFY_CA",
+        SslMode::VerifyIdentity => "VERIFY_IDENTITY",
+    }
+}
+
+/// `Conn::new` bounded by --connect-timeout as a whole (TCP connect, TLS and
+/// authentication): the crate's own timeout covers only the TCP connect, and
+/// a server that accepts but never answers would otherwise hold us for the
+/// read-timeout backstop. On timeout the connecting thread is abandoned; it
+/// ends with that backstop or with the process.
+fn new_conn(spec: &ConnectSpec, tls: bool) -> Result<Conn, ConnectFailure> {
+    let opts = spec.opts(tls);
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(Conn::new(opts));
+    });
+    match rx.recv_timeout(spec.connect_timeout) {
+        Ok(result) => result.map_err(ConnectFailure::Server),
+        Err(_) => Err(ConnectFailure::Timeout),
+    }
+}
+
+enum ConnectFailure {
+    Server(mysql::Error),
+    Timeout,
+}
+
 /// Open one session with our session settings. Errors carry exit codes:
 /// 77 for access denied, 69 for everything that keeps us from connecting.
-pub fn connect(spec: &ConnectSpec) -> anyhow::Result<Conn> {
-    let attempt = |tls: bool| Conn::new(spec.opts(tls));
+pub fn connect(spec: &ConnectSpec, progress: &Progress) -> anyhow::Result<Conn> {
     let conn = match spec.ssl_mode {
-        SslMode::Disabled => attempt(false),
-        SslMode::Preferred => match attempt(true) {
-            Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported)) => attempt(false),
+        SslMode::Disabled => new_conn(spec, false),
+        SslMode::Preferred => match new_conn(spec, true) {
+            Err(ConnectFailure::Server(mysql::Error::DriverError(
+                mysql::DriverError::TlsNotSupported,
+            ))) => {
+                let unused = if spec.ssl_identity.is_some() {
+                    " (--ssl-cert and --ssl-key are not used)"
+                } else {
+                    ""
+                };
+                let note = format!(
+                    "{} does not offer TLS: connected without encryption (--ssl-mode=PREFERRED){unused}",
+                    spec.target
+                );
+                if unused.is_empty() {
+                    progress.detail(note);
+                } else {
+                    progress.warn(note);
+                }
+                new_conn(spec, false)
+            }
             other => other,
         },
-        _ => attempt(true),
+        _ => new_conn(spec, true),
     };
-    let mut conn = conn.map_err(|e| connect_error(spec, &e))?;
-    conn.query_drop(format!(
+    let mut conn = conn.map_err(|e| match e {
+        ConnectFailure::Server(e) => connect_error(spec, &e),
+        ConnectFailure::Timeout => exit::fail(
+            exit::UNAVAILABLE,
+            format!(
+                "cannot connect to {} as '{}': no answer within --connect-timeout ({} s). Nothing was locked \
+                 or frozen; check that the server is running and not overloaded.",
+                spec.target,
+                spec.user,
+                spec.connect_timeout.as_secs_f64()
+            ),
+        ),
+    })?;
+    let set = format!(
         "SET SESSION wait_timeout = {SESSION_IDLE_TIMEOUT}, interactive_timeout = {SESSION_IDLE_TIMEOUT}"
-    ))
-    .map_err(|e| connect_error(spec, &e))?;
+    );
+    progress.sql(&set);
+    conn.query_drop(set).map_err(|e| connect_error(spec, &e))?;
     Ok(conn)
 }
 
@@ -199,4 +351,110 @@ fn connect_error(spec: &ConnectSpec, err: &mysql::Error) -> anyhow::Error {
             spec.target, spec.user
         ),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    fn cli(args: &[&str], port_origin: Option<&str>) -> Cli {
+        let mut argv = vec!["mysql-quiesce"];
+        argv.extend_from_slice(args);
+        let mut c = Cli::try_parse_from(argv).unwrap();
+        c.port_origin = port_origin.map(str::to_string);
+        c.socket_on_command_line = args
+            .iter()
+            .any(|a| a.starts_with("-S") || a.starts_with("--socket"));
+        c
+    }
+
+    fn tcp(host: &str, port: u16) -> ConnectTarget {
+        ConnectTarget::Tcp {
+            host: host.into(),
+            port,
+        }
+    }
+
+    #[test]
+    fn a_port_on_the_command_line_means_tcp_to_the_loopback_address() {
+        let c = cli(&["-P", "3307"], Some(PORT_FROM_COMMAND_LINE));
+        assert_eq!(transport(&c).unwrap(), tcp("127.0.0.1", 3307));
+        // ... unless a socket is typed there too, or the protocol says so.
+        let c = cli(&["-P", "3307", "-S", "/s"], Some(PORT_FROM_COMMAND_LINE));
+        assert_eq!(transport(&c).unwrap(), ConnectTarget::Socket("/s".into()));
+        let c = cli(
+            &["-P", "3307", "--protocol=socket"],
+            Some(PORT_FROM_COMMAND_LINE),
+        );
+        assert_eq!(
+            transport(&c).unwrap(),
+            ConnectTarget::Socket(DEFAULT_SOCKET.into())
+        );
+    }
+
+    #[test]
+    fn a_port_from_a_file_that_would_go_unused_is_a_configuration_error() {
+        let c = cli(&["-P", "3307"], Some("/etc/my.cnf:4"));
+        let err = transport(&c).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        let msg = err.to_string();
+        assert!(
+            msg.contains("port 3307 (from /etc/my.cnf:4) would not be used"),
+            "{msg}"
+        );
+        assert!(msg.contains("protocol=TCP"), "{msg}");
+        // The default port, or a socket next to the port, is the usual [client] layout: fine.
+        let c = cli(&["-P", "3306"], Some("/etc/my.cnf:4"));
+        assert_eq!(
+            transport(&c).unwrap(),
+            ConnectTarget::Socket(DEFAULT_SOCKET.into())
+        );
+        let mut c = cli(&["-P", "3307"], Some("/etc/my.cnf:4"));
+        c.socket = Some("/run/mysqld/mysqld2.sock".into());
+        c.socket_on_command_line = false;
+        assert_eq!(
+            transport(&c).unwrap(),
+            ConnectTarget::Socket("/run/mysqld/mysqld2.sock".into())
+        );
+        // A host other than localhost always means TCP.
+        let c = cli(&["-h", "db1", "-P", "3307"], Some("/etc/my.cnf:4"));
+        assert_eq!(transport(&c).unwrap(), tcp("db1", 3307));
+    }
+
+    #[test]
+    fn tls_mode_follows_the_mysql_client_and_refuses_contradictions() {
+        let mode = |args: &[&str]| {
+            let c = cli(args, None);
+            tls_mode(&c, &transport(&c).unwrap())
+        };
+        assert_eq!(mode(&["-h", "db1"]).unwrap().0, SslMode::Preferred);
+        assert_eq!(
+            mode(&["-h", "db1", "--ssl-ca=/ca.pem"]).unwrap().0,
+            SslMode::VerifyCa
+        );
+        let err = mode(&["-h", "db1", "--ssl-mode=VERIFY_IDENTITY"]).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        assert!(err.to_string().contains("needs --ssl-ca"), "{err}");
+        let err = mode(&["-h", "db1", "--ssl-mode=DISABLED", "--ssl-ca=/ca.pem"]).unwrap_err();
+        assert!(err.to_string().contains("contradicts --ssl-ca"), "{err}");
+    }
+
+    #[test]
+    fn tls_settings_over_a_socket_are_reported_not_silently_dropped() {
+        let c = cli(
+            &["-S", "/s", "--ssl-mode=REQUIRED", "--ssl-ca=/ca.pem"],
+            None,
+        );
+        let (mode, warnings) = tls_mode(&c, &transport(&c).unwrap()).unwrap();
+        assert_eq!(mode, SslMode::Disabled);
+        assert_eq!(warnings.len(), 1);
+        assert!(
+            warnings[0].starts_with("--ssl-mode=REQUIRED, --ssl-ca not used: the connection goes through the local socket /s"),
+            "{}",
+            warnings[0]
+        );
+        let c = cli(&["-S", "/s"], None);
+        assert!(tls_mode(&c, &transport(&c).unwrap()).unwrap().1.is_empty());
+    }
 }

@@ -88,6 +88,22 @@ pub fn running(
         .collect())
 }
 
+/// The statements of `now` that were already running in `before`, taken just
+/// before our lock statement was sent: same connection, same statement, and
+/// not restarted since. Only these can be what our statement waits behind;
+/// anything that started later may be queued behind our own lock, and must
+/// never be killed. (TIME counts whole seconds, so it cannot tell this apart
+/// below one second.)
+pub fn started_before(before: &[Running], now: Vec<Running>) -> Vec<Running> {
+    now.into_iter()
+        .filter(|n| {
+            before
+                .iter()
+                .any(|b| b.id == n.id && b.info == n.info && n.seconds >= b.seconds)
+        })
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -106,6 +122,23 @@ mod tests {
         assert!(!matches(QueryType::Update, "SELECT SLEEP(10)"));
         assert!(matches(QueryType::All, "SELECT SLEEP(10)"));
         assert!(!matches(QueryType::All, "SHOW PROCESSLIST"));
+    }
+
+    #[test]
+    fn only_statements_running_before_our_attempt_are_blockers() {
+        let r = |id, seconds, info: &str| Running {
+            id,
+            seconds,
+            info: info.into(),
+        };
+        let before = [r(1, 0, "UPDATE t SET a=1"), r(2, 5, "SELECT x")];
+        let now = vec![
+            r(1, 1, "UPDATE t SET a=1"), // still the same statement: a blocker
+            r(2, 0, "SELECT x"),         // restarted since: not ours to kill
+            r(3, 0, "INSERT INTO w VALUES (1)"), // queued behind our lock
+        ];
+        let ids: Vec<u64> = started_before(&before, now).iter().map(|r| r.id).collect();
+        assert_eq!(ids, [1]);
     }
 
     #[test]

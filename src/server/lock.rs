@@ -50,6 +50,8 @@ pub struct LockSession {
     watchdog: Conn,
     pub connection_id: u32,
     pub info: ServerInfo,
+    /// The TLS cipher of the lock session; None when it is not encrypted.
+    pub tls_cipher: Option<String>,
     strategy: Strategy,
     held: bool,
     /// The replica SQL thread we stopped and must start again.
@@ -71,25 +73,52 @@ impl LockSession {
         cfg: &LockConfig,
         progress: &Progress,
     ) -> anyhow::Result<LockSession> {
-        let mut conn = connect(spec)?;
-        let watchdog = connect(spec)?;
+        for w in &spec.warnings {
+            progress.warn(w);
+        }
+        let mut conn = connect(spec, progress)?;
+        let watchdog = connect(spec, progress)?;
         let info = ServerInfo::detect(&mut conn)
             .map_err(|e| sql_error("detecting the server version", &e))?;
         let strategy = strategy::resolve(cfg.mode, &info, &mut conn)?;
+        let tls_cipher = if spec.ssl_mode == crate::cli::SslMode::Disabled {
+            None
+        } else {
+            conn.query_first::<(String, String), _>("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
+                .map_err(|e| sql_error("reading the session's TLS status", &e))?
+                .map(|(_, cipher)| cipher)
+                .filter(|c| !c.is_empty())
+        };
         let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
         let set = format!("SET SESSION lock_wait_timeout = {server_wait}");
         progress.sql(&set);
         conn.query_drop(&set)
             .map_err(|e| sql_error("setting lock_wait_timeout", &e))?;
-        Ok(LockSession {
+        let mut session = LockSession {
             connection_id: conn.connection_id(),
             conn,
             watchdog,
             info,
+            tls_cipher,
             strategy,
             held: false,
             replica_stopped: false,
-        })
+        };
+        if cfg.guard.is_some() || cfg.kill_after.is_some() {
+            let granted = session.granted()?;
+            let missing = session.missing_guard_privileges(cfg, &granted);
+            if !missing.is_empty() {
+                return Err(exit::fail(
+                    exit::NOPERM,
+                    format!(
+                        "user '{}' lacks {}: grant it, or drop the option. Nothing was locked or frozen.",
+                        spec.user,
+                        missing.join(", ")
+                    ),
+                ));
+            }
+        }
+        Ok(session)
     }
 
     pub fn strategy(&self) -> &Strategy {
@@ -171,6 +200,9 @@ impl LockSession {
                 "--kill-long-queries: killed the query of {}",
                 k.describe()
             ));
+        }
+        for p in &outcome.kill_problems {
+            progress.warn(format!("--kill-long-queries: {p}"));
         }
         let gave_up = || {
             format!(
@@ -380,13 +412,10 @@ impl LockSession {
         }
     }
 
-    /// The global privileges this session's user lacks for the lock and the
-    /// coordinates (for --check).
-    pub fn missing_privileges(&mut self) -> anyhow::Result<Vec<String>> {
-        let granted: Vec<String> = self
-            .conn
-            .query("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES")
-            .map_err(|e| sql_error("reading the user's privileges", &e))?;
+    /// The global privileges this session's user lacks for the lock, the
+    /// coordinates and the long-query guard/kill (for --check).
+    pub fn missing_privileges(&mut self, cfg: &LockConfig) -> anyhow::Result<Vec<String>> {
+        let granted = self.granted()?;
         let has = |p: &str| granted.iter().any(|g| g.eq_ignore_ascii_case(p));
         let mut missing = Vec::new();
         if !self.strategy.privileges.iter().any(|p| has(p)) {
@@ -406,7 +435,33 @@ impl LockSession {
                 coords.join(" or ")
             ));
         }
+        missing.extend(self.missing_guard_privileges(cfg, &granted));
         Ok(missing)
+    }
+
+    fn granted(&mut self) -> anyhow::Result<Vec<String>> {
+        self.conn
+            .query("SELECT PRIVILEGE_TYPE FROM information_schema.USER_PRIVILEGES")
+            .map_err(|e| sql_error("reading the user's privileges", &e))
+    }
+
+    /// Without PROCESS the process list shows only the user's own sessions, so
+    /// the guard would see nothing and the kill find nothing, silently; and
+    /// killing other users' statements needs CONNECTION ADMIN or SUPER.
+    fn missing_guard_privileges(&self, cfg: &LockConfig, granted: &[String]) -> Vec<String> {
+        let has = |p: &str| granted.iter().any(|g| g.eq_ignore_ascii_case(p));
+        let mut missing = Vec::new();
+        if (cfg.guard.is_some() || cfg.kill_after.is_some()) && !has("PROCESS") {
+            missing.push("PROCESS (for --long-query-guard and --kill-long-queries)".to_string());
+        }
+        let admin = match self.info.flavor {
+            super::Flavor::Mariadb => "CONNECTION ADMIN",
+            _ => "CONNECTION_ADMIN",
+        };
+        if cfg.kill_after.is_some() && !has(admin) && !has("SUPER") {
+            missing.push(format!("{admin} or SUPER (for --kill-long-queries)"));
+        }
+        missing
     }
 }
 
@@ -439,11 +494,13 @@ struct Bounded {
     killed_ours: bool,
     /// Statements killed by --kill-long-queries.
     killed_blockers: Vec<Running>,
+    /// Problems of --kill-long-queries (process list unreadable, KILL refused).
+    kill_problems: Vec<String>,
 }
 
 /// Run `stmt` on `conn`. From `watchdog`: after `kill_after`, KILL QUERY the
-/// long statements of `kind` that started before ours; after `budget`, KILL
-/// QUERY ours.
+/// statements of `kind` that were already running when `stmt` was sent;
+/// after `budget`, KILL QUERY ours.
 fn run_bounded(
     conn: &mut Conn,
     watchdog: &mut Conn,
@@ -453,24 +510,46 @@ fn run_bounded(
     kill_after: Option<Duration>,
     kind: QueryType,
 ) -> Bounded {
+    let ours = [id, watchdog.connection_id()];
+    let kill_after = kill_after.filter(|a| *a < budget);
+    let mut kill_problems = Vec::new();
+    // What is running before our statement is sent: the only candidates to kill.
+    let before = match kill_after {
+        Some(_) => match guard::running(watchdog, kind, 0.0, &ours) {
+            Ok(rows) => Some(rows),
+            Err(e) => {
+                kill_problems.push(format!(
+                    "cannot read the process list: {e}; killing nothing"
+                ));
+                None
+            }
+        },
+        None => None,
+    };
     let (done, wait) = mpsc::channel::<()>();
     let started = Instant::now();
     std::thread::scope(|s| {
         let killer = s.spawn(move || {
             let mut killed_blockers = Vec::new();
-            if let Some(after) = kill_after.filter(|a| *a < budget) {
+            if let (Some(after), Some(before)) = (kill_after, before) {
                 if wait.recv_timeout(after) != Err(mpsc::RecvTimeoutError::Timeout) {
-                    return (false, killed_blockers);
+                    return (false, killed_blockers, kill_problems);
                 }
-                // Started before our statement: running longer than we have waited.
-                let waited = started.elapsed().as_secs_f64();
-                let ours = [id, watchdog.connection_id()];
-                if let Ok(rows) = guard::running(watchdog, kind, waited.floor(), &ours) {
-                    for r in rows {
-                        if watchdog.query_drop(format!("KILL QUERY {}", r.id)).is_ok() {
-                            killed_blockers.push(r);
+                match guard::running(watchdog, kind, 0.0, &ours) {
+                    Ok(now) => {
+                        for r in guard::started_before(&before, now) {
+                            match watchdog.query_drop(format!("KILL QUERY {}", r.id)) {
+                                Ok(()) => killed_blockers.push(r),
+                                Err(e) => kill_problems.push(format!(
+                                    "could not kill the query of {}: {e}",
+                                    r.describe()
+                                )),
+                            }
                         }
                     }
+                    Err(e) => kill_problems.push(format!(
+                        "cannot read the process list: {e}; killing nothing"
+                    )),
                 }
             }
             let left = budget.saturating_sub(started.elapsed());
@@ -478,17 +557,25 @@ fn run_bounded(
                 Err(mpsc::RecvTimeoutError::Timeout) => (
                     watchdog.query_drop(format!("KILL QUERY {id}")).is_ok(),
                     killed_blockers,
+                    kill_problems,
                 ),
-                _ => (false, killed_blockers),
+                _ => (false, killed_blockers, kill_problems),
             }
         });
         let result = conn.query_drop(stmt);
         let _ = done.send(());
-        let (killed_ours, killed_blockers) = killer.join().unwrap_or((false, Vec::new()));
+        let (killed_ours, killed_blockers, kill_problems) = killer.join().unwrap_or_else(|_| {
+            (
+                false,
+                Vec::new(),
+                vec!["the watchdog thread panicked".into()],
+            )
+        });
         Bounded {
             result,
             killed_ours,
             killed_blockers,
+            kill_problems,
         }
     })
 }

@@ -92,6 +92,11 @@ impl TestServer {
 
     /// Start a server with this server id (replication needs distinct ids).
     pub fn start_with_id(server_id: u32) -> Option<TestServer> {
+        Self::start_with(server_id, &[])
+    }
+
+    /// Start a server with extra mariadbd options (e.g. TLS files, timeouts).
+    pub fn start_with(server_id: u32, extra: &[String]) -> Option<TestServer> {
         let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
             return missing("mariadbd is not installed");
         };
@@ -127,6 +132,7 @@ impl TestServer {
             .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
             .arg(format!("--server-id={server_id}"))
             .args(["--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
+            .args(extra)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null());
