@@ -336,7 +336,8 @@ cmd_start() {
             in_chroot "$root" setsid -f mysqld --no-defaults --user=mysql --datadir="$dir/data" \
                 --socket="$dir/sock" --mysqlx=OFF --port="$port" --bind-address=127.0.0.1 \
                 --secure-file-priv= --log-error="$dir/err.log" --pid-file="$dir/pid" \
-                --log-bin="$dir/binlog" --server-id=1 </dev/null >/dev/null 2>&1
+                --log-bin="$dir/binlog" --server-id=1 \
+                --gtid-mode=ON --enforce-gtid-consistency=ON </dev/null >/dev/null 2>&1
             ;;
         mariadb)
             in_chroot "$root" mariadb-install-db --no-defaults --user=mysql --datadir="$dir/data" \

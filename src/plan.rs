@@ -279,7 +279,7 @@ pub fn describe(cli: &Cli, p: &Prepared) -> String {
                     cli.long_query_type
                 ));
             }
-            line("read coordinates: SHOW MASTER STATUS (SHOW BINARY LOG STATUS on MySQL >= 8.2), GTID position".into());
+            line("read coordinates: SHOW BINARY LOG STATUS (MySQL >= 8.2), SHOW BINLOG STATUS (MariaDB >= 10.5.2) or SHOW MASTER STATUS; GTID position".into());
             if let Some(c) = &cli.coordinates_file {
                 line(format!("write coordinates to {}", c.display()));
             }

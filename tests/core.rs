@@ -29,10 +29,7 @@ fn writes_are_blocked_while_the_snapshot_runs_and_resume_after() {
     for mode in ["ftwrl", "backup-stage", "auto"] {
         for table in ["d.t", "d.m"] {
             // The hook succeeds only if a write from another session times out.
-            let hook = format!(
-                "! {} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO {table} VALUES (1)'",
-                s.client()
-            );
+            let hook = s.blocked_write_hook(table);
             s.mq()
                 .arg(format!("--lock={mode}"))
                 .arg("--snapshot")
@@ -183,11 +180,13 @@ fn hooks_get_the_documented_environment_and_never_the_password() {
          GRANT RELOAD, BINLOG MONITOR ON *.* TO q@localhost",
     );
     let dump = |phase: &str| format!("env > {}", s.path(phase).display());
+    let report = s.path("report.json");
     common::mysql_quiesce()
         .args([
             "--no-defaults",
             "-uq",
             &format!("--lock-file={}", s.path("l").display()),
+            &format!("--report={}", report.display()),
         ])
         .arg(format!("--socket={}", s.socket.display()))
         .env("MYSQL_PWD", "Secret-pw-42")
@@ -217,19 +216,32 @@ fn hooks_get_the_documented_environment_and_never_the_password() {
             !e.contains("MYSQL_PWD="),
             "MYSQL_PWD leaked to the {phase} hook"
         );
-        for key in [
-            "RUN_ID",
-            "LOCK=backup-stage",
-            "SERVER_FLAVOR=mariadb",
-            "CONNECTION_ID=",
-            "SERVER_VERSION=",
-            "BINLOG_FILE=",
-            "BINLOG_POS=",
-            "GTID=",
+        // The values, not just the names: each must be what the report says.
+        let r = json(&report);
+        let c = &r["coordinates"];
+        for (key, value) in [
+            ("RUN_ID", r["run_id"].as_str().unwrap().to_string()),
+            ("LOCK", "backup-stage".to_string()),
+            ("SERVER_FLAVOR", "mariadb".to_string()),
+            ("CONNECTION_ID", r["lock"]["connection_id"].to_string()),
+            (
+                "SERVER_VERSION",
+                r["server"]["version"].as_str().unwrap().to_string(),
+            ),
+            (
+                "BINLOG_FILE",
+                c["binlog_file"].as_str().unwrap().to_string(),
+            ),
+            ("BINLOG_POS", c["binlog_position"].to_string()),
+            ("GTID", c["gtid"].as_str().unwrap().to_string()),
         ] {
             assert!(
-                e.contains(&format!("MYSQL_QUIESCE_{key}")),
-                "{phase} lacks {key}"
+                !value.is_empty() && value != "null",
+                "report lacks {key}: {r:#}"
+            );
+            assert!(
+                e.contains(&format!("MYSQL_QUIESCE_{key}={value}\n")),
+                "{phase}: MYSQL_QUIESCE_{key} is not {value:?}:\n{e}"
             );
         }
     }
@@ -318,7 +330,10 @@ fn report_records_phases_hooks_coordinates_and_outcome() {
         "auto picks backup-stage on MariaDB >= 10.4.1"
     );
     assert_eq!(r["lock"]["verified"], true);
-    assert!(r["lock"]["held_ms"].as_f64().unwrap() >= 0.0);
+    // The lock was held at least as long as the pre hook that ran under it.
+    let pre_ms = r["hooks"][0]["duration_ms"].as_f64().unwrap();
+    assert_eq!(r["hooks"][0]["phase"], "pre");
+    assert!(r["lock"]["held_ms"].as_f64().unwrap() >= pre_ms, "{r:#}");
     assert!(r["coordinates"]["binlog_file"]
         .as_str()
         .unwrap()
@@ -398,7 +413,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
     let opts = s.opts();
     let long_write = std::thread::spawn(move || {
         let mut c = mysql::Conn::new(opts).unwrap();
-        c.query_drop("UPDATE d.slow SET i = i + SLEEP(8)").unwrap();
+        c.query_drop("UPDATE d.slow SET i = i + SLEEP(10)").unwrap();
     });
     std::thread::sleep(Duration::from_millis(300));
     let writer = common::load::Writer::start(s.opts(), "d.w");
@@ -407,7 +422,7 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
             "--lock=ftwrl",
             "--lock-wait-timeout=0.5",
             "--lock-retries=2",
-            "--lock-retry-delay=0.3",
+            "--lock-retry-delay=1.5",
         ])
         .assert()
         .code(75)
@@ -418,8 +433,14 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
     let worst = writer.stop();
     long_write.join().unwrap();
     eprintln!("measured: worst writer wait {worst:?}");
-    // Generous safety bound: without the bound, writers would wait ~8 s.
-    assert!(worst < Duration::from_secs(3), "a writer waited {worst:?}");
+    // A safety bound, not a speed claim (bench/ measures): each attempt blocks
+    // writers at most its 0.5 s budget; an unbounded attempt would block them
+    // ~10 s. (A timed-out FTWRL can keep the global read lock on MySQL, not on
+    // MariaDB: tests/server_matrix.rs checks the release between attempts there.)
+    assert!(
+        worst < Duration::from_millis(1500),
+        "a writer waited {worst:?}"
+    );
 }
 
 #[test]

@@ -39,6 +39,8 @@ pub struct Coordinates {
 pub fn binlog_status_statement(info: &ServerInfo) -> &'static str {
     match info.flavor {
         Flavor::Mysql | Flavor::Percona if info.at_least(8, 2, 0) => "SHOW BINARY LOG STATUS",
+        // MariaDB renamed it in 10.5.2 (the old name is kept, for now).
+        Flavor::Mariadb if info.at_least(10, 5, 2) => "SHOW BINLOG STATUS",
         _ => "SHOW MASTER STATUS",
     }
 }
@@ -185,7 +187,9 @@ mod tests {
         assert_eq!(statement("9.7.4"), "SHOW BINARY LOG STATUS");
         assert_eq!(statement("8.4.3"), "SHOW BINARY LOG STATUS");
         assert_eq!(statement("8.0.40"), "SHOW MASTER STATUS");
-        assert_eq!(statement("11.8.3-MariaDB"), "SHOW MASTER STATUS");
+        assert_eq!(statement("11.8.3-MariaDB"), "SHOW BINLOG STATUS");
+        assert_eq!(statement("10.5.2-MariaDB"), "SHOW BINLOG STATUS");
+        assert_eq!(statement("10.4.30-MariaDB"), "SHOW MASTER STATUS");
     }
 
     #[test]

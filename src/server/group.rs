@@ -53,8 +53,23 @@ impl LockGroup {
     }
 
     /// Lock every instance, retrying as configured. Returns how long the
-    /// successful round took. Exit 75 when every round failed: nothing is locked.
+    /// successful round took. Exit 75 when every round failed: nothing is
+    /// locked, and replica SQL threads we stopped run again.
     pub fn acquire(&mut self, cfg: &LockConfig, progress: &Progress) -> anyhow::Result<Duration> {
+        let result = self.acquire_rounds(cfg, progress);
+        if result.is_err() {
+            for m in &mut self.members {
+                m.session.restart_replica_sql(progress);
+            }
+        }
+        result
+    }
+
+    fn acquire_rounds(
+        &mut self,
+        cfg: &LockConfig,
+        progress: &Progress,
+    ) -> anyhow::Result<Duration> {
         if cfg.stop_replica_sql {
             for m in &mut self.members {
                 m.session
@@ -118,8 +133,8 @@ impl LockGroup {
         Err(exit::fail(
             exit::TEMPFAIL,
             format!(
-                "could not take {what} in {attempts} attempt(s) of at most {:.2} s each; nothing is locked and nothing was \\
-                 changed, so it is safe to retry later. Long-running statements block the lock; see --lock-wait-timeout, \\
+                "could not take {what} in {attempts} attempt(s) of at most {:.2} s each; nothing is locked and nothing was \
+                 changed, so it is safe to retry later. Long-running statements block the lock; see --lock-wait-timeout, \
                  --lock-retries, --lock-retry-delay and --long-query-guard",
                 cfg.wait.as_secs_f64()
             ),

@@ -393,7 +393,7 @@ impl LockSession {
         Ok(())
     }
 
-    fn restart_replica_sql(&mut self, progress: &Progress) {
+    pub(crate) fn restart_replica_sql(&mut self, progress: &Progress) {
         if !std::mem::take(&mut self.replica_stopped) {
             return;
         }

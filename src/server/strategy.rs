@@ -52,13 +52,20 @@ pub const INSTANCE: Strategy = Strategy {
     exact_binlog_point: false,
 };
 
+/// Percona Server 8.0 (BACKUP_ADMIN from 8.0.13-4).
 pub const TABLES_FOR_BACKUP: Strategy = Strategy {
     mode: LockMode::TablesForBackup,
     name: "LOCK TABLES FOR BACKUP",
     lock: &["LOCK TABLES FOR BACKUP"],
     unlock: "UNLOCK TABLES",
-    privileges: &["RELOAD"],
+    privileges: &["BACKUP_ADMIN"],
     exact_binlog_point: false,
+};
+
+/// Percona Server 5.6/5.7: the same statement needs RELOAD.
+pub const TABLES_FOR_BACKUP_57: Strategy = Strategy {
+    privileges: &["RELOAD"],
+    ..TABLES_FOR_BACKUP
 };
 
 /// The option value of a mode, e.g. "backup-stage".
@@ -120,9 +127,14 @@ pub fn resolve(
             let has_backup_locks = info.flavor == Flavor::Percona
                 && conn
                     .query_first::<Option<String>, _>("SELECT @@have_backup_locks")
-                    .is_ok();
-            if has_backup_locks {
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("YES"));
+            if has_backup_locks && info.at_least(8, 0, 0) {
                 Ok(TABLES_FOR_BACKUP)
+            } else if has_backup_locks {
+                Ok(TABLES_FOR_BACKUP_57)
             } else {
                 Err(unsupported(
                     "Percona Server with backup locks (@@have_backup_locks)",

@@ -212,6 +212,18 @@ impl TestServer {
         format!("mariadb --no-defaults -uroot -S {}", self.socket.display())
     }
 
+    /// A shell hook that succeeds only if a write to `table` from another
+    /// session fails with a lock wait timeout: any other failure (no client,
+    /// wrong socket, bad SQL) fails the hook, so the probe cannot pass by accident.
+    pub fn blocked_write_hook(&self, table: &str) -> String {
+        format!(
+            "out=$({} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO {table} VALUES (1)' 2>&1); \
+             case $out in *'Lock wait timeout exceeded'*) exit 0 ;; \
+             *) echo \"expected a lock wait timeout, got: $out\" >&2; exit 1 ;; esac",
+            self.client()
+        )
+    }
+
     /// A query's first column of the first row, as text.
     pub fn value(&self, query: &str) -> Option<String> {
         self.conn()
