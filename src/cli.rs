@@ -96,7 +96,9 @@ pub struct Cli {
     )]
     pub host: Option<String>,
 
-    /// TCP port [default: 3306].
+    /// TCP port [default: 3306]. Typed here without --host, --socket or --protocol, it means TCP
+    /// to 127.0.0.1 (as MariaDB clients); from a file with host localhost and no socket, it must
+    /// be 3306 or come with protocol=TCP (otherwise exit 78: the default socket may be another server).
     #[arg(
         global = true,
         short = 'P',
@@ -160,7 +162,8 @@ pub struct Cli {
     )]
     pub connect_timeout: f64,
 
-    /// TLS use: DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY.
+    /// TLS use: DISABLED, PREFERRED, REQUIRED, VERIFY_CA or VERIFY_IDENTITY [default: PREFERRED over
+    /// TCP, VERIFY_CA with --ssl-ca]. VERIFY_* need --ssl-ca. A Unix socket is never encrypted.
     #[arg(
         global = true,
         long,
@@ -171,7 +174,8 @@ pub struct Cli {
     )]
     pub ssl_mode: Option<SslMode>,
 
-    /// CA certificate file (PEM) used to verify the server.
+    /// CA certificate file (PEM) used to verify the server (the public web CAs are trusted too:
+    /// use VERIFY_IDENTITY to also check the host name).
     #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_ca: Option<PathBuf>,
 
@@ -338,7 +342,7 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub post: Vec<String>,
 
-    /// Shell command run after unlocking; always runs once connecting was attempted (repeatable).
+    /// Shell command run after unlocking; runs whenever the connection was made, whatever happened after (repeatable).
     #[arg(global = true, long, value_name = "CMD", action = ArgAction::Append, help_heading = "Hooks")]
     pub after: Vec<String>,
 

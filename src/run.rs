@@ -475,16 +475,17 @@ impl<'a> Run<'a> {
             } else {
                 format!("{name} ")
             };
+            let took = human(t0.elapsed());
             match (&c.binlog_file, c.binlog_position) {
                 (Some(f), Some(p)) => self.progress.info(format!(
-                    "{label}coordinates: {f}:{p}{}",
+                    "{label}coordinates: {f}:{p}{} (read in {took})",
                     c.gtid
                         .as_deref()
                         .map(|g| format!(", GTID {g}"))
                         .unwrap_or_default()
                 )),
                 _ => self.progress.info(format!(
-                    "{label}coordinates: binary logging is off (no file/position)"
+                    "{label}coordinates: binary logging is off (no file/position; read in {took})"
                 )),
             }
             let opt = |v: &Option<String>| v.clone().unwrap_or_default();
@@ -747,9 +748,24 @@ impl<'a> Run<'a> {
             waiter.finished(code, self.report.error.as_deref(), &self.report);
         }
         let total = human(self.started.elapsed());
-        if code == exit::OK {
+        let held = self
+            .report
+            .lock
+            .held_ms
+            .map(|ms| {
+                format!(
+                    " (lock held {})",
+                    human(Duration::from_secs_f64(ms / 1000.0))
+                )
+            })
+            .unwrap_or_default();
+        if code == exit::OK && self.cli.lock == LockMode::None {
+            self.progress.info(format!(
+                "done in {total}: no database lock was taken (--lock=none)"
+            ));
+        } else if code == exit::OK {
             self.progress
-                .info(format!("done in {total}: snapshot consistent"));
+                .info(format!("done in {total}: snapshot consistent{held}"));
         } else {
             self.progress
                 .error(format!("failed in {total} with exit status {code}"));

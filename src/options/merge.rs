@@ -65,7 +65,7 @@ pub fn entries_to_args(
 ) -> anyhow::Result<Vec<Derived>> {
     let with_suffix = |g: &str| suffix.map(|s| format!("{g}{s}"));
     let mut client_groups: Vec<String> = CLIENT_GROUPS.iter().map(|g| g.to_string()).collect();
-    client_groups.extend(with_suffix("client"));
+    client_groups.extend(CLIENT_GROUPS.iter().filter_map(|g| with_suffix(g)));
     let mut tool_groups = vec![TOOL_GROUP.to_string()];
     tool_groups.extend(with_suffix(TOOL_GROUP));
 
@@ -150,6 +150,11 @@ pub fn entries_to_args(
                     },
                 };
                 let times = if negated { 0 } else { times };
+                // A later file turns a switch off or sets it again (last wins);
+                // only a counted switch (-v) adds up.
+                if times == 0 || matches!(arg.get_action(), ArgAction::SetTrue) {
+                    out.retain(|d: &Derived| d.id != id);
+                }
                 for _ in 0..times {
                     out.push(Derived {
                         id: id.clone(),
@@ -178,6 +183,40 @@ pub fn entries_to_args(
         }
     }
     Ok(out)
+}
+
+/// Take the MySQL-style switch negations off the command line:
+/// `--skip-X` / `--disable-X` turn switch X off whatever the option files say
+/// (returned as clap ids), `--enable-X` is `--X`. Stops at `--`.
+pub fn command_line_negations(
+    argv: Vec<std::ffi::OsString>,
+    cmd: &clap::Command,
+) -> (Vec<std::ffi::OsString>, Vec<String>) {
+    let mut out = Vec::with_capacity(argv.len());
+    let mut off = Vec::new();
+    let mut rest = false;
+    for a in argv {
+        let text = a.to_str().unwrap_or("");
+        if rest || text == "--" {
+            rest = true;
+            out.push(a);
+            continue;
+        }
+        let negation = ["--skip-", "--disable-", "--enable-"]
+            .iter()
+            .find_map(|p| text.strip_prefix(p).map(|k| (*p, k)))
+            .filter(|(_, k)| is_flag(cmd, k));
+        match negation {
+            Some(("--enable-", key)) => out.push(format!("--{key}").into()),
+            Some((_, key)) => {
+                if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(key)) {
+                    off.push(arg.get_id().to_string());
+                }
+            }
+            None => out.push(a),
+        }
+    }
+    (out, off)
 }
 
 fn is_flag(cmd: &clap::Command, key: &str) -> bool {
@@ -290,6 +329,37 @@ mod tests {
                 &format!("--password={PROMPT}")
             ]
         );
+    }
+
+    #[test]
+    fn a_later_file_turns_a_switch_off_and_counted_switches_add_up() {
+        let e = [
+            entry("mysql-quiesce", "pre-flush", None),
+            entry("mysql-quiesce", "verbose", None),
+            entry("mysql-quiesce", "skip-pre-flush", None),
+            entry("mysql-quiesce", "verbose", None),
+            entry("mysql-quiesce", "force-freeze", Some("1")),
+            entry("mysql-quiesce", "force-freeze", Some("0")),
+        ];
+        assert_eq!(args(&e).unwrap(), ["--verbose", "--verbose"]);
+    }
+
+    #[test]
+    fn command_line_skip_and_enable_forms_of_switches() {
+        let argv: Vec<std::ffi::OsString> = [
+            "mq",
+            "--skip-pre-flush",
+            "--enable-quiet",
+            "--skip-nothing",
+            "--",
+            "--skip-x",
+        ]
+        .iter()
+        .map(Into::into)
+        .collect();
+        let (argv, off) = command_line_negations(argv, &crate::cli::command());
+        assert_eq!(argv, ["mq", "--quiet", "--skip-nothing", "--", "--skip-x"]);
+        assert_eq!(off, ["pre_flush"]);
     }
 
     #[test]

@@ -50,6 +50,7 @@ pub fn load_with(
 ) -> anyhow::Result<Loaded> {
     let argv = normalize_argv(argv);
     let cmd = cli::command();
+    let (argv, switched_off) = merge::command_line_negations(argv, &cmd);
     // The command line alone first: usage errors, --help and --version are its own.
     let from_cli = cmd.clone().try_get_matches_from(&argv)?;
     let selection = files::Selection {
@@ -77,6 +78,8 @@ pub fn load_with(
     )?;
     derived.extend(merge::environment_args(env));
     merge::validate(&derived, &cmd)?;
+    // --skip-X on the command line turns off a switch the files set.
+    derived.retain(|d| !switched_off.contains(&d.id));
     // A list on the command line replaces the files' and environment's list.
     derived.retain(|d| {
         !(LIST_OPTIONS.contains(&d.id.as_str())
@@ -319,6 +322,51 @@ mod tests {
         assert_eq!((l.cli.user.as_deref(), l.cli.lock_retries), (Some("b"), 2));
         let l = f.load(&[], &[("MYSQL_GROUP_SUFFIX", "_prod")]).unwrap();
         assert_eq!(l.cli.user.as_deref(), Some("b"));
+    }
+
+    #[test]
+    fn a_switch_set_in_a_file_is_turned_off_by_skip_on_the_command_line() {
+        let f = Fixture::new(
+            "[mysql-quiesce]\npre-flush\n",
+            "[mysql-quiesce]\nforce-freeze\n",
+        );
+        let l = f.load(&[], &[]).unwrap();
+        assert!(l.cli.pre_flush && l.cli.force_freeze);
+        let l = f
+            .load(&["--skip-pre-flush", "--disable-force-freeze"], &[])
+            .unwrap();
+        assert!(!l.cli.pre_flush && !l.cli.force_freeze);
+    }
+
+    #[test]
+    fn group_suffix_covers_the_mariadb_client_groups() {
+        let f = Fixture::new(
+            "[client-server_b]\nuser=cs\n[client-mariadb_b]\nsocket=/m\n",
+            "",
+        );
+        let l = f.load(&["--defaults-group-suffix=_b"], &[]).unwrap();
+        assert_eq!(l.cli.user.as_deref(), Some("cs"));
+        assert_eq!(l.cli.socket.as_deref(), Some(Path::new("/m")));
+    }
+
+    #[test]
+    fn host_and_port_from_the_environment_override_files_and_name_their_origin() {
+        let f = Fixture::new("[client]\nhost=filehost\nport=3310\n", "");
+        let l = f
+            .load(
+                &[],
+                &[("MYSQL_HOST", "envhost"), ("MYSQL_TCP_PORT", "3311")],
+            )
+            .unwrap();
+        assert_eq!(l.cli.host.as_deref(), Some("envhost"));
+        assert_eq!(l.cli.port, Some(3311));
+        assert_eq!(
+            l.cli.port_origin.as_deref(),
+            Some("environment variable MYSQL_TCP_PORT")
+        );
+        let l = f.load(&["-P3312"], &[("MYSQL_TCP_PORT", "3311")]).unwrap();
+        assert_eq!(l.cli.port, Some(3312));
+        assert_eq!(l.cli.port_origin.as_deref(), Some("the command line"));
     }
 
     #[test]
