@@ -349,7 +349,7 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "MOUNTPOINT", action = ArgAction::Append, help_heading = "Freeze")]
     pub freeze: Vec<PathBuf>,
 
-    /// Allow freezing a filesystem that holds the current directory or an output file (never /).
+    /// Allow freezing a filesystem that holds the current directory or the report, coordinates or metrics file (never /, a redirected stdout/stderr, or a hook's program).
     #[arg(global = true, long, help_heading = "Freeze")]
     pub force_freeze: bool,
 

@@ -7,13 +7,21 @@
 //! uninterruptible sleep until someone thaws it. The guardian learns over a
 //! pipe what is being frozen and thawed; end-of-file on that pipe without a
 //! "done" means we are gone, so it thaws at once.
+//!
+//! Filesystems are told apart by identity (the superblock's device number),
+//! never by mount-point path: FIFREEZE freezes a whole superblock, so a bind
+//! mount of `/` is `/`, and two mounts of one filesystem are one target.
 
 use crate::exit;
 use nix::errno::Errno;
+use std::ffi::{CStr, CString};
+use std::fmt;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::raw::c_int;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
@@ -39,12 +47,33 @@ pub fn thaw_fd(dir: &File) -> nix::Result<()> {
     }
 }
 
+/// A filesystem's identity: the device number of its superblock, as
+/// major:minor in /proc/self/mountinfo. Every mount of one filesystem (bind
+/// mounts, a second mount of the device, btrfs subvolumes) shares it, and
+/// FIFREEZE freezes exactly that superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FsId {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for FsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
 /// A validated freeze target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub mountpoint: PathBuf,
     /// Filesystem type as listed in /proc/self/mountinfo (xfs, ext4, ...).
     pub fs_type: String,
+    /// Which filesystem it is.
+    pub fs: FsId,
+    /// (st_dev, st_ino) of the mount-point directory when it was validated:
+    /// what we open to freeze must still be that very directory.
+    pub dir: (u64, u64),
 }
 
 /// Something that must not live on a filesystem we freeze.
@@ -52,11 +81,50 @@ pub struct Target {
 pub enum Protected {
     /// The current working directory (overridable with --force-freeze).
     CurrentDir,
-    /// One of our output files: report, coordinates, redirected stdout/stderr
-    /// (overridable with --force-freeze).
+    /// The report, coordinates or metrics file: written before the freeze or
+    /// after the thaw (overridable with --force-freeze).
     OutputFile,
+    /// A regular file our stdout or stderr is redirected to: progress lines
+    /// are written while frozen, and would hang us (not overridable).
+    Stream,
+    /// The `lock` holder's log, written while frozen (not overridable).
+    HolderLog,
     /// The program a hook or COMMAND runs (not overridable).
     HookCommand,
+}
+
+impl Protected {
+    /// How it is named in messages, and whether --force-freeze overrides it.
+    fn subject(self, path: &Path) -> (String, bool) {
+        let p = path.display();
+        match self {
+            Protected::CurrentDir => (format!("the current directory {p}"), true),
+            Protected::OutputFile => (format!("the output file {p}"), true),
+            Protected::Stream => (format!("{p}, where our stdout/stderr goes,"), false),
+            Protected::HolderLog => (format!("the lock holder's log {p}"), false),
+            Protected::HookCommand => (format!("the program {p}"), false),
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Protected::CurrentDir | Protected::OutputFile => {
+                "move it elsewhere, or pass --force-freeze if you are sure nothing is written there while frozen"
+            }
+            Protected::Stream => {
+                "progress lines are written while frozen and would hang mysql-quiesce; redirect them to another \
+                 filesystem (--force-freeze does not change this)"
+            }
+            Protected::HolderLog => {
+                "the holder writes it while frozen and would hang; choose another --state-dir (--force-freeze does \
+                 not change this)"
+            }
+            Protected::HookCommand => {
+                "a program on a frozen filesystem may hang while it is loaded; install it elsewhere (--force-freeze \
+                 does not change this)"
+            }
+        }
+    }
 }
 
 /// Filesystem types FIFREEZE cannot freeze, with what to do instead.
@@ -78,20 +146,36 @@ const NOT_FREEZABLE: &[(&str, &str)] = &[
     ("iso9660", "it is read-only"),
 ];
 
-/// (mount point, filesystem type) of every mount, from /proc/self/mountinfo.
-fn mounts() -> Vec<(PathBuf, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    id: u64,
+    fs: FsId,
+    mountpoint: PathBuf,
+    fs_type: String,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let mountpoint = left.split(' ').nth(4)?;
-            let fs_type = right.split(' ').next()?;
-            Some((
-                PathBuf::from(unescape_mountinfo(mountpoint)),
-                fs_type.to_string(),
-            ))
+            let fields: Vec<&str> = left.split(' ').collect();
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            Some(Mount {
+                id: fields.first()?.parse().ok()?,
+                fs: FsId {
+                    major: major.parse().ok()?,
+                    minor: minor.parse().ok()?,
+                },
+                mountpoint: PathBuf::from(unescape_mountinfo(fields.get(4)?)),
+                fs_type: right.split(' ').next()?.to_string(),
+            })
         })
         .collect()
+}
+
+fn mounts() -> Vec<Mount> {
+    parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -114,35 +198,97 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-/// The mount that holds `path` (which need not exist: its nearest existing
-/// ancestor decides): the longest mount point that is a prefix of it.
-fn mount_of(path: &Path) -> Option<(PathBuf, String)> {
+/// The mount id of a path (statx, Linux >= 5.8): exact even where mount
+/// points are stacked or paths are ambiguous.
+fn statx_mount_id(path: &CStr) -> Option<u64> {
+    // SAFETY: statx only writes into the zeroed buffer we pass.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    (rc == 0 && buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id)
+}
+
+/// `path` made absolute without symlinks; if it does not exist, its nearest
+/// existing ancestor (which decides the filesystem a new file would be on).
+fn nearest_existing(path: &Path) -> Option<PathBuf> {
     let mut p = path.to_path_buf();
-    let canonical = loop {
+    loop {
         if let Ok(c) = p.canonicalize() {
-            break c;
+            return Some(c);
         }
         if !p.pop() {
             return None;
         }
-    };
-    mounts()
-        .into_iter()
-        .filter(|(m, _)| canonical.starts_with(m))
-        .max_by_key(|(m, _)| m.as_os_str().len())
+    }
+}
+
+/// The mount that holds `path` (which need not exist).
+fn mount_of_in(path: &Path, all: &[Mount]) -> Option<Mount> {
+    let canonical = nearest_existing(path)?;
+    let by_id = CString::new(canonical.as_os_str().as_bytes())
+        .ok()
+        .and_then(|c| statx_mount_id(&c))
+        .and_then(|id| all.iter().find(|m| m.id == id));
+    // Older kernels: the longest mount point that is a prefix of it (the last
+    // one listed wins a tie: it is mounted on top).
+    by_id
+        .or_else(|| {
+            all.iter()
+                .filter(|m| canonical.starts_with(&m.mountpoint))
+                .max_by_key(|m| m.mountpoint.as_os_str().len())
+        })
+        .cloned()
+}
+
+fn mount_of(path: &Path) -> Option<Mount> {
+    mount_of_in(path, &mounts())
 }
 
 /// Whether `path` is the mount point of a filesystem.
 pub fn is_mountpoint(path: &Path) -> bool {
     match (path.canonicalize(), mount_of(path)) {
-        (Ok(c), Some((m, _))) => c == m,
+        (Ok(c), Some(m)) => c == m.mountpoint,
         _ => false,
     }
 }
 
-/// Check every target before anything is connected or locked: we are root,
-/// it exists, is a mount point, is not `/`, can be frozen, does not hold a
-/// protected path (unless `force` allows it). Errors are `exit::Failure`s.
+/// The filesystem that holds `path` (which need not exist).
+pub fn filesystem_of(path: &Path) -> Option<FsId> {
+    mount_of(path).map(|m| m.fs)
+}
+
+/// Freezing needs CAP_SYS_ADMIN; `--dry-run` freezes nothing and does not ask.
+pub fn require_root(targets: &[Target]) -> anyhow::Result<()> {
+    if targets.is_empty() || nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let list: Vec<String> = targets
+        .iter()
+        .map(|t| t.mountpoint.display().to_string())
+        .collect();
+    Err(exit::fail(
+        exit::NOPERM,
+        format!(
+            "--freeze needs root: freezing and thawing {} (FIFREEZE/FITHAW) needs CAP_SYS_ADMIN; run mysql-quiesce \
+             as root, or drop --freeze. Connecting, locking and --dry-run do not need root",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// Check every target before anything is connected or locked: it exists, is
+/// a mount point, is not the root filesystem (under any mount), can be
+/// frozen, is not given twice (under any mount), and does not hold a
+/// protected path (`force` overrides only the overridable ones). Root is
+/// checked separately (`require_root`). Errors are `exit::Failure`s.
 pub fn validate(
     targets: &[PathBuf],
     protected: &[(PathBuf, Protected)],
@@ -151,40 +297,47 @@ pub fn validate(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(exit::fail(
-            exit::NOPERM,
-            "freezing filesystems needs root (CAP_SYS_ADMIN): run mysql-quiesce as root, or drop --freeze",
-        ));
-    }
+    let all = mounts();
+    let root = mount_of_in(Path::new("/"), &all).ok_or_else(|| {
+        exit::fail(
+            exit::CONFIG,
+            "cannot tell which filesystem `/` is (is /proc mounted?); refusing to freeze anything",
+        )
+    })?;
     let mut out: Vec<Target> = Vec::new();
     for target in targets {
         let shown = target.display();
         let canonical = target
             .canonicalize()
             .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
-        if canonical == Path::new("/") {
+        let mount = mount_of_in(&canonical, &all).ok_or_else(|| {
+            exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it"))
+        })?;
+        if canonical == Path::new("/") || mount.fs == root.fs {
+            let also = if canonical == Path::new("/") {
+                String::new()
+            } else {
+                format!(" (device {}, the filesystem mounted at /)", root.fs)
+            };
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
-                    "--freeze={shown}: refusing to freeze the root filesystem: the machine would hang, mysql-quiesce \
-                     included; put the data on its own filesystem (--force-freeze does not change this)"
+                    "--freeze={shown}: refusing to freeze the root filesystem{also}: the machine would hang, \
+                     mysql-quiesce included; put the data on its own filesystem (--force-freeze does not change this)"
                 ),
             ));
         }
-        let (mountpoint, fs_type) = mount_of(&canonical).ok_or_else(|| {
-            exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it"))
-        })?;
-        if mountpoint != canonical {
+        if mount.mountpoint != canonical {
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
                     "--freeze={shown} is not a mount point (it is on the filesystem mounted at {}); FIFREEZE freezes \
                      whole filesystems: give the mount point",
-                    mountpoint.display()
+                    mount.mountpoint.display()
                 ),
             ));
         }
+        let fs_type = mount.fs_type.clone();
         if let Some((_, why)) = NOT_FREEZABLE.iter().find(|(t, _)| *t == fs_type) {
             return Err(exit::fail(
                 exit::CONFIG,
@@ -198,41 +351,43 @@ pub fn validate(
                 ),
             ));
         }
-        if out.iter().any(|t| t.mountpoint == mountpoint) {
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!("--freeze={shown} is given twice"),
-            ));
+        if let Some(first) = out.iter().find(|t| t.fs == mount.fs) {
+            let why = if first.mountpoint == mount.mountpoint {
+                format!("--freeze={shown} is given twice")
+            } else {
+                format!(
+                    "--freeze={shown} is the same filesystem (device {}) as --freeze={}, mounted twice; freezing it \
+                     a second time would fail: give it once",
+                    mount.fs,
+                    first.mountpoint.display()
+                )
+            };
+            return Err(exit::fail(exit::CONFIG, why));
         }
         for (path, kind) in protected {
-            let on_target = mount_of(path).is_some_and(|(m, _)| m == mountpoint);
-            if !on_target {
+            if !mount_of_in(path, &all).is_some_and(|m| m.fs == mount.fs) {
                 continue;
             }
-            let (what, overridable) = match kind {
-                Protected::CurrentDir => ("the current directory", true),
-                Protected::OutputFile => ("the output file", true),
-                Protected::HookCommand => ("the program", false),
-            };
+            let (what, overridable) = kind.subject(path);
             if overridable && force {
                 continue;
             }
-            let fix = if overridable {
-                "move it elsewhere, or pass --force-freeze if you are sure nothing is written there while frozen"
-            } else {
-                "a program on a frozen filesystem may hang while it is loaded; install it elsewhere"
-            };
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
-                    "--freeze={shown}: {what} {} is on that filesystem, and mysql-quiesce never touches a frozen filesystem; {fix}",
-                    path.display()
+                    "--freeze={shown}: {what} is on that filesystem, and mysql-quiesce never touches a frozen \
+                     filesystem; {}",
+                    kind.fix()
                 ),
             ));
         }
+        let meta = std::fs::metadata(&canonical)
+            .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
         out.push(Target {
-            mountpoint,
+            mountpoint: mount.mountpoint,
             fs_type,
+            fs: mount.fs,
+            dir: (meta.dev(), meta.ino()),
         });
     }
     Ok(out)
@@ -596,12 +751,51 @@ mod tests {
     }
 
     #[test]
-    fn root_is_a_mount_point_and_its_subdirectories_are_not() {
-        assert!(is_mountpoint(Path::new("/")));
-        assert!(
-            !is_mountpoint(Path::new("/usr/bin"))
-                || mount_of(Path::new("/usr/bin")).unwrap().0 == Path::new("/usr/bin")
+    fn mountinfo_lines_give_mount_id_device_mount_point_and_type() {
+        let text = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    90 27 254:0 / /mnt/root\\040bind rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    91 27 0:52 /@home /home rw - btrfs /dev/vdb rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            (m[0].id, m[0].fs, m[0].mountpoint.as_path()),
+            (
+                27,
+                FsId {
+                    major: 254,
+                    minor: 0
+                },
+                Path::new("/")
+            )
         );
-        assert!(mount_of(Path::new("/nonexistent/deeper/file")).is_some());
+        // A bind mount of / is the same filesystem as / under another path.
+        assert_eq!(m[1].mountpoint, Path::new("/mnt/root bind"));
+        assert_eq!(m[1].fs, m[0].fs);
+        assert_eq!(
+            (m[2].fs.to_string(), m[2].fs_type.as_str()),
+            ("0:52".to_string(), "btrfs")
+        );
+    }
+
+    #[test]
+    fn root_is_a_mount_point_and_its_filesystem_is_found_for_paths_that_do_not_exist() {
+        assert!(is_mountpoint(Path::new("/")));
+        let root = filesystem_of(Path::new("/")).expect("/ has a filesystem");
+        // A path that does not exist is on the filesystem of its nearest existing ancestor.
+        assert_eq!(
+            filesystem_of(Path::new("/nonexistent/deeper/file")),
+            Some(root)
+        );
+    }
+
+    #[test]
+    fn validation_refuses_the_root_filesystem_even_with_force() {
+        let err = validate(&[PathBuf::from("/")], &[], true).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        assert!(
+            err.to_string()
+                .contains("refusing to freeze the root filesystem"),
+            "{err}"
+        );
     }
 }
