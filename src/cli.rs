@@ -442,9 +442,9 @@ pub enum Sub {
     /// Internal: the guardian process that thaws filesystems if the main process dies.
     #[command(hide = true, name = "__guardian")]
     Guardian {
-        /// Deadline as seconds since the Unix epoch.
+        /// Thaw everything this many seconds from now (monotonic clock), whatever happens.
         #[arg(long)]
-        deadline: f64,
+        seconds: f64,
         /// Mount points, in the order they will be frozen.
         mountpoints: Vec<PathBuf>,
     },
