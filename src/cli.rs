@@ -361,7 +361,7 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "MOUNTPOINT", action = ArgAction::Append, help_heading = "Freeze")]
     pub freeze: Vec<PathBuf>,
 
-    /// Allow freezing a filesystem that holds the current directory or an output file (never /).
+    /// Allow freezing a filesystem that holds the current directory or the report, coordinates or metrics file (never /, a redirected stdout/stderr, or a hook's program).
     #[arg(global = true, long, help_heading = "Freeze")]
     pub force_freeze: bool,
 
@@ -454,9 +454,9 @@ pub enum Sub {
     /// Internal: the guardian process that thaws filesystems if the main process dies.
     #[command(hide = true, name = "__guardian")]
     Guardian {
-        /// Deadline as seconds since the Unix epoch.
+        /// Thaw everything this many seconds from now (monotonic clock), whatever happens.
         #[arg(long)]
-        deadline: f64,
+        seconds: f64,
         /// Mount points, in the order they will be frozen.
         mountpoints: Vec<PathBuf>,
     },

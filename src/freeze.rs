@@ -6,17 +6,29 @@
 //! even when the freezing process dies, and every writer on it hangs in
 //! uninterruptible sleep until someone thaws it. The guardian learns over a
 //! pipe what is being frozen and thawed; end-of-file on that pipe without a
-//! "done" means we are gone, so it thaws at once.
+//! "done" means we are gone, so it thaws at once. It answers "deadline" on
+//! its stdout when it thawed at its deadline, so that a run it overtook is
+//! never reported as a success.
+//!
+//! Filesystems are told apart by identity (the superblock's device number),
+//! never by mount-point path: FIFREEZE freezes a whole superblock, so a bind
+//! mount of `/` is `/`, and two mounts of one filesystem are one target.
 
 use crate::exit;
 use nix::errno::Errno;
+use std::ffi::{CStr, CString};
+use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::raw::c_int;
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::sync::mpsc::{self, Receiver};
+use std::time::{Duration, Instant};
 
 // linux/fs.h: #define FIFREEZE _IOWR('X', 119, int), FITHAW _IOWR('X', 120, int).
 nix::ioctl_readwrite!(fifreeze, b'X', 119, c_int);
@@ -39,12 +51,33 @@ pub fn thaw_fd(dir: &File) -> nix::Result<()> {
     }
 }
 
+/// A filesystem's identity: the device number of its superblock, as
+/// major:minor in /proc/self/mountinfo. Every mount of one filesystem (bind
+/// mounts, a second mount of the device, btrfs subvolumes) shares it, and
+/// FIFREEZE freezes exactly that superblock.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct FsId {
+    pub major: u32,
+    pub minor: u32,
+}
+
+impl fmt::Display for FsId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}:{}", self.major, self.minor)
+    }
+}
+
 /// A validated freeze target.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Target {
     pub mountpoint: PathBuf,
     /// Filesystem type as listed in /proc/self/mountinfo (xfs, ext4, ...).
     pub fs_type: String,
+    /// Which filesystem it is.
+    pub fs: FsId,
+    /// (st_dev, st_ino) of the mount-point directory when it was validated:
+    /// what we open to freeze must still be that very directory.
+    pub dir: (u64, u64),
 }
 
 /// Something that must not live on a filesystem we freeze.
@@ -52,11 +85,50 @@ pub struct Target {
 pub enum Protected {
     /// The current working directory (overridable with --force-freeze).
     CurrentDir,
-    /// One of our output files: report, coordinates, redirected stdout/stderr
-    /// (overridable with --force-freeze).
+    /// The report, coordinates or metrics file: written before the freeze or
+    /// after the thaw (overridable with --force-freeze).
     OutputFile,
+    /// A regular file our stdout or stderr is redirected to: progress lines
+    /// are written while frozen, and would hang us (not overridable).
+    Stream,
+    /// The `lock` holder's log, written while frozen (not overridable).
+    HolderLog,
     /// The program a hook or COMMAND runs (not overridable).
     HookCommand,
+}
+
+impl Protected {
+    /// How it is named in messages, and whether --force-freeze overrides it.
+    fn subject(self, path: &Path) -> (String, bool) {
+        let p = path.display();
+        match self {
+            Protected::CurrentDir => (format!("the current directory {p}"), true),
+            Protected::OutputFile => (format!("the output file {p}"), true),
+            Protected::Stream => (format!("{p}, where our stdout/stderr goes,"), false),
+            Protected::HolderLog => (format!("the lock holder's log {p}"), false),
+            Protected::HookCommand => (format!("the program {p}"), false),
+        }
+    }
+
+    fn fix(self) -> &'static str {
+        match self {
+            Protected::CurrentDir | Protected::OutputFile => {
+                "move it elsewhere, or pass --force-freeze if you are sure nothing is written there while frozen"
+            }
+            Protected::Stream => {
+                "progress lines are written while frozen and would hang mysql-quiesce; redirect them to another \
+                 filesystem (--force-freeze does not change this)"
+            }
+            Protected::HolderLog => {
+                "the holder writes it while frozen and would hang; choose another --state-dir (--force-freeze does \
+                 not change this)"
+            }
+            Protected::HookCommand => {
+                "a program on a frozen filesystem may hang while it is loaded; install it elsewhere (--force-freeze \
+                 does not change this)"
+            }
+        }
+    }
 }
 
 /// Filesystem types FIFREEZE cannot freeze, with what to do instead.
@@ -78,20 +150,36 @@ const NOT_FREEZABLE: &[(&str, &str)] = &[
     ("iso9660", "it is read-only"),
 ];
 
-/// (mount point, filesystem type) of every mount, from /proc/self/mountinfo.
-fn mounts() -> Vec<(PathBuf, String)> {
-    let text = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+/// One line of /proc/self/mountinfo.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Mount {
+    id: u64,
+    fs: FsId,
+    mountpoint: PathBuf,
+    fs_type: String,
+}
+
+fn parse_mountinfo(text: &str) -> Vec<Mount> {
     text.lines()
         .filter_map(|line| {
             let (left, right) = line.split_once(" - ")?;
-            let mountpoint = left.split(' ').nth(4)?;
-            let fs_type = right.split(' ').next()?;
-            Some((
-                PathBuf::from(unescape_mountinfo(mountpoint)),
-                fs_type.to_string(),
-            ))
+            let fields: Vec<&str> = left.split(' ').collect();
+            let (major, minor) = fields.get(2)?.split_once(':')?;
+            Some(Mount {
+                id: fields.first()?.parse().ok()?,
+                fs: FsId {
+                    major: major.parse().ok()?,
+                    minor: minor.parse().ok()?,
+                },
+                mountpoint: PathBuf::from(unescape_mountinfo(fields.get(4)?)),
+                fs_type: right.split(' ').next()?.to_string(),
+            })
         })
         .collect()
+}
+
+fn mounts() -> Vec<Mount> {
+    parse_mountinfo(&std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default())
 }
 
 /// mountinfo escapes space, tab, newline and backslash as \ooo.
@@ -114,35 +202,97 @@ fn unescape_mountinfo(s: &str) -> String {
     out
 }
 
-/// The mount that holds `path` (which need not exist: its nearest existing
-/// ancestor decides): the longest mount point that is a prefix of it.
-fn mount_of(path: &Path) -> Option<(PathBuf, String)> {
+/// The mount id of a path (statx, Linux >= 5.8): exact even where mount
+/// points are stacked or paths are ambiguous.
+fn statx_mount_id(path: &CStr) -> Option<u64> {
+    // SAFETY: statx only writes into the zeroed buffer we pass.
+    let mut buf: libc::statx = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid NUL-terminated path and a buffer of the right type.
+    let rc = unsafe {
+        libc::statx(
+            libc::AT_FDCWD,
+            path.as_ptr(),
+            0,
+            libc::STATX_MNT_ID,
+            &mut buf,
+        )
+    };
+    (rc == 0 && buf.stx_mask & libc::STATX_MNT_ID != 0).then_some(buf.stx_mnt_id)
+}
+
+/// `path` made absolute without symlinks; if it does not exist, its nearest
+/// existing ancestor (which decides the filesystem a new file would be on).
+fn nearest_existing(path: &Path) -> Option<PathBuf> {
     let mut p = path.to_path_buf();
-    let canonical = loop {
+    loop {
         if let Ok(c) = p.canonicalize() {
-            break c;
+            return Some(c);
         }
         if !p.pop() {
             return None;
         }
-    };
-    mounts()
-        .into_iter()
-        .filter(|(m, _)| canonical.starts_with(m))
-        .max_by_key(|(m, _)| m.as_os_str().len())
+    }
+}
+
+/// The mount that holds `path` (which need not exist).
+fn mount_of_in(path: &Path, all: &[Mount]) -> Option<Mount> {
+    let canonical = nearest_existing(path)?;
+    let by_id = CString::new(canonical.as_os_str().as_bytes())
+        .ok()
+        .and_then(|c| statx_mount_id(&c))
+        .and_then(|id| all.iter().find(|m| m.id == id));
+    // Older kernels: the longest mount point that is a prefix of it (the last
+    // one listed wins a tie: it is mounted on top).
+    by_id
+        .or_else(|| {
+            all.iter()
+                .filter(|m| canonical.starts_with(&m.mountpoint))
+                .max_by_key(|m| m.mountpoint.as_os_str().len())
+        })
+        .cloned()
+}
+
+fn mount_of(path: &Path) -> Option<Mount> {
+    mount_of_in(path, &mounts())
 }
 
 /// Whether `path` is the mount point of a filesystem.
 pub fn is_mountpoint(path: &Path) -> bool {
     match (path.canonicalize(), mount_of(path)) {
-        (Ok(c), Some((m, _))) => c == m,
+        (Ok(c), Some(m)) => c == m.mountpoint,
         _ => false,
     }
 }
 
-/// Check every target before anything is connected or locked: we are root,
-/// it exists, is a mount point, is not `/`, can be frozen, does not hold a
-/// protected path (unless `force` allows it). Errors are `exit::Failure`s.
+/// The filesystem that holds `path` (which need not exist).
+pub fn filesystem_of(path: &Path) -> Option<FsId> {
+    mount_of(path).map(|m| m.fs)
+}
+
+/// Freezing needs CAP_SYS_ADMIN; `--dry-run` freezes nothing and does not ask.
+pub fn require_root(targets: &[Target]) -> anyhow::Result<()> {
+    if targets.is_empty() || nix::unistd::geteuid().is_root() {
+        return Ok(());
+    }
+    let list: Vec<String> = targets
+        .iter()
+        .map(|t| t.mountpoint.display().to_string())
+        .collect();
+    Err(exit::fail(
+        exit::NOPERM,
+        format!(
+            "--freeze needs root: freezing and thawing {} (FIFREEZE/FITHAW) needs CAP_SYS_ADMIN; run mysql-quiesce \
+             as root, or drop --freeze. Connecting, locking and --dry-run do not need root",
+            list.join(", ")
+        ),
+    ))
+}
+
+/// Check every target before anything is connected or locked: it exists, is
+/// a mount point, is not the root filesystem (under any mount), can be
+/// frozen, is not given twice (under any mount), and does not hold a
+/// protected path (`force` overrides only the overridable ones). Root is
+/// checked separately (`require_root`). Errors are `exit::Failure`s.
 pub fn validate(
     targets: &[PathBuf],
     protected: &[(PathBuf, Protected)],
@@ -151,40 +301,47 @@ pub fn validate(
     if targets.is_empty() {
         return Ok(Vec::new());
     }
-    if !nix::unistd::geteuid().is_root() {
-        return Err(exit::fail(
-            exit::NOPERM,
-            "freezing filesystems needs root (CAP_SYS_ADMIN): run mysql-quiesce as root, or drop --freeze",
-        ));
-    }
+    let all = mounts();
+    let root = mount_of_in(Path::new("/"), &all).ok_or_else(|| {
+        exit::fail(
+            exit::CONFIG,
+            "cannot tell which filesystem `/` is (is /proc mounted?); refusing to freeze anything",
+        )
+    })?;
     let mut out: Vec<Target> = Vec::new();
     for target in targets {
         let shown = target.display();
         let canonical = target
             .canonicalize()
             .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
-        if canonical == Path::new("/") {
+        let mount = mount_of_in(&canonical, &all).ok_or_else(|| {
+            exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it"))
+        })?;
+        if canonical == Path::new("/") || mount.fs == root.fs {
+            let also = if canonical == Path::new("/") {
+                String::new()
+            } else {
+                format!(" (device {}, the filesystem mounted at /)", root.fs)
+            };
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
-                    "--freeze={shown}: refusing to freeze the root filesystem: the machine would hang, mysql-quiesce \
-                     included; put the data on its own filesystem (--force-freeze does not change this)"
+                    "--freeze={shown}: refusing to freeze the root filesystem{also}: the machine would hang, \
+                     mysql-quiesce included; put the data on its own filesystem (--force-freeze does not change this)"
                 ),
             ));
         }
-        let (mountpoint, fs_type) = mount_of(&canonical).ok_or_else(|| {
-            exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it"))
-        })?;
-        if mountpoint != canonical {
+        if mount.mountpoint != canonical {
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
                     "--freeze={shown} is not a mount point (it is on the filesystem mounted at {}); FIFREEZE freezes \
                      whole filesystems: give the mount point",
-                    mountpoint.display()
+                    mount.mountpoint.display()
                 ),
             ));
         }
+        let fs_type = mount.fs_type.clone();
         if let Some((_, why)) = NOT_FREEZABLE.iter().find(|(t, _)| *t == fs_type) {
             return Err(exit::fail(
                 exit::CONFIG,
@@ -198,41 +355,43 @@ pub fn validate(
                 ),
             ));
         }
-        if out.iter().any(|t| t.mountpoint == mountpoint) {
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!("--freeze={shown} is given twice"),
-            ));
+        if let Some(first) = out.iter().find(|t| t.fs == mount.fs) {
+            let why = if first.mountpoint == mount.mountpoint {
+                format!("--freeze={shown} is given twice")
+            } else {
+                format!(
+                    "--freeze={shown} is the same filesystem (device {}) as --freeze={}, mounted twice; freezing it \
+                     a second time would fail: give it once",
+                    mount.fs,
+                    first.mountpoint.display()
+                )
+            };
+            return Err(exit::fail(exit::CONFIG, why));
         }
         for (path, kind) in protected {
-            let on_target = mount_of(path).is_some_and(|(m, _)| m == mountpoint);
-            if !on_target {
+            if !mount_of_in(path, &all).is_some_and(|m| m.fs == mount.fs) {
                 continue;
             }
-            let (what, overridable) = match kind {
-                Protected::CurrentDir => ("the current directory", true),
-                Protected::OutputFile => ("the output file", true),
-                Protected::HookCommand => ("the program", false),
-            };
+            let (what, overridable) = kind.subject(path);
             if overridable && force {
                 continue;
             }
-            let fix = if overridable {
-                "move it elsewhere, or pass --force-freeze if you are sure nothing is written there while frozen"
-            } else {
-                "a program on a frozen filesystem may hang while it is loaded; install it elsewhere"
-            };
             return Err(exit::fail(
                 exit::CONFIG,
                 format!(
-                    "--freeze={shown}: {what} {} is on that filesystem, and mysql-quiesce never touches a frozen filesystem; {fix}",
-                    path.display()
+                    "--freeze={shown}: {what} is on that filesystem, and mysql-quiesce never touches a frozen \
+                     filesystem; {}",
+                    kind.fix()
                 ),
             ));
         }
+        let meta = std::fs::metadata(&canonical)
+            .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
         out.push(Target {
-            mountpoint,
+            mountpoint: mount.mountpoint,
             fs_type,
+            fs: mount.fs,
+            dir: (meta.dev(), meta.ino()),
         });
     }
     Ok(out)
@@ -246,22 +405,32 @@ pub struct Thawed {
     pub error: Option<String>,
 }
 
-/// The guardian process and the pipe we report to it through.
+/// What `FrozenSet::thaw` did.
+#[derive(Debug, Clone)]
+pub struct ThawOutcome {
+    /// One entry per filesystem, in thaw order (the reverse of freeze order).
+    pub thawed: Vec<Thawed>,
+    /// The guardian thawed at its deadline before we did: the snapshot may
+    /// have been taken partly unfrozen, so the run must not succeed.
+    pub guardian_thawed_first: bool,
+}
+
+/// The guardian process and the pipes to and from it.
 #[derive(Debug)]
 struct Guardian {
     child: Child,
     pipe: Option<ChildStdin>,
+    /// Lines it writes back: "ready", then "deadline" if it thawed at its deadline.
+    replies: Receiver<String>,
+    thawed_at_deadline: bool,
 }
 
 impl Guardian {
-    fn start(exe: &Path, targets: &[Target], deadline: SystemTime) -> anyhow::Result<Guardian> {
-        let secs = deadline
-            .duration_since(UNIX_EPOCH)
-            .unwrap_or_default()
-            .as_secs_f64();
+    fn start(exe: &Path, targets: &[Target], within: Duration) -> anyhow::Result<Guardian> {
         let mut child = Command::new(exe)
+            .arg0("mysql-quiesce")
             .arg("__guardian")
-            .arg(format!("--deadline={secs:.3}"))
+            .arg(format!("--seconds={:.3}", within.as_secs_f64()))
             .args(targets.iter().map(|t| &t.mountpoint))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -276,18 +445,23 @@ impl Guardian {
                     ),
                 )
             })?;
-        // Freeze nothing until the guardian has its mount points open.
         let stdout = child.stdout.take().expect("piped");
-        let (tx, rx) = std::sync::mpsc::channel();
+        let (tx, replies) = mpsc::channel();
         std::thread::spawn(move || {
-            let mut line = String::new();
-            let _ = BufReader::new(stdout).read_line(&mut line);
-            let _ = tx.send(line);
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line.trim().to_string()).is_err() {
+                    break;
+                }
+            }
         });
-        match rx.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) if line.trim() == "ready" => Ok(Guardian {
+        // Freeze nothing until the guardian has its mount points open.
+        match replies.recv_timeout(Duration::from_secs(10)) {
+            Ok(line) if line == "ready" => Ok(Guardian {
                 pipe: child.stdin.take(),
                 child,
+                replies,
+                thawed_at_deadline: false,
             }),
             _ => {
                 let _ = child.kill();
@@ -307,19 +481,47 @@ impl Guardian {
         }
     }
 
-    /// Tell it we are done (nothing left to thaw) and wait for it to exit.
-    fn finish(mut self) {
+    fn note(&mut self, line: &str) {
+        if line == "deadline" {
+            self.thawed_at_deadline = true;
+        }
+    }
+
+    /// Nothing is left frozen: tell it we are done, wait for it to exit, and
+    /// say whether it thawed at its deadline before that.
+    fn finish(mut self) -> bool {
         self.tell("done");
         drop(self.pipe.take());
         let end = Instant::now() + Duration::from_secs(2);
+        let mut exited = false;
         while Instant::now() < end {
             if let Ok(Some(_)) = self.child.try_wait() {
-                return;
+                exited = true;
+                break;
             }
-            std::thread::sleep(Duration::from_millis(10));
+            std::thread::sleep(Duration::from_millis(5));
         }
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        if !exited {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+        // It has exited, so its replies end soon: read them all.
+        while let Ok(line) = self.replies.recv_timeout(Duration::from_secs(1)) {
+            self.note(&line);
+        }
+        self.thawed_at_deadline
+    }
+
+    /// Something may still be frozen: leave the guardian running with its
+    /// pipe open. It thaws when we exit (end of file) or at its deadline.
+    fn abandon(mut self) -> bool {
+        while let Ok(line) = self.replies.try_recv() {
+            self.note(&line);
+        }
+        if let Some(pipe) = self.pipe.take() {
+            std::mem::forget(pipe);
+        }
+        self.thawed_at_deadline
     }
 }
 
@@ -336,33 +538,46 @@ pub struct FrozenSet {
 
 /// Start the guardian, then freeze `targets` in order. On a failure part way,
 /// thaw what was frozen and return the error (EBUSY: frozen by someone else,
-/// which we never thaw). `deadline` is when the guardian thaws regardless.
-pub fn freeze_all(targets: &[Target], deadline: SystemTime) -> anyhow::Result<FrozenSet> {
-    let exe = std::env::current_exe().map_err(|e| {
-        exit::fail(
-            exit::SOFTWARE,
-            format!("cannot find our own executable: {e}"),
-        )
-    })?;
-    freeze_all_with(targets, deadline, &exe)
+/// which we never thaw). At `deadline` the guardian thaws regardless.
+pub fn freeze_all(targets: &[Target], deadline: Instant) -> anyhow::Result<FrozenSet> {
+    // Not current_exe(): a package upgrade may have replaced the file since
+    // we started; /proc/self/exe is the binary we are running.
+    freeze_all_with(targets, deadline, Path::new("/proc/self/exe"))
 }
 
 /// `freeze_all` with the guardian's executable given (tests pass the binary).
 pub fn freeze_all_with(
     targets: &[Target],
-    deadline: SystemTime,
+    deadline: Instant,
     guardian_exe: &Path,
 ) -> anyhow::Result<FrozenSet> {
     let mut dirs = Vec::new();
+    let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
     for t in targets {
-        dirs.push(File::open(&t.mountpoint).map_err(|e| {
+        let shown = t.mountpoint.display();
+        let dir = File::open(&t.mountpoint).map_err(|e| {
             exit::fail(
                 exit::CONFIG,
-                format!("cannot open {}: {e}", t.mountpoint.display()),
+                format!("cannot open {shown}: {e}; nothing was frozen"),
             )
-        })?);
+        })?;
+        // What was checked before connecting must still be what we freeze: if
+        // the filesystem was unmounted since, the path is now a directory on
+        // the filesystem underneath, perhaps `/`.
+        let now = dir.metadata().map(|m| (m.dev(), m.ino())).ok();
+        if now != Some(t.dir) || now.map(|(dev, _)| dev) == root_dev {
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!(
+                    "{shown} is no longer the filesystem that was checked before connecting (unmounted or \
+                     remounted since?); nothing was frozen"
+                ),
+            ));
+        }
+        dirs.push(dir);
     }
-    let guardian = Guardian::start(guardian_exe, targets, deadline)?;
+    let within = deadline.saturating_duration_since(Instant::now());
+    let guardian = Guardian::start(guardian_exe, targets, within)?;
     let mut set = FrozenSet {
         targets: targets.to_vec(),
         dirs,
@@ -370,15 +585,19 @@ pub fn freeze_all_with(
         guardian: Some(guardian),
     };
     for i in 0..set.targets.len() {
-        // Announce first: if we die right after the ioctl, the guardian still knows.
-        set.tell(&format!("freezing {i}"));
-        match freeze_fd(&set.dirs[i]) {
-            Ok(()) => set.frozen.push(i),
-            Err(e) => {
+        let mountpoint = set.targets[i].mountpoint.display().to_string();
+        let result = if Instant::now() >= deadline {
+            Err((
+                exit::TIMEOUT,
+                format!("--max-lock-time passed before {mountpoint} was frozen"),
+            ))
+        } else {
+            // Announce first: if we die right after the ioctl, the guardian still knows.
+            set.tell(&format!("freezing {i}"));
+            freeze_fd(&set.dirs[i]).map_err(|e| {
                 set.tell(&format!("failed {i}"));
-                let mountpoint = set.targets[i].mountpoint.display().to_string();
-                let fs_type = set.targets[i].fs_type.clone();
-                let (code, why) = match e {
+                let fs_type = &set.targets[i].fs_type;
+                match e {
                     Errno::EBUSY => (
                         exit::TEMPFAIL,
                         format!("{mountpoint} is already frozen by someone else; mysql-quiesce did not freeze it and will not thaw it (if nobody should hold it, `fsfreeze -u {mountpoint}`)"),
@@ -386,7 +605,12 @@ pub fn freeze_all_with(
                     Errno::EOPNOTSUPP => (exit::CONFIG, format!("the {fs_type} filesystem at {mountpoint} cannot be frozen")),
                     Errno::EPERM | Errno::EACCES => (exit::NOPERM, format!("freezing {mountpoint} needs root (CAP_SYS_ADMIN)")),
                     other => (exit::SOFTWARE, format!("freezing {mountpoint} failed: {other}")),
-                };
+                }
+            })
+        };
+        match result {
+            Ok(()) => set.frozen.push(i),
+            Err((code, why)) => {
                 let thawed = set.thaw_frozen();
                 let left: Vec<String> = thawed
                     .iter()
@@ -396,12 +620,16 @@ pub fn freeze_all_with(
                             .map(|e| format!("{}: {e}", t.mountpoint.display()))
                     })
                     .collect();
-                let state = if set.frozen.is_empty() && left.is_empty() {
+                let state = if left.is_empty() {
                     "nothing is frozen now".to_string()
                 } else {
-                    format!("could not thaw {}", left.join(", "))
+                    format!(
+                        "could not thaw {}; the guardian retries when mysql-quiesce exits (if it stays frozen: \
+                         `fsfreeze -u MOUNTPOINT`)",
+                        left.join(", ")
+                    )
                 };
-                set.stop_guardian();
+                set.release_guardian(left.is_empty());
                 return Err(exit::fail(code, format!("{why}; {state}")));
             }
         }
@@ -432,43 +660,62 @@ impl FrozenSet {
         results
     }
 
-    fn stop_guardian(&mut self) {
-        if let Some(g) = self.guardian.take() {
-            g.finish();
+    /// Dismiss the guardian only when nothing is left frozen; otherwise leave
+    /// it to thaw when we exit or at its deadline. Whether it thawed at its
+    /// deadline before we did.
+    fn release_guardian(&mut self, nothing_left_frozen: bool) -> bool {
+        match self.guardian.take() {
+            Some(g) if nothing_left_frozen => g.finish(),
+            Some(g) => g.abandon(),
+            None => false,
         }
     }
 
-    /// Thaw in reverse order and stop the guardian. If a thaw failed, the
-    /// guardian is left to retry it at its deadline.
-    pub fn thaw(mut self) -> Vec<Thawed> {
-        let results = self.thaw_frozen();
-        if results.iter().all(|t| t.error.is_none()) {
-            self.stop_guardian();
-        } else {
-            // Leave the pipe open: the guardian thaws on EOF (when we exit) or its deadline.
-            if let Some(g) = self.guardian.take() {
-                std::mem::forget(g);
-            }
+    /// Thaw in reverse order and release the guardian.
+    pub fn thaw(mut self) -> ThawOutcome {
+        let thawed = self.thaw_frozen();
+        let all_thawed = thawed.iter().all(|t| t.error.is_none());
+        let guardian_thawed_first = self.release_guardian(all_thawed);
+        ThawOutcome {
+            thawed,
+            guardian_thawed_first,
         }
-        results
     }
 }
 
 impl Drop for FrozenSet {
     fn drop(&mut self) {
-        // Panic path: thaw now; the guardian is the last resort.
-        if !self.frozen.is_empty() {
-            self.thaw_frozen();
+        // Panic path: thaw now, and say what happened (nobody else will).
+        let results = self.thaw_frozen();
+        let mut err = std::io::stderr().lock();
+        for t in &results {
+            let _ = match &t.error {
+                None => writeln!(err, "mysql-quiesce: emergency thaw: thawed {}", t.mountpoint.display()),
+                Some(e) => writeln!(
+                    err,
+                    "mysql-quiesce: error: emergency thaw: could not thaw {}: {e}; the guardian retries when \
+                     mysql-quiesce exits (if it stays frozen: `fsfreeze -u {}`)",
+                    t.mountpoint.display(),
+                    t.mountpoint.display()
+                ),
+            };
         }
-        self.stop_guardian();
+        drop(err);
+        self.release_guardian(results.iter().all(|t| t.error.is_none()));
     }
 }
 
-/// Entry point of the hidden `__guardian` subcommand. Returns the exit status.
-pub fn guardian_main(deadline: f64, mountpoints: &[PathBuf]) -> i32 {
+/// Entry point of the hidden `__guardian` subcommand: thaw the mount points
+/// announced as frozen when our pipe reaches end of file, or `seconds` from
+/// now (monotonic clock: a wall-clock step cannot bring it forward).
+/// Returns the exit status.
+pub fn guardian_main(seconds: f64, mountpoints: &[PathBuf]) -> i32 {
     use nix::sys::signal::{signal, SigHandler, Signal};
-    let log = |msg: &str| eprintln!("mysql-quiesce guardian (pid {}): {msg}", std::process::id());
-    // Its own session: Ctrl-C on the terminal must not reach it.
+    let deadline = Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 1e9));
+    // `ps` and `pkill` show it by name, not as "exe" (/proc/self/exe).
+    let _ = nix::sys::prctl::set_name(c"mysql-quiesce");
+    // Its own session: Ctrl-C on the terminal, or a signal to the run's
+    // process group, must not reach it.
     let _ = nix::unistd::setsid();
     for sig in [
         Signal::SIGINT,
@@ -487,73 +734,86 @@ pub fn guardian_main(deadline: f64, mountpoints: &[PathBuf]) -> i32 {
         match File::open(m) {
             Ok(f) => dirs.push(f),
             Err(e) => {
-                log(&format!("cannot open {}: {e}", m.display()));
+                guardian_log(&[format!("cannot open {}: {e}", m.display())]);
                 return 1;
             }
         }
     }
-    println!("ready");
-    let _ = std::io::stdout().flush();
+    let mut out = std::io::stdout();
+    let _ = writeln!(out, "ready").and_then(|()| out.flush());
 
-    // 0: untouched, 1: being frozen / frozen, 2: thawed or failed.
-    let mut state = vec![0u8; dirs.len()];
-    let thaw_all = |state: &mut Vec<u8>, why: &str| {
-        for i in (0..state.len()).rev() {
-            if state[i] == 1 {
-                match thaw_fd(&dirs[i]) {
-                    Ok(()) => log(&format!("{why}: thawed {}", mountpoints[i].display())),
-                    Err(e) => log(&format!(
-                        "{why}: could not thaw {}: {e}; run `fsfreeze -u {}`",
-                        mountpoints[i].display(),
-                        mountpoints[i].display()
-                    )),
-                }
-                state[i] = 2;
-            }
-        }
-    };
-    let deadline = UNIX_EPOCH + Duration::from_secs_f64(deadline.max(0.0));
-    let mut deadline_passed = false;
+    // announced[i]: we were told it is being frozen and not told it was thawed.
+    // ours[i]: we thawed it since (at the deadline).
+    let mut announced = vec![false; dirs.len()];
+    let mut ours = vec![false; dirs.len()];
     let stdin = std::io::stdin();
     let mut buffer = Vec::new();
     loop {
-        let wait_ms = if deadline_passed {
-            1000
+        let now = Instant::now();
+        // After the deadline, keep checking: a freeze announced late is thawed too.
+        let wait = if now >= deadline {
+            Duration::from_millis(200)
         } else {
-            let left = deadline
-                .duration_since(SystemTime::now())
-                .unwrap_or_default();
-            if left.is_zero() {
-                deadline_passed = true;
-                thaw_all(&mut state, "--max-lock-time passed");
-                continue;
-            }
-            left.as_millis().min(1000) as u16
+            (deadline - now).min(Duration::from_secs(1))
         };
+        let ms = wait.as_micros().div_ceil(1000).min(1000) as u16;
         let mut fds = [nix::poll::PollFd::new(
             stdin.as_fd(),
             nix::poll::PollFlags::POLLIN,
         )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(wait_ms)) {
-            Ok(0) | Err(Errno::EINTR) => continue,
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
+            Ok(0) => {
+                // Messages are handled before the deadline is acted on: a
+                // "thawed" already sent is never overtaken.
+                if Instant::now() >= deadline {
+                    let pending: Vec<bool> =
+                        (0..dirs.len()).map(|i| announced[i] && !ours[i]).collect();
+                    if pending.contains(&true) {
+                        let notes =
+                            thaw_marked(&dirs, mountpoints, &pending, "--max-lock-time passed");
+                        for (i, p) in pending.iter().enumerate() {
+                            ours[i] |= *p;
+                        }
+                        let _ = writeln!(out, "deadline").and_then(|()| out.flush());
+                        guardian_log(&notes);
+                    }
+                }
+                continue;
+            }
+            Err(Errno::EINTR) => continue,
             Ok(_) => {}
             Err(e) => {
-                thaw_all(&mut state, &format!("poll failed ({e})"));
+                let notes = thaw_marked(
+                    &dirs,
+                    mountpoints,
+                    &announced,
+                    &format!("poll failed ({e})"),
+                );
+                guardian_log(&notes);
                 return 1;
             }
         }
         let mut chunk = [0u8; 256];
-        let n = match stdin.lock().read(&mut chunk) {
+        // Straight from the fd: data left in Stdin's buffer would be invisible to poll.
+        let n = match nix::unistd::read(stdin.as_fd(), &mut chunk) {
             Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(Errno::EINTR | Errno::EAGAIN) => continue,
             Err(_) => 0,
         };
         if n == 0 {
-            // The main process is gone without saying "done": thaw now.
-            thaw_all(&mut state, "mysql-quiesce exited without thawing");
+            // The main process is gone without saying "done": thaw now (also
+            // what we thawed at the deadline: it may have been frozen again).
+            let notes = thaw_marked(
+                &dirs,
+                mountpoints,
+                &announced,
+                "mysql-quiesce exited without thawing",
+            );
+            guardian_log(&notes);
             return 0;
         }
         buffer.extend_from_slice(&chunk[..n]);
+        let mut unexpected = Vec::new();
         while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
@@ -563,12 +823,60 @@ pub fn guardian_main(deadline: f64, mountpoints: &[PathBuf]) -> i32 {
                 words.next().and_then(|w| w.parse::<usize>().ok()),
             );
             match (verb, index) {
-                ("done", _) => return 0,
-                ("freezing", Some(i)) if i < state.len() => state[i] = 1,
-                ("thawed" | "failed", Some(i)) if i < state.len() => state[i] = 2,
-                _ => log(&format!("ignoring unexpected message {:?}", line.trim())),
+                ("done", _) => {
+                    // "done" comes only when nothing is left frozen; if
+                    // something is still marked, thawing it is the safe side.
+                    let notes = thaw_marked(&dirs, mountpoints, &announced, "told we are done");
+                    guardian_log(&notes);
+                    return 0;
+                }
+                ("freezing", Some(i)) if i < dirs.len() => {
+                    announced[i] = true;
+                    ours[i] = false;
+                }
+                ("thawed" | "failed", Some(i)) if i < dirs.len() => announced[i] = false,
+                _ => unexpected.push(format!("ignoring unexpected message {:?}", line.trim())),
             }
         }
+        guardian_log(&unexpected);
+    }
+}
+
+/// Thaw every marked filesystem, in reverse order, before anything else; the
+/// log lines are returned for afterwards (logging can block or fail).
+fn thaw_marked(dirs: &[File], mountpoints: &[PathBuf], marked: &[bool], why: &str) -> Vec<String> {
+    let mut notes = Vec::new();
+    for i in (0..dirs.len()).rev().filter(|i| marked[*i]) {
+        let m = mountpoints[i].display();
+        notes.push(match thaw_fd(&dirs[i]) {
+            Ok(()) => format!("{why}: thawed {m}"),
+            Err(e) => format!("{why}: could not thaw {m}: {e}; run `fsfreeze -u {m}`"),
+        });
+    }
+    notes
+}
+
+/// Log lines on stderr, never panicking (a closed pipe) and never waiting
+/// more than a second per line (a pipe nobody reads).
+fn guardian_log(lines: &[String]) {
+    let stderr = std::io::stderr();
+    for line in lines {
+        let mut fds = [nix::poll::PollFd::new(
+            stderr.as_fd(),
+            nix::poll::PollFlags::POLLOUT,
+        )];
+        let ready = matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)), Ok(n) if n > 0)
+            && fds[0]
+                .revents()
+                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLOUT));
+        if !ready {
+            return;
+        }
+        let text = format!(
+            "mysql-quiesce guardian (pid {}): {line}\n",
+            std::process::id()
+        );
+        let _ = stderr.lock().write_all(text.as_bytes());
     }
 }
 
@@ -596,12 +904,51 @@ mod tests {
     }
 
     #[test]
-    fn root_is_a_mount_point_and_its_subdirectories_are_not() {
-        assert!(is_mountpoint(Path::new("/")));
-        assert!(
-            !is_mountpoint(Path::new("/usr/bin"))
-                || mount_of(Path::new("/usr/bin")).unwrap().0 == Path::new("/usr/bin")
+    fn mountinfo_lines_give_mount_id_device_mount_point_and_type() {
+        let text = "27 1 254:0 / / rw,relatime - ext4 /dev/vda rw\n\
+                    90 27 254:0 / /mnt/root\\040bind rw,relatime shared:1 - ext4 /dev/vda rw\n\
+                    91 27 0:52 /@home /home rw - btrfs /dev/vdb rw\n";
+        let m = parse_mountinfo(text);
+        assert_eq!(m.len(), 3);
+        assert_eq!(
+            (m[0].id, m[0].fs, m[0].mountpoint.as_path()),
+            (
+                27,
+                FsId {
+                    major: 254,
+                    minor: 0
+                },
+                Path::new("/")
+            )
         );
-        assert!(mount_of(Path::new("/nonexistent/deeper/file")).is_some());
+        // A bind mount of / is the same filesystem as / under another path.
+        assert_eq!(m[1].mountpoint, Path::new("/mnt/root bind"));
+        assert_eq!(m[1].fs, m[0].fs);
+        assert_eq!(
+            (m[2].fs.to_string(), m[2].fs_type.as_str()),
+            ("0:52".to_string(), "btrfs")
+        );
+    }
+
+    #[test]
+    fn root_is_a_mount_point_and_its_filesystem_is_found_for_paths_that_do_not_exist() {
+        assert!(is_mountpoint(Path::new("/")));
+        let root = filesystem_of(Path::new("/")).expect("/ has a filesystem");
+        // A path that does not exist is on the filesystem of its nearest existing ancestor.
+        assert_eq!(
+            filesystem_of(Path::new("/nonexistent/deeper/file")),
+            Some(root)
+        );
+    }
+
+    #[test]
+    fn validation_refuses_the_root_filesystem_even_with_force() {
+        let err = validate(&[PathBuf::from("/")], &[], true).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        assert!(
+            err.to_string()
+                .contains("refusing to freeze the root filesystem"),
+            "{err}"
+        );
     }
 }

@@ -164,10 +164,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         }
         // `lock`'s holder writes its log there while holding the freeze.
         if matches!(cli.subcommand, Some(crate::cli::Sub::Lock { .. })) {
-            protected.push((cli.state_dir.join("holder.log"), Protected::OutputFile));
+            protected.push((cli.state_dir.join("holder.log"), Protected::HolderLog));
         }
         for out in redirected_outputs() {
-            protected.push((out, Protected::OutputFile));
+            protected.push((out, Protected::Stream));
         }
         protected.push((PathBuf::from("/bin/sh"), Protected::HookCommand));
         let hook_programs = [&cli.pre, &cli.snapshot, &cli.post]
@@ -181,6 +181,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
                 .map(|p| (p, Protected::HookCommand)),
         );
         freeze_targets = freeze::validate(&cli.freeze, &protected, cli.force_freeze)?;
+        // --dry-run freezes nothing; --check reports it as one of its findings.
+        if !cli.dry_run && !cli.check {
+            freeze::require_root(&freeze_targets)?;
+        }
     }
 
     let instances = match cli.lock {
@@ -354,6 +358,9 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
                 }
             }
         }
+    }
+    if let Err(e) = freeze::require_root(&p.freeze) {
+        problem(exit::code_of(&e), format!("{e:#}"));
     }
     match runlock::acquire(&cli.lock_file) {
         Ok(_released_at_end_of_scope) => {}

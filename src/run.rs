@@ -31,11 +31,11 @@ pub fn main_entry() -> u8 {
             Ok(Cli {
                 subcommand:
                     Some(Sub::Guardian {
-                        deadline,
+                        seconds,
                         mountpoints,
                     }),
                 ..
-            }) => freeze::guardian_main(deadline, &mountpoints).clamp(0, 255) as u8,
+            }) => freeze::guardian_main(seconds, &mountpoints).clamp(0, 255) as u8,
             _ => exit::USAGE,
         };
     }
@@ -393,28 +393,48 @@ impl<'a> Run<'a> {
         let cli = self.cli;
         let locked_at = Instant::now();
         let deadline = locked_at + Duration::from_secs_f64(cli.max_lock_time);
-        let deadline_wall = SystemTime::now() + Duration::from_secs_f64(cli.max_lock_time);
 
         if let Some(g) = group.as_deref_mut() {
             self.coordinates(g);
         }
 
-        // pre, freeze, snapshot, thaw. A panic in here still thaws (FrozenSet's
-        // Drop) and then continues with post, unlock and after.
+        // pre, freeze, snapshot, thaw. A panic in here is caught, the
+        // filesystems are thawed, and the run continues with post, unlock
+        // and after. `frozen` lives out here so a panic leaves it to us.
+        let mut frozen: Option<FrozenSet> = None;
+        let mut in_freeze_code = false;
         let inner = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
             self.hooks(Phase::Pre, &cli.pre, Some(deadline));
-            let frozen = self.freeze(deadline, deadline_wall);
+            in_freeze_code = true;
+            frozen = self.freeze(deadline);
+            in_freeze_code = false;
             self.hold(deadline);
             self.hooks(Phase::Snapshot, &cli.snapshot, Some(deadline));
             self.command(Some(deadline));
-            if let Some(frozen) = frozen {
-                self.thaw(frozen);
+            if let Some(f) = frozen.take() {
+                in_freeze_code = true;
+                self.thaw(f);
+                in_freeze_code = false;
             }
         }));
         if inner.is_err() {
+            let state = if let Some(f) = frozen.take() {
+                if self.thaw(f) {
+                    "the filesystems it had frozen are thawed"
+                } else {
+                    "not every filesystem could be thawed (see above)"
+                }
+            } else if in_freeze_code {
+                "it happened while freezing or thawing: what was thawed is logged above, and the guardian thaws \
+                 the rest when mysql-quiesce exits"
+            } else if self.report.frozen.is_empty() {
+                "nothing was frozen"
+            } else {
+                "the filesystems were already thawed"
+            };
             self.fail(
                 exit::SOFTWARE,
-                "internal error (panic) in the locked section; filesystems were thawed".into(),
+                format!("internal error (panic) in the locked section; {state}"),
             );
         }
 
@@ -523,13 +543,13 @@ impl<'a> Run<'a> {
         self.report.coordinates = all.into_iter().next();
     }
 
-    fn freeze(&mut self, deadline: Instant, deadline_wall: SystemTime) -> Option<FrozenSet> {
+    fn freeze(&mut self, deadline: Instant) -> Option<FrozenSet> {
         self.check_interrupts(Some(deadline));
         if !self.ok() || self.prepared.freeze.is_empty() {
             return None;
         }
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let result = freeze::freeze_all(&self.prepared.freeze, deadline_wall);
+        let result = freeze::freeze_all(&self.prepared.freeze, deadline);
         self.report
             .phase("freeze", wall, t0.elapsed(), result.is_ok());
         match result {
@@ -584,15 +604,17 @@ impl<'a> Run<'a> {
         self.waiter = Some(waiter);
     }
 
-    fn thaw(&mut self, frozen: FrozenSet) {
+    /// Thaw; true when everything was thawed.
+    fn thaw(&mut self, frozen: FrozenSet) -> bool {
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let results = frozen.thaw();
+        let outcome = frozen.thaw();
         if let Some(at) = self.frozen_at.take() {
             self.report.frozen_ms = Some(report::ms(at.elapsed()));
         }
+        let results = &outcome.thawed;
         let all_ok = results.iter().all(|t| t.error.is_none());
         self.report.phase("thaw", wall, t0.elapsed(), all_ok);
-        for t in &results {
+        for t in results {
             let fs_type = self
                 .prepared
                 .freeze
@@ -617,9 +639,29 @@ impl<'a> Run<'a> {
             }
         }
         if all_ok {
-            self.progress
-                .info(format!("thawed in {}", human(t0.elapsed())));
+            let names: Vec<String> = results
+                .iter()
+                .map(|t| t.mountpoint.display().to_string())
+                .collect();
+            self.progress.info(format!(
+                "thawed {} in {}",
+                names.join(", "),
+                human(t0.elapsed())
+            ));
         }
+        if outcome.guardian_thawed_first {
+            // We were stalled past the deadline (stopped, starved): the
+            // snapshot may have gone on after the filesystems were thawed.
+            self.fail(
+                exit::TIMEOUT,
+                format!(
+                    "--max-lock-time ({} s) passed while frozen and the guardian thawed the filesystems before \
+                     mysql-quiesce did: the snapshot may not have been taken frozen; do not trust it",
+                    self.cli.max_lock_time
+                ),
+            );
+        }
+        all_ok
     }
 
     /// Run the hooks of one phase in order; stop at the first failure

@@ -3,17 +3,26 @@
 //! filesystems they ever freeze). Each case checks: the filesystem is
 //! writable afterwards, a write from another session goes through, the exit
 //! status, and what the report says.
+//!
+//! Runs in the background are `Running` guards: if a test fails, the run is
+//! SIGKILLed on the way out and its guardian thaws; `LoopFs` thaws as well.
 
 mod common;
 
-use common::loopfs::{FsKind, LoopFs};
+use common::loopfs::{BindMount, FsKind, LoopFs};
 use common::server::TestServer;
-use nix::sys::signal::{kill, Signal};
+use mysql_quiesce::freeze;
+use nix::sys::signal::{kill, killpg, Signal};
 use nix::unistd::Pid;
 use predicates::prelude::*;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_mysql-quiesce");
 
 macro_rules! need {
     ($e:expr) => {
@@ -29,6 +38,22 @@ fn json(path: &Path) -> serde_json::Value {
         .expect("valid json")
 }
 
+/// (exit_code, consistent) from a report.
+fn outcome(r: &serde_json::Value) -> (Option<u64>, Option<bool>) {
+    (r["exit_code"].as_u64(), r["consistent"].as_bool())
+}
+
+/// A path in the server's directory that no earlier iteration left behind.
+fn fresh(s: &TestServer, name: &str) -> PathBuf {
+    let p = s.path(name);
+    let _ = std::fs::remove_file(&p);
+    p
+}
+
+fn arg(flag: &str, path: &Path) -> String {
+    format!("--{flag}={}", path.display())
+}
+
 /// The filesystem took writes again and the server took a write.
 fn released(fs: &LoopFs, s: &TestServer) {
     assert!(
@@ -39,14 +64,136 @@ fn released(fs: &LoopFs, s: &TestServer) {
     assert!(s.write_succeeds(2), "the server is still locked");
 }
 
+/// A mysql-quiesce run in the background, in a process group of its own,
+/// with stderr in a file. Dropped while still running (the test failed), it
+/// is SIGKILLed, and its guardian thaws.
+struct Running {
+    child: Child,
+    stderr: PathBuf,
+}
+
+impl Running {
+    fn start(s: &TestServer, args: &[String]) -> Running {
+        let stderr = s.path(&format!("stderr-{}", unique()));
+        let child = Command::new(BIN)
+            .args(s.args())
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(std::fs::File::create(&stderr).unwrap())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        Running { child, stderr }
+    }
+
+    fn pid(&self) -> Pid {
+        Pid::from_raw(self.child.id() as i32)
+    }
+
+    fn stderr(&self) -> String {
+        std::fs::read_to_string(&self.stderr).unwrap_or_default()
+    }
+
+    /// Exit code (None if killed by a signal), bounded so a hang fails the test.
+    fn wait(&mut self) -> Option<i32> {
+        let t = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(60),
+                "mysql-quiesce did not finish within 60 s:\n{}",
+                self.stderr()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let end = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        }
+    }
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos()
+}
+
+/// A run freezing `fss` whose snapshot hook first touches a marker (in a
+/// directory that is not frozen) and then runs `then`.
+fn snapshot_run(s: &TestServer, fss: &[&LoopFs], extra: &[&str], then: &str) -> (Running, PathBuf) {
+    let marker = s.path(&format!("snapshot-started-{}", unique()));
+    let mut args: Vec<String> = fss.iter().map(|f| f.arg()).collect();
+    args.extend(extra.iter().map(|a| a.to_string()));
+    args.push("--snapshot".into());
+    args.push(format!("touch {} && {then}", marker.display()));
+    (Running::start(s, &args), marker)
+}
+
+fn wait_for(marker: &Path, run: &Running) {
+    let t = Instant::now();
+    while !marker.exists() {
+        assert!(
+            t.elapsed() < Duration::from_secs(30),
+            "{} never appeared:\n{}",
+            marker.display(),
+            run.stderr()
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// /proc/PID/stat: (state, parent pid), or None when it is gone.
+fn proc_stat(pid: i32) -> Option<(char, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let mut fields = rest.split(' ');
+    let state = fields.next()?.chars().next()?;
+    Some((state, fields.next()?.parse().ok()?))
+}
+
+/// The guardian a run started (a child running `__guardian`).
+fn guardian_of(run: Pid) -> Option<Pid> {
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let is_guardian = cmdline.split(|b| *b == 0).any(|w| w == b"__guardian");
+        (is_guardian && proc_stat(pid)?.1 == run.as_raw()).then(|| Pid::from_raw(pid))
+    })
+}
+
+/// The guardian (started by anyone) that watches `mountpoint`.
+fn guardian_for(mountpoint: &Path) -> Option<Pid> {
+    let wanted = mountpoint.as_os_str().as_encoded_bytes();
+    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
+        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+        let mut words = cmdline.split(|b| *b == 0);
+        let matches = words.clone().any(|w| w == b"__guardian") && words.any(|w| w == wanted);
+        (matches && proc_stat(pid)?.0 != 'Z').then(|| Pid::from_raw(pid))
+    })
+}
+
 #[test]
 fn the_filesystem_is_frozen_during_the_snapshot_and_thawed_after_on_xfs_and_ext4() {
     let s = need!(TestServer::start());
     for kind in [FsKind::Xfs, FsKind::Ext4] {
         let fs = need!(LoopFs::new(kind));
-        let report = s.path("report.json");
-        let (run, started) = spawn_run(&s, &fs, &["--report", report.to_str().unwrap()], "sleep 2");
-        wait_for(&started);
+        let report = fresh(&s, "report.json");
+        let (mut run, started) = snapshot_run(&s, &[&fs], &[&arg("report", &report)], "sleep 2");
+        wait_for(&started, &run);
         assert!(
             !fs.probe_writable(Duration::from_millis(500)),
             "{kind:?}: writes went through during the snapshot"
@@ -55,8 +202,7 @@ fn the_filesystem_is_frozen_during_the_snapshot_and_thawed_after_on_xfs_and_ext4
             !s.write_succeeds(1),
             "{kind:?}: the database was not locked during the snapshot"
         );
-        let status = wait_child(run);
-        assert_eq!(status, Some(0));
+        assert_eq!(run.wait(), Some(0), "{}", run.stderr());
         released(&fs, &s);
         let r = json(&report);
         assert_eq!(r["consistent"], true);
@@ -86,55 +232,38 @@ fn the_filesystem_is_frozen_during_the_snapshot_and_thawed_after_on_xfs_and_ext4
     }
 }
 
-/// A run in the background whose snapshot hook first touches a marker (in a
-/// directory that is not frozen) and then runs `then`.
-fn spawn_run(s: &TestServer, fs: &LoopFs, extra: &[&str], then: &str) -> (Child, PathBuf) {
-    let marker = s.path(&format!("snapshot-started-{}", rand_suffix()));
-    let hook = format!("touch {} && {then}", marker.display());
-    let child = Command::new(env!("CARGO_BIN_EXE_mysql-quiesce"))
-        .args(s.args())
-        .arg(fs.arg())
-        .args(extra)
-        .args(["--snapshot", &hook])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    (child, marker)
-}
-
-fn rand_suffix() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
-fn wait_for(marker: &Path) {
-    let t = Instant::now();
-    while !marker.exists() {
+#[test]
+fn two_filesystems_are_frozen_in_the_order_given_and_thawed_in_reverse() {
+    let s = need!(TestServer::start());
+    let xfs = need!(LoopFs::new(FsKind::Xfs));
+    let ext4 = need!(LoopFs::new(FsKind::Ext4));
+    let report = fresh(&s, "report.json");
+    let (mut run, started) =
+        snapshot_run(&s, &[&xfs, &ext4], &[&arg("report", &report)], "sleep 2");
+    wait_for(&started, &run);
+    for fs in [&xfs, &ext4] {
         assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the snapshot phase never started"
+            !fs.probe_writable(Duration::from_millis(300)),
+            "{} was not frozen during the snapshot",
+            fs.mountpoint().display()
         );
-        std::thread::sleep(Duration::from_millis(10));
     }
-}
-
-/// Exit code (None if killed by a signal), bounded so a hang fails the test.
-fn wait_child(mut child: Child) -> Option<i32> {
-    let t = Instant::now();
-    loop {
-        if let Some(status) = child.try_wait().unwrap() {
-            return status.code();
-        }
-        if t.elapsed() > Duration::from_secs(60) {
-            let _ = child.kill();
-            panic!("mysql-quiesce did not finish within 60 s");
-        }
-        std::thread::sleep(Duration::from_millis(10));
-    }
+    assert_eq!(run.wait(), Some(0), "{}", run.stderr());
+    released(&xfs, &s);
+    released(&ext4, &s);
+    let (x, e) = (xfs.mountpoint().display(), ext4.mountpoint().display());
+    let stderr = run.stderr();
+    assert!(stderr.contains(&format!("froze {x}, {e} in")), "{stderr}");
+    assert!(stderr.contains(&format!("thawed {e}, {x} in")), "{stderr}");
+    // The report lists the thaws in the order they happened.
+    let r = json(&report);
+    let thawed: Vec<&str> = r["frozen"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["mountpoint"].as_str().unwrap())
+        .collect();
+    assert_eq!(thawed, [e.to_string(), x.to_string()]);
 }
 
 #[test]
@@ -142,11 +271,10 @@ fn a_failing_hook_in_any_locked_phase_still_thaws_runs_post_and_unlocks() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
     for phase in ["pre", "snapshot", "post"] {
-        let log = s.path(&format!("log-{phase}"));
-        let report = s.path(&format!("report-{phase}.json"));
+        let log = fresh(&s, &format!("log-{phase}"));
+        let report = fresh(&s, &format!("report-{phase}.json"));
         let mut cmd = s.mq();
-        cmd.arg(fs.arg())
-            .arg(format!("--report={}", report.display()));
+        cmd.arg(fs.arg()).arg(arg("report", &report));
         cmd.arg(format!("--{phase}")).arg("exit 5");
         if phase != "post" {
             cmd.args([
@@ -166,12 +294,7 @@ fn a_failing_hook_in_any_locked_phase_still_thaws_runs_post_and_unlocks() {
             "post=failed\nafter=failed\n"
         };
         assert_eq!(std::fs::read_to_string(&log).unwrap(), expected, "{phase}");
-        let r = json(&report);
-        assert_eq!(
-            (r["exit_code"].as_u64(), r["consistent"].as_bool()),
-            (Some(5), Some(false)),
-            "{phase}"
-        );
+        assert_eq!(outcome(&json(&report)), (Some(5), Some(false)), "{phase}");
     }
 }
 
@@ -181,38 +304,47 @@ fn a_hook_hanging_past_its_timeout_and_the_max_lock_time_both_end_in_124_with_ev
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Xfs));
     for limit in ["--hook-timeout=0.5", "--max-lock-time=1"] {
-        let report = s.path("report.json");
+        let report = fresh(&s, "report.json");
         let started = Instant::now();
         s.mq()
             .arg(fs.arg())
             .arg(limit)
-            .arg(format!("--report={}", report.display()))
+            .arg(arg("report", &report))
             .args(["--snapshot", "sleep 60"])
             .assert()
             .code(124);
+        // Generous: the limits are 0.5 and 1 s, the hook sleeps 60 s.
         assert!(started.elapsed() < Duration::from_secs(30), "{limit}");
         released(&fs, &s);
-        assert_eq!(json(&report)["exit_code"], 124);
+        assert_eq!(outcome(&json(&report)), (Some(124), Some(false)), "{limit}");
     }
 }
 
 #[test]
-fn sigterm_and_sigint_stop_the_hook_thaw_run_post_unlock_and_exit_128_plus_n() {
+fn termination_signals_to_the_process_group_release_everything_and_exit_128_plus_n() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
     for (signal, code) in [
         (Signal::SIGTERM, 143),
         (Signal::SIGINT, 130),
         (Signal::SIGHUP, 129),
+        (Signal::SIGQUIT, 131),
     ] {
-        let log = s.path("post-ran");
-        let _ = std::fs::remove_file(&log);
+        let log = fresh(&s, "post-ran");
+        let report = fresh(&s, "report.json");
         let post = format!("echo $MYSQL_QUIESCE_STATUS > {}", log.display());
-        let (run, started) = spawn_run(&s, &fs, &["--post", &post], "sleep 60");
-        wait_for(&started);
+        let (mut run, started) = snapshot_run(
+            &s,
+            &[&fs],
+            &["--post", &post, &arg("report", &report)],
+            "sleep 60",
+        );
+        wait_for(&started, &run);
         let t = Instant::now();
-        kill(Pid::from_raw(run.id() as i32), signal).unwrap();
-        assert_eq!(wait_child(run), Some(code), "{signal:?}");
+        // As a terminal or a service manager sends it: to the whole group.
+        killpg(run.pid(), signal).unwrap();
+        assert_eq!(run.wait(), Some(code), "{signal:?}: {}", run.stderr());
+        // Generous: the hook is stopped at once, then thaw, post and unlock.
         assert!(
             t.elapsed() < Duration::from_secs(10),
             "{signal:?} took {:?}",
@@ -224,6 +356,56 @@ fn sigterm_and_sigint_stop_the_hook_thaw_run_post_unlock_and_exit_128_plus_n() {
             "failed\n",
             "{signal:?}: post hook"
         );
+        assert_eq!(
+            outcome(&json(&report)),
+            (Some(code as u64), Some(false)),
+            "{signal:?}"
+        );
+    }
+}
+
+#[test]
+fn a_signal_during_the_pre_or_post_hooks_still_releases_everything() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    for phase in ["pre", "post"] {
+        let marker = fresh(&s, &format!("{phase}-started"));
+        let log = fresh(&s, &format!("log-{phase}"));
+        let report = fresh(&s, &format!("report-{phase}.json"));
+        let note = |what: &str| format!("echo {what} >> {}", log.display());
+        let mut args = vec![
+            fs.arg(),
+            arg("report", &report),
+            format!("--{phase}"),
+            format!("touch {} && sleep 60", marker.display()),
+            "--snapshot".into(),
+            note("snapshot"),
+            "--after".into(),
+            note("after=$MYSQL_QUIESCE_STATUS"),
+        ];
+        if phase == "pre" {
+            args.extend(["--post".into(), note("post=$MYSQL_QUIESCE_STATUS")]);
+        }
+        let mut run = Running::start(&s, &args);
+        wait_for(&marker, &run);
+        // pre runs before the freeze, post after the thaw.
+        assert!(
+            fs.probe_writable(Duration::from_secs(2)),
+            "{phase}: frozen while the {phase} hook runs"
+        );
+        killpg(run.pid(), Signal::SIGTERM).unwrap();
+        assert_eq!(run.wait(), Some(143), "{phase}: {}", run.stderr());
+        released(&fs, &s);
+        let expected = if phase == "pre" {
+            "post=failed\nafter=failed\n"
+        } else {
+            "snapshot\nafter=failed\n"
+        };
+        assert_eq!(std::fs::read_to_string(&log).unwrap(), expected, "{phase}");
+        let r = json(&report);
+        assert_eq!(outcome(&r), (Some(143), Some(false)), "{phase}");
+        let frozen = r["frozen"].as_array().unwrap().len();
+        assert_eq!(frozen, if phase == "pre" { 0 } else { 1 }, "{phase}");
     }
 }
 
@@ -232,14 +414,14 @@ fn sigkill_during_the_snapshot_leaves_the_guardian_to_thaw_within_a_second() {
     let s = need!(TestServer::start());
     for kind in [FsKind::Xfs, FsKind::Ext4] {
         let fs = need!(LoopFs::new(kind));
-        let (mut run, started) = spawn_run(&s, &fs, &[], "sleep 60");
-        wait_for(&started);
+        let (mut run, started) = snapshot_run(&s, &[&fs], &[], "sleep 60");
+        wait_for(&started, &run);
         assert!(
             !fs.probe_writable(Duration::from_millis(300)),
             "{kind:?}: not frozen"
         );
-        run.kill().unwrap(); // SIGKILL
-        run.wait().unwrap();
+        kill(run.pid(), Signal::SIGKILL).unwrap();
+        assert_eq!(run.wait(), None);
         let took = fs.writable_within(Duration::from_secs(5));
         assert!(
             took.is_some_and(|t| t < Duration::from_secs(1)),
@@ -251,21 +433,267 @@ fn sigkill_during_the_snapshot_leaves_the_guardian_to_thaw_within_a_second() {
 }
 
 #[test]
+fn the_guardian_is_outside_the_runs_process_group_and_ignores_termination_signals() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let (mut run, started) = snapshot_run(&s, &[&fs], &[], "sleep 60");
+    wait_for(&started, &run);
+    let guardian = guardian_of(run.pid()).expect("the run has a guardian");
+    assert_ne!(
+        nix::unistd::getpgid(Some(guardian)).unwrap(),
+        run.pid(),
+        "the guardian is in the run's process group"
+    );
+    // Stopped, the run cannot act on signals: only the guardian can thaw.
+    kill(run.pid(), Signal::SIGSTOP).unwrap();
+    for sig in [Signal::SIGTERM, Signal::SIGHUP] {
+        killpg(run.pid(), sig).unwrap();
+    }
+    for sig in [
+        Signal::SIGTERM,
+        Signal::SIGHUP,
+        Signal::SIGINT,
+        Signal::SIGQUIT,
+        Signal::SIGPIPE,
+    ] {
+        kill(guardian, sig).unwrap();
+    }
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        proc_stat(guardian.as_raw()).is_some_and(|(state, _)| state != 'Z'),
+        "the guardian died of a signal"
+    );
+    assert!(
+        !fs.probe_writable(Duration::from_millis(300)),
+        "thawed on a signal while the run still holds it"
+    );
+    kill(run.pid(), Signal::SIGKILL).unwrap();
+    assert_eq!(run.wait(), None);
+    let took = fs.writable_within(Duration::from_secs(5));
+    assert!(
+        took.is_some_and(|t| t < Duration::from_secs(1)),
+        "writable again after {took:?} (must be < 1 s)"
+    );
+    assert!(s.write_succeeds(5));
+}
+
+#[test]
+fn a_stalled_run_is_thawed_by_its_guardian_at_the_deadline_and_then_fails_with_124() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let report = fresh(&s, "report.json");
+    // The snapshot hook succeeds, but stops mysql-quiesce on its way out:
+    // when it is continued, everything it did itself went right.
+    let (mut run, started) = snapshot_run(
+        &s,
+        &[&fs],
+        &["--max-lock-time=2", &arg("report", &report)],
+        "kill -STOP $PPID",
+    );
+    wait_for(&started, &run);
+    assert!(
+        !fs.probe_writable(Duration::from_millis(300)),
+        "thawed before --max-lock-time"
+    );
+    // Generous: the deadline is 2 s after the lock, the hook started after it.
+    assert!(
+        fs.writable_within(Duration::from_secs(6)).is_some(),
+        "the guardian did not thaw at --max-lock-time"
+    );
+    assert_eq!(
+        proc_stat(run.pid().as_raw()).map(|(state, _)| state),
+        Some('T'),
+        "the run was not stopped, so the guardian was not the one that thawed"
+    );
+    kill(run.pid(), Signal::SIGCONT).unwrap();
+    assert_eq!(run.wait(), Some(124), "{}", run.stderr());
+    let r = json(&report);
+    assert_eq!(outcome(&r), (Some(124), Some(false)));
+    assert!(
+        r["error"].as_str().unwrap().contains("guardian thawed"),
+        "{}",
+        r["error"]
+    );
+    assert!(s.write_succeeds(2));
+}
+
+/// A guardian run directly, for two filesystems the test freezes itself.
+struct DirectGuardian {
+    child: Child,
+}
+
+impl Drop for DirectGuardian {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn the_guardian_thaws_everything_before_it_logs_even_to_a_closed_or_full_stderr() {
+    use std::os::fd::AsRawFd;
+    let a = need!(LoopFs::new(FsKind::Ext4));
+    let b = need!(LoopFs::new(FsKind::Ext4));
+    for stderr_state in ["closed", "full"] {
+        let (reader, writer) = nix::unistd::pipe().unwrap();
+        let _kept_unread = if stderr_state == "closed" {
+            drop(reader);
+            None
+        } else {
+            // Fill the pipe (non-blocking), then make it blocking again, as
+            // a stderr nobody reads any more would be.
+            let fd = writer.as_raw_fd();
+            // SAFETY: fcntl on a pipe we own.
+            let flags = unsafe { libc::fcntl(fd, libc::F_GETFL) };
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK) };
+            let mut w = std::fs::File::from(writer.try_clone().unwrap());
+            while w.write(&[b'x'; 4096]).is_ok_and(|n| n > 0) {}
+            unsafe { libc::fcntl(fd, libc::F_SETFL, flags) };
+            Some(reader)
+        };
+        let mut guardian = DirectGuardian {
+            child: Command::new(BIN)
+                .args(["__guardian", "--seconds=60"])
+                .arg(a.mountpoint())
+                .arg(b.mountpoint())
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::from(writer))
+                .spawn()
+                .unwrap(),
+        };
+        let mut ready = String::new();
+        BufReader::new(guardian.child.stdout.take().unwrap())
+            .read_line(&mut ready)
+            .unwrap();
+        assert_eq!(ready, "ready\n", "{stderr_state}");
+        a.freeze();
+        b.freeze();
+        let mut pipe = guardian.child.stdin.take().unwrap();
+        pipe.write_all(b"freezing 0\nfreezing 1\n").unwrap();
+        // As if mysql-quiesce died: end of file.
+        drop(pipe);
+        for fs in [&a, &b] {
+            assert!(
+                fs.writable_within(Duration::from_secs(1)).is_some(),
+                "stderr {stderr_state}: {} left frozen",
+                fs.mountpoint().display()
+            );
+        }
+    }
+}
+
+/// Drops CAP_SYS_ADMIN from the calling thread's effective set (capabilities
+/// are per thread, so other tests are not affected) until dropped.
+struct WithoutCapSysAdmin {
+    saved: [CapData; 2],
+}
+
+#[repr(C)]
+struct CapHeader {
+    version: u32,
+    pid: i32,
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Default)]
+struct CapData {
+    effective: u32,
+    permitted: u32,
+    inheritable: u32,
+}
+
+const CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+const CAP_SYS_ADMIN: u32 = 21;
+
+impl WithoutCapSysAdmin {
+    fn new() -> WithoutCapSysAdmin {
+        let mut saved = [CapData::default(); 2];
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: capget fills two CapData structs for version 3.
+        let rc = unsafe { libc::syscall(libc::SYS_capget, &mut header, saved.as_mut_ptr()) };
+        assert_eq!(rc, 0, "capget");
+        let mut reduced = saved;
+        reduced[0].effective &= !(1 << CAP_SYS_ADMIN);
+        Self::set(&reduced);
+        WithoutCapSysAdmin { saved }
+    }
+
+    fn set(data: &[CapData; 2]) {
+        let mut header = CapHeader {
+            version: CAPABILITY_VERSION_3,
+            pid: 0,
+        };
+        // SAFETY: capset reads two CapData structs for version 3.
+        let rc = unsafe { libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()) };
+        assert_eq!(rc, 0, "capset");
+    }
+}
+
+impl Drop for WithoutCapSysAdmin {
+    fn drop(&mut self) {
+        Self::set(&self.saved);
+    }
+}
+
+#[test]
+fn a_thaw_that_fails_leaves_the_guardian_to_thaw_at_its_deadline() {
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let targets = freeze::validate(&[fs.mountpoint().to_path_buf()], &[], false).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(2);
+    let set = freeze::freeze_all_with(&targets, deadline, Path::new(BIN)).unwrap();
+    assert!(!fs.probe_writable(Duration::from_millis(200)), "not frozen");
+    {
+        // FITHAW fails with EPERM: the panic path (Drop) cannot thaw.
+        let _no_admin = WithoutCapSysAdmin::new();
+        drop(set);
+    }
+    // The guardian thaws whatever is marked frozen when told "done": still
+    // frozen means it was not dismissed (and the fault was injected).
+    assert!(
+        !fs.probe_writable(Duration::from_millis(300)),
+        "thawed at once: the guardian was dismissed, or the thaw did not fail"
+    );
+    assert!(
+        guardian_for(fs.mountpoint()).is_some(),
+        "the guardian was dismissed although the thaw failed"
+    );
+    assert!(
+        fs.writable_within(Duration::from_secs(5)).is_some(),
+        "the guardian did not thaw at its deadline"
+    );
+    // Its pipe from this (test) process stays open: it would hold the mount
+    // point busy until the test binary exits.
+    if let Some(g) = guardian_for(fs.mountpoint()) {
+        kill(g, Signal::SIGKILL).unwrap();
+    }
+}
+
+#[test]
 fn killing_the_locking_connection_while_frozen_exits_65_and_thaws() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
-    let report = s.path("report.json");
+    let report = fresh(&s, "report.json");
+    let log = fresh(&s, "post-status");
     let kill_it = format!("{} -e \"KILL $MYSQL_QUIESCE_CONNECTION_ID\"", s.client());
     s.mq()
         .arg(fs.arg())
-        .arg(format!("--report={}", report.display()))
+        .arg(arg("report", &report))
         .args(["--snapshot", &kill_it])
+        .args([
+            "--post",
+            &format!("echo $MYSQL_QUIESCE_STATUS > {}", log.display()),
+        ])
         .assert()
         .code(65)
         .stderr(predicate::str::contains("CONSISTENCY NOT GUARANTEED"));
     released(&fs, &s);
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "failed\n");
     let r = json(&report);
-    assert_eq!(r["consistent"], false);
+    assert_eq!(outcome(&r), (Some(65), Some(false)));
     assert_eq!(r["lock"]["verified"], false);
 }
 
@@ -273,14 +701,19 @@ fn killing_the_locking_connection_while_frozen_exits_65_and_thaws() {
 fn server_shut_down_mid_run_exits_65_and_thaws() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Xfs));
+    let report = fresh(&s, "report.json");
     let shutdown = format!("{} -e SHUTDOWN; sleep 1", s.client());
     s.mq()
         .arg(fs.arg())
+        .arg(arg("report", &report))
         .args(["--snapshot", &shutdown])
         .assert()
         .code(65)
         .stderr(predicate::str::contains("CONSISTENCY NOT GUARANTEED"));
     assert!(fs.writable_within(Duration::from_secs(5)).is_some());
+    let r = json(&report);
+    assert_eq!(outcome(&r), (Some(65), Some(false)));
+    assert_eq!(r["lock"]["verified"], false);
 }
 
 #[test]
@@ -303,37 +736,51 @@ fn an_already_frozen_filesystem_is_an_error_and_is_not_thawed_by_us() {
     assert!(fs.writable_within(Duration::from_secs(5)).is_some());
 }
 
+/// mysql-quiesce aimed at no server: whatever passes preflight fails with 69
+/// when it connects, before any lock or freeze.
+fn unconnected(lock_dir: &Path) -> assert_cmd::Command {
+    let mut c = common::mysql_quiesce();
+    c.args([
+        "--no-defaults",
+        "--socket=/nonexistent/sock",
+        &arg("lock-file", &lock_dir.join("l")),
+    ]);
+    c
+}
+
 #[test]
 fn bad_freeze_targets_are_refused_before_connecting() {
     let fs = need!(LoopFs::new(FsKind::Ext4));
     let dir = tempfile::tempdir().unwrap();
-    let lock = format!("--lock-file={}", dir.path().join("l").display());
+    let base = || unconnected(dir.path());
     let sub = fs.mountpoint().join("sub");
     std::fs::create_dir(&sub).unwrap();
-    let base = || {
-        let mut c = common::mysql_quiesce();
-        c.args(["--no-defaults", "--socket=/nonexistent/sock", &lock]);
-        c
-    };
     base()
-        .arg(format!("--freeze={}", sub.display()))
+        .arg(arg("freeze", &sub))
         .assert()
         .code(78)
         .stderr(predicate::str::contains("not a mount point"));
+    for force in [&[][..], &["--force-freeze"][..]] {
+        base()
+            .arg("--freeze=/")
+            .args(force)
+            .assert()
+            .code(78)
+            .stderr(predicate::str::contains(
+                "refusing to freeze the root filesystem",
+            ));
+    }
     base()
-        .arg("--freeze=/")
+        .arg("--freeze=/nonexistent/x")
         .assert()
         .code(78)
-        .stderr(predicate::str::contains("root filesystem"));
-    base()
-        .args(["--freeze=/", "--force-freeze"])
-        .assert()
-        .code(78);
-    base().arg("--freeze=/nonexistent/x").assert().code(78);
+        .stderr(predicate::str::contains("/nonexistent/x"));
+    // Files written before the freeze or after the thaw: refused, but
+    // --force-freeze overrides (the run then gets as far as connecting).
     let report = fs.mountpoint().join("r.json");
     base()
         .arg(fs.arg())
-        .arg(format!("--report={}", report.display()))
+        .arg(arg("report", &report))
         .assert()
         .code(78)
         .stderr(predicate::str::contains(
@@ -341,20 +788,53 @@ fn bad_freeze_targets_are_refused_before_connecting() {
         ));
     base()
         .arg(fs.arg())
+        .arg(arg("report", &report))
+        .arg("--force-freeze")
+        .assert()
+        .code(69);
+    base()
+        .arg(fs.arg())
         .current_dir(fs.mountpoint())
         .assert()
         .code(78)
         .stderr(predicate::str::contains("current directory"));
-    // With --force-freeze the cwd check is overridden: the run gets as far as connecting.
     base()
         .arg(fs.arg())
         .arg("--force-freeze")
         .current_dir(fs.mountpoint())
         .assert()
         .code(69);
+    // Progress lines are written while frozen: stdout or stderr redirected
+    // to the filesystem is refused, --force-freeze or not.
+    for (fd, name) in [(1, "stdout"), (2, "stderr")] {
+        let file = fs.mountpoint().join(format!("{name}.log"));
+        let mut cmd = Command::new(BIN);
+        cmd.args(["--no-defaults", "--socket=/nonexistent/sock"])
+            .arg(arg("lock-file", &dir.path().join("l")))
+            .arg(fs.arg())
+            .arg("--force-freeze")
+            .stdin(Stdio::null());
+        let out = std::fs::File::create(&file).unwrap();
+        if fd == 1 {
+            cmd.stdout(out).stderr(Stdio::piped());
+        } else {
+            cmd.stdout(Stdio::null()).stderr(out);
+        }
+        let result = cmd.output().unwrap();
+        let message = if fd == 1 {
+            String::from_utf8_lossy(&result.stderr).into_owned()
+        } else {
+            std::fs::read_to_string(&file).unwrap()
+        };
+        assert_eq!(result.status.code(), Some(78), "{name}: {message}");
+        assert!(
+            message.contains("where our stdout/stderr goes"),
+            "{name}: {message}"
+        );
+    }
     let tool = fs.mountpoint().join("snap-tool");
     std::fs::write(&tool, "#!/bin/sh\n").unwrap();
-    std::fs::set_permissions(&tool, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(&tool, std::fs::Permissions::from_mode(0o755)).unwrap();
     base()
         .arg(fs.arg())
         .arg("--force-freeze")
@@ -366,17 +846,77 @@ fn bad_freeze_targets_are_refused_before_connecting() {
 }
 
 #[test]
+fn one_filesystem_under_two_paths_is_recognised_by_identity_and_a_bind_mount_of_root_is_refused() {
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let dir = tempfile::tempdir().unwrap();
+    // --dry-run everywhere: it validates exactly as a run does and never
+    // freezes, so a broken check fails these asserts instead of freezing `/`.
+    let base = || {
+        let mut c = unconnected(dir.path());
+        c.arg("--dry-run");
+        c
+    };
+    let bind = BindMount::new(fs.mountpoint());
+    base()
+        .arg(fs.arg())
+        .arg(arg("freeze", bind.path()))
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("is the same filesystem"));
+    base()
+        .arg(arg("freeze", bind.path()))
+        .arg(arg("report", &fs.mountpoint().join("r.json")))
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "never touches a frozen filesystem",
+        ));
+    let root = BindMount::new(Path::new("/"));
+    for force in [&[][..], &["--force-freeze"][..]] {
+        base()
+            .arg(arg("freeze", root.path()))
+            .args(force)
+            .assert()
+            .code(78)
+            .stdout(predicate::str::is_empty())
+            .stderr(predicate::str::contains(
+                "refusing to freeze the root filesystem",
+            ));
+    }
+}
+
+#[test]
+fn a_filesystem_unmounted_after_the_check_is_not_frozen_in_its_place() {
+    let s = need!(TestServer::start());
+    // The path to freeze is a mount point on another test filesystem, so
+    // that if the check failed, what got frozen in its place is ours too.
+    let outer = need!(LoopFs::new(FsKind::Ext4));
+    let inner = need!(LoopFs::new_inside(FsKind::Ext4, &outer));
+    s.mq()
+        .arg(inner.arg())
+        .args(["--pre", &format!("umount {}", inner.mountpoint().display())])
+        .args(["--snapshot", "exit 0"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(
+            "no longer the filesystem that was checked",
+        ));
+    assert!(!inner.is_mounted(), "the pre hook did not unmount it");
+    released(&outer, &s);
+}
+
+#[test]
 fn a_second_concurrent_run_exits_75_naming_the_first() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
-    let (first, started) = spawn_run(&s, &fs, &[], "sleep 3");
-    wait_for(&started);
+    let (mut first, started) = snapshot_run(&s, &[&fs], &[], "sleep 3");
+    wait_for(&started, &first);
     s.mq()
         .args(["--snapshot", "exit 9"])
         .assert()
         .code(75)
-        .stderr(predicate::str::contains(format!("pid {}", first.id())));
-    assert_eq!(wait_child(first), Some(0));
+        .stderr(predicate::str::contains(format!("pid {}", first.pid())));
+    assert_eq!(first.wait(), Some(0), "{}", first.stderr());
     released(&fs, &s);
 }
 
@@ -384,6 +924,9 @@ fn a_second_concurrent_run_exits_75_naming_the_first() {
 fn dry_run_and_check_never_freeze() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
+    // Frozen by "someone else": a freeze attempt would fail with EBUSY, and a
+    // thaw would show as the filesystem becoming writable.
+    fs.freeze();
     s.mq()
         .arg(fs.arg())
         .arg("--dry-run")
@@ -393,6 +936,64 @@ fn dry_run_and_check_never_freeze() {
             "freeze {}",
             fs.mountpoint().display()
         )));
-    s.mq().arg(fs.arg()).arg("--check").assert().success();
-    assert!(fs.probe_writable(Duration::from_secs(2)));
+    s.mq()
+        .arg(fs.arg())
+        .arg("--check")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "check passed: nothing was locked or frozen",
+        ))
+        .stderr(predicate::str::contains("frozen by someone else").not());
+    assert!(
+        !fs.probe_writable(Duration::from_millis(300)),
+        "--dry-run or --check thawed the filesystem"
+    );
+    fs.thaw();
+    assert!(fs.writable_within(Duration::from_secs(5)).is_some());
+}
+
+#[test]
+fn dry_run_needs_no_root_and_check_says_what_root_is_needed_for() {
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    // An unprivileged user must reach the mount point and the binary.
+    let parent = fs.mountpoint().parent().unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let bin = dir.path().join("mysql-quiesce");
+    if std::fs::hard_link(BIN, &bin).is_err() {
+        std::fs::copy(BIN, &bin).unwrap();
+    }
+    let nobody = |extra: &str| {
+        Command::new(&bin)
+            .args(["--no-defaults", "--lock=none"])
+            .arg(arg("lock-file", &dir.path().join("l")))
+            .arg(fs.arg())
+            .arg(extra)
+            .current_dir(dir.path())
+            .uid(65534)
+            .gid(65534)
+            .output()
+            .unwrap()
+    };
+    let dry = nobody("--dry-run");
+    let stdout = String::from_utf8_lossy(&dry.stdout);
+    assert_eq!(
+        dry.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&dry.stderr)
+    );
+    assert!(
+        stdout.contains(&format!("freeze {}", fs.mountpoint().display())),
+        "{stdout}"
+    );
+    let check = nobody("--check");
+    let stderr = String::from_utf8_lossy(&check.stderr);
+    assert_eq!(check.status.code(), Some(77), "{stderr}");
+    assert!(
+        stderr.contains("--freeze needs root") && stderr.contains("CAP_SYS_ADMIN"),
+        "{stderr}"
+    );
 }

@@ -1,6 +1,7 @@
 //! Loop-mounted scratch filesystems that a test creates itself, and always
 //! thaws, unmounts and removes, also when the test fails. These are the only
-//! filesystems tests ever freeze.
+//! filesystems tests ever freeze. Also bind mounts (`BindMount`), to show
+//! one filesystem under a second path.
 
 use mysql_quiesce::freeze::{freeze_fd, thaw_fd};
 use std::fs::File;
@@ -55,6 +56,16 @@ fn skip_or_fail(why: &str) -> Option<LoopFs> {
 impl LoopFs {
     /// A fresh filesystem of `kind` on a loop device, mounted in a temp dir.
     pub fn new(kind: FsKind) -> Option<LoopFs> {
+        Self::create(kind, None)
+    }
+
+    /// A fresh filesystem mounted on a directory inside `outer` (drop it
+    /// before `outer`: declare it after).
+    pub fn new_inside(kind: FsKind, outer: &LoopFs) -> Option<LoopFs> {
+        Self::create(kind, Some(outer.mountpoint()))
+    }
+
+    fn create(kind: FsKind, inside: Option<&Path>) -> Option<LoopFs> {
         if !nix::unistd::geteuid().is_root() {
             return skip_or_fail("not running as root");
         }
@@ -74,7 +85,13 @@ impl LoopFs {
             "mkfs failed: {}",
             String::from_utf8_lossy(&out.stderr)
         );
-        let mountpoint = dir.path().join("mnt");
+        let mountpoint = match inside {
+            Some(outer) => outer.join(format!(
+                "inner-{}",
+                dir.path().file_name().unwrap().to_string_lossy()
+            )),
+            None => dir.path().join("mnt"),
+        };
         std::fs::create_dir(&mountpoint).unwrap();
         let out = Command::new("mount")
             .args(["-o", "loop"])
@@ -143,20 +160,61 @@ impl LoopFs {
         freeze_fd(&File::open(&self.mountpoint).unwrap()).expect("FIFREEZE on the test filesystem");
     }
 
+    /// Thaw it with FITHAW; if that cannot be done, with `fsfreeze -u`.
     pub fn thaw(&self) {
-        if let Ok(f) = File::open(&self.mountpoint) {
-            let _ = thaw_fd(&f);
+        let done = File::open(&self.mountpoint)
+            .ok()
+            .is_some_and(|f| thaw_fd(&f).is_ok());
+        if !done {
+            if let Some(fsfreeze) = tool("fsfreeze") {
+                if let Ok(mut c) = Command::new(fsfreeze)
+                    .arg("-u")
+                    .arg(&self.mountpoint)
+                    .stderr(Stdio::null())
+                    .spawn()
+                {
+                    wait_bounded(&mut c, Duration::from_secs(5));
+                }
+            }
         }
     }
+
+    /// Whether it is still mounted (it may have been unmounted by the test).
+    pub fn is_mounted(&self) -> bool {
+        let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
+        let path = self.mountpoint.to_string_lossy().replace(' ', "\\040");
+        mounts
+            .lines()
+            .any(|l| l.split(' ').nth(4) == Some(path.as_str()))
+    }
+}
+
+/// Wait for a child at most `limit`; kill it if it is still there (a
+/// process stuck on a frozen filesystem does not die, so never wait longer).
+fn wait_bounded(child: &mut Child, limit: Duration) {
+    let end = Instant::now() + limit;
+    while Instant::now() < end {
+        if let Ok(Some(_)) = child.try_wait() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.try_wait();
 }
 
 impl Drop for LoopFs {
     fn drop(&mut self) {
         self.thaw();
+        // Probes blocked on the freeze finish once it is thawed; bounded.
+        let end = Instant::now() + Duration::from_secs(5);
         for mut c in self.stuck.lock().unwrap().drain(..) {
-            let _ = c.wait();
+            wait_bounded(&mut c, end.saturating_duration_since(Instant::now()));
         }
         for _ in 0..50 {
+            if !self.is_mounted() {
+                break;
+            }
             let ok = Command::new("umount")
                 .arg(&self.mountpoint)
                 .stderr(Stdio::null())
@@ -167,11 +225,13 @@ impl Drop for LoopFs {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        let _ = Command::new("umount")
-            .arg("-l")
-            .arg(&self.mountpoint)
-            .stderr(Stdio::null())
-            .status();
+        if self.is_mounted() {
+            let _ = Command::new("umount")
+                .arg("-l")
+                .arg(&self.mountpoint)
+                .stderr(Stdio::null())
+                .status();
+        }
         // mount -o loop sets autoclear; detach explicitly in case it did not.
         if let Ok(out) = Command::new("losetup").arg("-j").arg(&self.image).output() {
             for line in String::from_utf8_lossy(&out.stdout).lines() {
@@ -181,5 +241,57 @@ impl Drop for LoopFs {
             }
         }
         let _ = self.dir.path();
+    }
+}
+
+/// `source` bind-mounted read-only on a fresh directory: the same filesystem
+/// under a second path (read-only, so nothing walking /tmp can change the
+/// files of `source` through it). Unmounted when dropped. The directory is removed with
+/// `remove_dir` only, never recursively: if the unmount failed, a recursive
+/// removal would delete the files of `source` (think of a bind mount of `/`).
+pub struct BindMount {
+    path: PathBuf,
+}
+
+impl BindMount {
+    pub fn new(source: &Path) -> BindMount {
+        let path = tempfile::Builder::new()
+            .prefix("mqbind")
+            .tempdir_in("/tmp")
+            .unwrap()
+            .keep();
+        let out = Command::new("mount")
+            .args(["--bind", "-o", "ro"])
+            .arg(source)
+            .arg(&path)
+            .output()
+            .unwrap();
+        if !out.status.success() {
+            let _ = std::fs::remove_dir(&path);
+            panic!(
+                "mount --bind {} failed: {}",
+                source.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        }
+        BindMount { path }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for BindMount {
+    fn drop(&mut self) {
+        let ok = Command::new("umount")
+            .arg(&self.path)
+            .stderr(Stdio::null())
+            .status()
+            .is_ok_and(|s| s.success());
+        if !ok {
+            let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+        }
+        let _ = std::fs::remove_dir(&self.path);
     }
 }
