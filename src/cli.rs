@@ -397,7 +397,7 @@ pub struct Cli {
     )]
     pub lock_file: PathBuf,
 
-    /// Directory for the state of `lock`/`unlock`/`status` (holder socket, pid, last result); root only.
+    /// Directory for the state of `lock`/`unlock`/`status` (holder socket, flock, log, last result); must be ours, mode 0700.
     #[arg(
         global = true,
         long,

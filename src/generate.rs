@@ -103,8 +103,13 @@ thaw it with \fBfsfreeze \-u MOUNTPOINT\fR. The database lock is released by the
 \fBmysql-quiesce lock\fR starts a detached holder that locks (and freezes) and returns once everything is held,
 printing the MYSQL_QUIESCE_* variables; \fBmysql-quiesce unlock\fR releases and exits 0 only if the lock was held
 continuously (65: lost; 124: released at \-\-max\-lock\-time before unlock; 69: nothing to unlock).
-\fBmysql-quiesce status\fR shows the holder (exit 3 if none). \fBmysql-quiesce hold\fR prints one READY line and holds
-until stdin reaches EOF or SIGTERM/SIGINT. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
+\fBmysql-quiesce status\fR shows the holder (exit 3 if none). A \fBlock\fR stopped by SIGTERM, SIGINT or SIGHUP
+before it printed the variables (a framework timeout) stops its holder and exits 128+N; a \fBlock\fR killed outright
+makes its holder release at once. Give \fBlock\fR retries (\-\-lock\-retries, \-\-lock\-retry\-delay,
+\-\-lock\-wait\-timeout, \-\-connect\-timeout) that end before the framework's timeout. State lives in
+\-\-state\-dir, which must be ours with mode 0700; one holder at a time (an flock on holder.lock; a second
+\fBlock\fR exits 75). \fBmysql-quiesce hold\fR prints one READY line and holds until stdin reaches EOF or
+SIGTERM/SIGINT. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
 /usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
 .SH EXAMPLES
 .nf
@@ -116,8 +121,10 @@ mysql-quiesce --dry-run --freeze /data -- true
 # two instances whose data share one volume
 mysql-quiesce --instance /etc/mysql/main.cnf --instance 'mysql://backup@localhost/?socket=/run/mysqld/b.sock' \\
      --freeze /srv/db -- aws ec2 create-snapshots --instance-specification InstanceId=i-0123
-# split mode, e.g. in pre/post-scripts
-eval "$(mysql-quiesce lock --freeze /var/lib/mysql)"; take-snapshot; mysql-quiesce unlock
+# split mode, e.g. in pre/post-scripts; never eval "$(mysql-quiesce lock ...)": a failed lock
+# would then go unnoticed and the snapshot be taken unlocked
+vars=$(mysql-quiesce lock --freeze /var/lib/mysql) || exit
+eval "$vars"; take-snapshot; mysql-quiesce unlock
 # alert on failed snapshots with node_exporter
 mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
 .fi

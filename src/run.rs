@@ -583,7 +583,12 @@ impl<'a> Run<'a> {
         if self.ok() {
             let mut env = self.env.clone();
             env.insert("MYSQL_QUIESCE_PHASE".into(), "snapshot".into());
-            waiter.ready(&env);
+            if let Err(why) = waiter.ready(&env) {
+                // Nobody knows it is locked: release at once, as a writer to a closed pipe would die.
+                self.fail(exit::signal(libc::SIGPIPE), why);
+                self.waiter = Some(waiter);
+                return;
+            }
             let (t0, wall) = (Instant::now(), SystemTime::now());
             let end = waiter.wait(deadline);
             self.report

@@ -5,9 +5,14 @@ mod common;
 
 use common::loopfs::{FsKind, LoopFs};
 use common::server::TestServer;
+use mysql::prelude::Queryable;
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
 use predicates::prelude::*;
 use std::io::{BufRead, BufReader};
-use std::process::{Command, Stdio};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 macro_rules! need {
@@ -18,6 +23,8 @@ macro_rules! need {
         }
     };
 }
+
+const BIN: &str = env!("CARGO_BIN_EXE_mysql-quiesce");
 
 /// `lock` with extra args; returns its stdout.
 fn lock(s: &TestServer, extra: &[&str]) -> String {
@@ -42,14 +49,120 @@ fn var(output: &str, key: &str) -> String {
         .to_string()
 }
 
+fn status_json(s: &TestServer) -> serde_json::Value {
+    let out = s.mq().args(["status", "--json"]).output().unwrap();
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "status --json printed no JSON ({e}): {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+/// Poll `cond` every 50 ms; panic with `what` after `limit`.
+fn wait_for(limit: Duration, what: &str, mut cond: impl FnMut() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(t.elapsed() < limit, "{what} (waited {limit:?})");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Our processes (holders, `lock` clients) working for this test's server:
+/// their command line names a path in its temp dir.
+fn our_processes(s: &TestServer) -> Vec<i32> {
+    let marker = s.dir.path().to_string_lossy().into_owned();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(cmdline) = std::fs::read(entry.path().join("cmdline")) else {
+            continue;
+        };
+        let args: Vec<String> = cmdline
+            .split(|&b| b == 0)
+            .map(|a| String::from_utf8_lossy(a).into_owned())
+            .collect();
+        let is_ours = args.first().is_some_and(|a0| {
+            Path::new(a0)
+                .file_name()
+                .is_some_and(|n| n == "mysql-quiesce")
+        });
+        if is_ours && args.iter().any(|a| a.contains(&marker)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+fn holder_pid(s: &TestServer) -> i32 {
+    let v = status_json(s);
+    assert_eq!(v["running"], true, "no holder running: {v}");
+    v["pid"].as_i64().unwrap() as i32
+}
+
+fn spawn_lock(s: &TestServer, extra: &[&str]) -> Child {
+    Command::new(BIN)
+        .args(s.args())
+        .arg("lock")
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap()
+}
+
+fn wait_child(child: &mut Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        assert!(t.elapsed() < limit, "process did not exit within {limit:?}");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A write that runs for `secs` in its own session; FLUSH TABLES WITH READ
+/// LOCK waits for it. Returns the session's connection id and the thread.
+fn long_write(s: &TestServer, secs: u32) -> (u32, std::thread::JoinHandle<()>) {
+    let mut c = s.conn();
+    let id: u32 = c.query_first("SELECT CONNECTION_ID()").unwrap().unwrap();
+    let h = std::thread::spawn(move || {
+        let _ = c.query_drop(format!("INSERT INTO probe.t SELECT SLEEP({secs})"));
+    });
+    // Running (and holding its metadata lock) before anyone tries to lock.
+    wait_for(
+        Duration::from_secs(10),
+        "the long write did not start",
+        || {
+            s.value(&format!(
+            "SELECT COUNT(*) FROM information_schema.processlist WHERE id = {id} AND info LIKE 'INSERT%'"
+        ))
+        .as_deref()
+            == Some("1")
+        },
+    );
+    (id, h)
+}
+
+/// `lock` in FTWRL mode, retrying every 1.5 s while the long write blocks it.
+const RETRYING: &[&str] = &[
+    "--lock=ftwrl",
+    "--lock-wait-timeout=1",
+    "--lock-retries=30",
+    "--lock-retry-delay=0.5",
+    "--max-lock-time=60",
+];
+
 #[test]
 fn lock_then_unlock_holds_writes_in_between_and_exits_0() {
     let s = need!(TestServer::start());
-    let out = lock(&s, &[]);
+    let out = lock(&s, &["--max-lock-time=60"]);
     assert!(var(&out, "MYSQL_QUIESCE_BINLOG_FILE").starts_with("binlog."));
-    assert!(var(&out, "MYSQL_QUIESCE_CONNECTION_ID")
-        .parse::<u32>()
-        .is_ok());
+    let id = var(&out, "MYSQL_QUIESCE_CONNECTION_ID");
     assert!(
         !s.write_succeeds(1),
         "writes must be blocked between lock and unlock"
@@ -58,6 +171,14 @@ fn lock_then_unlock_holds_writes_in_between_and_exits_0() {
         predicate::str::contains("holder: running")
             .and(predicate::str::contains("released by itself in")),
     );
+    let v = status_json(&s);
+    assert_eq!(v["running"], true, "{v}");
+    assert_eq!(v["phase"], "holding", "{v}");
+    assert!(v["pid"].as_i64().unwrap() > 0, "{v}");
+    let left = v["seconds_left"].as_f64().unwrap();
+    assert!(left > 0.0 && left <= 60.0, "{v}");
+    assert_eq!(v["lock"], "backup-stage", "{v}");
+    assert_eq!(v["env"]["MYSQL_QUIESCE_CONNECTION_ID"], id.as_str(), "{v}");
     s.mq()
         .arg("unlock")
         .assert()
@@ -69,6 +190,9 @@ fn lock_then_unlock_holds_writes_in_between_and_exits_0() {
         .assert()
         .code(3)
         .stdout(predicate::str::contains("not running"));
+    let v = status_json(&s);
+    assert_eq!(v["running"], false, "{v}");
+    assert_eq!(v["result_waiting"], false, "{v}");
 }
 
 #[test]
@@ -97,24 +221,37 @@ fn a_lock_lost_between_lock_and_unlock_makes_unlock_exit_65() {
 #[test]
 fn a_lock_never_unlocked_is_released_at_max_lock_time_and_unlock_then_says_124() {
     let s = need!(TestServer::start());
-    lock(&s, &["--max-lock-time=1"]);
+    let t0 = Instant::now();
+    lock(&s, &["--max-lock-time=2"]);
+    // A writer that waits as long as it must: it gets through when the holder releases.
+    let mut c = s.conn();
+    c.query_drop("SET SESSION lock_wait_timeout = 60").unwrap();
+    c.query_drop("INSERT INTO probe.t VALUES (1)").unwrap();
+    let released = t0.elapsed();
+    // The lock was taken after t0, so it was held until at least t0 + 2 s.
     assert!(
-        !s.write_succeeds(0) || !s.write_succeeds(1),
-        "locked at first"
+        released >= Duration::from_secs(2),
+        "released after {released:?}, before --max-lock-time"
     );
-    let t = Instant::now();
-    while !s.write_succeeds(1) {
-        assert!(
-            t.elapsed() < Duration::from_secs(10),
-            "the holder did not release at its deadline"
-        );
-    }
-    // Wait for the holder to record its result and exit.
-    let t = Instant::now();
-    while s.mq().arg("status").assert().get_output().status.code() != Some(3) {
-        assert!(t.elapsed() < Duration::from_secs(10));
-        std::thread::sleep(Duration::from_millis(50));
-    }
+    // It was taken before `lock` returned, so the deadline is at most t0 + 2 s; 2 s of slack
+    // for the release itself on a loaded machine. A holder that never released would keep the
+    // writer waiting its full 60 s.
+    assert!(
+        released < Duration::from_secs(4),
+        "writers were blocked {released:?}, well past --max-lock-time=2"
+    );
+    wait_for(
+        Duration::from_secs(10),
+        "the holder did not exit after releasing",
+        || s.mq().arg("status").output().unwrap().status.code() == Some(3),
+    );
+    let result = s.path("state/last-result.json");
+    assert_eq!(
+        std::fs::metadata(&result).unwrap().mode() & 0o077,
+        0,
+        "the recorded result must be private"
+    );
+    assert_eq!(status_json(&s)["result_waiting"], true);
     s.mq()
         .arg("unlock")
         .assert()
@@ -122,6 +259,55 @@ fn a_lock_never_unlocked_is_released_at_max_lock_time_and_unlock_then_says_124()
         .stderr(predicate::str::contains("max-lock-time"));
     // Collected once.
     s.mq().arg("unlock").assert().code(69);
+}
+
+#[test]
+fn an_unlock_while_the_holder_releases_at_its_deadline_waits_for_it_and_says_124() {
+    let s = need!(TestServer::start());
+    // The post hook keeps the holder releasing for 3 s after its deadline.
+    lock(&s, &["--max-lock-time=1", "--post=sleep 3"]);
+    wait_for(
+        Duration::from_secs(10),
+        "status never showed the holder releasing",
+        || status_json(&s)["phase"] == "releasing",
+    );
+    let t = Instant::now();
+    s.mq()
+        .arg("unlock")
+        .assert()
+        .code(124)
+        .stderr(predicate::str::contains("max-lock-time"));
+    // The 3 s hook plus a margin; a hang would reach the 5 s answer timeout or the harness's.
+    assert!(t.elapsed() < Duration::from_secs(8), "{:?}", t.elapsed());
+    s.mq().arg("unlock").assert().code(69);
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn unlock_and_status_give_up_on_a_holder_that_does_not_answer() {
+    let s = need!(TestServer::start());
+    lock(&s, &["--max-lock-time=60"]);
+    let pid = Pid::from_raw(holder_pid(&s));
+    kill(pid, Signal::SIGSTOP).unwrap();
+    let t = Instant::now();
+    let status = s.mq().arg("status").output().unwrap();
+    let unlock = s.mq().arg("unlock").output().unwrap();
+    kill(pid, Signal::SIGCONT).unwrap();
+    // Two 5 s answer timeouts, with a margin; the harness's own limit is 120 s.
+    assert!(t.elapsed() < Duration::from_secs(20), "{:?}", t.elapsed());
+    for (what, out) in [("status", &status), ("unlock", &unlock)] {
+        assert_eq!(out.status.code(), Some(70), "{what}");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("did not answer"), "{what}: {err}");
+    }
+    // The unlock request was queued on the socket; the holder acts on it once resumed.
+    wait_for(
+        Duration::from_secs(10),
+        "the holder did not release",
+        || s.mq().arg("status").output().unwrap().status.code() == Some(3),
+    );
+    assert!(s.write_succeeds(1));
+    s.mq().arg("unlock").assert().success();
 }
 
 #[test]
@@ -138,13 +324,172 @@ fn unlock_without_lock_is_a_clear_error() {
 fn a_second_lock_is_refused_while_the_first_holds() {
     let s = need!(TestServer::start());
     lock(&s, &[]);
+    let pid = holder_pid(&s);
     s.mq()
         .arg("lock")
         .assert()
         .code(75)
-        .stderr(predicate::str::contains("already holds the lock"));
+        .stderr(predicate::str::contains(format!("pid {pid}")));
     assert!(!s.write_succeeds(1), "the first lock must still hold");
     s.mq().arg("unlock").assert().success();
+}
+
+#[test]
+fn of_two_concurrent_locks_one_wins_the_other_exits_75_naming_it_and_the_winner_still_unlocks() {
+    let s = need!(TestServer::start());
+    let start = || {
+        Command::new(BIN)
+            .args(s.args())
+            .args(["lock", "--max-lock-time=60"])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap()
+    };
+    let (a, b) = (start(), start());
+    let (a, b) = (a.wait_with_output().unwrap(), b.wait_with_output().unwrap());
+    let (winner, loser) = match (a.status.code(), b.status.code()) {
+        (Some(0), Some(75)) => (a, b),
+        (Some(75), Some(0)) => (b, a),
+        other => panic!(
+            "expected one 0 and one 75, got {other:?}:\n{}\n{}",
+            String::from_utf8_lossy(&a.stderr),
+            String::from_utf8_lossy(&b.stderr)
+        ),
+    };
+    assert!(String::from_utf8_lossy(&winner.stdout).contains("MYSQL_QUIESCE_BINLOG_FILE="));
+    let pid = holder_pid(&s);
+    let err = String::from_utf8_lossy(&loser.stderr);
+    assert!(err.contains(&format!("pid {pid}")), "{err}");
+    assert!(!s.write_succeeds(1), "the winner must still hold the lock");
+    // The loser did not truncate the live holder's log.
+    let log = std::fs::read_to_string(s.path("state/holder.log")).unwrap();
+    assert!(log.contains("locked ("), "holder log lost: {log}");
+    s.mq().arg("unlock").assert().success();
+    assert!(s.write_succeeds(1));
+}
+
+/// Leave what a holder killed with SIGKILL leaves: its pid line in the
+/// unlocked holder.lock (here a live pid, as after pid reuse) and its socket.
+fn leave_dead_holder_state(s: &TestServer, pid_line: Option<&str>) {
+    let dir = s.path("state");
+    std::fs::create_dir(&dir).unwrap();
+    std::fs::set_permissions(&dir, std::fs::Permissions::from_mode(0o700)).unwrap();
+    if let Some(line) = pid_line {
+        std::fs::write(dir.join("holder.lock"), line).unwrap();
+    }
+    drop(std::os::unix::net::UnixListener::bind(dir.join("holder.sock")).unwrap());
+    assert!(dir.join("holder.sock").exists());
+}
+
+#[test]
+fn a_leftover_socket_without_a_holder_does_not_stop_lock() {
+    let s = need!(TestServer::start());
+    leave_dead_holder_state(&s, None);
+    s.mq().arg("status").assert().code(3);
+    lock(&s, &[]);
+    assert!(!s.write_succeeds(1));
+    s.mq().arg("unlock").assert().success();
+}
+
+#[test]
+fn a_dead_holder_is_recognised_by_its_free_flock_even_if_its_pid_lives_on() {
+    let s = need!(TestServer::start());
+    // Our own pid: alive, as a reused pid would be.
+    let line = format!("{} 2026-01-01T00:00:00Z\n", std::process::id());
+    leave_dead_holder_state(&s, Some(&line));
+    s.mq()
+        .arg("status")
+        .assert()
+        .code(3)
+        .stdout(predicate::str::contains("died without `unlock`"));
+    s.mq()
+        .arg("unlock")
+        .assert()
+        .code(65)
+        .stderr(predicate::str::contains("died while holding the lock"));
+    assert!(!s.path("state/holder.sock").exists(), "stale socket left");
+    s.mq().arg("unlock").assert().code(69);
+
+    leave_dead_holder_state_again(&s, &line);
+    s.mq()
+        .arg("lock")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("died without releasing"));
+    assert!(!s.write_succeeds(1));
+    s.mq().arg("unlock").assert().success();
+}
+
+fn leave_dead_holder_state_again(s: &TestServer, line: &str) {
+    let dir = s.path("state");
+    std::fs::write(dir.join("holder.lock"), line).unwrap();
+    drop(std::os::unix::net::UnixListener::bind(dir.join("holder.sock")).unwrap());
+}
+
+#[test]
+fn the_state_directory_and_its_files_are_private() {
+    let s = need!(TestServer::start());
+    lock(&s, &[]);
+    let dir = s.path("state");
+    assert_eq!(std::fs::metadata(&dir).unwrap().mode() & 0o7777, 0o700);
+    for f in ["holder.sock", "holder.lock", "holder.log"] {
+        let meta = std::fs::symlink_metadata(dir.join(f)).unwrap();
+        assert_eq!(meta.mode() & 0o077, 0, "{f} is accessible to others");
+        assert_eq!(meta.uid(), nix::unistd::geteuid().as_raw(), "{f}");
+    }
+    s.mq().arg("unlock").assert().success();
+}
+
+/// The server's arguments with another --state-dir.
+fn args_with_state_dir(s: &TestServer, dir: &Path) -> Vec<String> {
+    let mut args: Vec<String> = s
+        .args()
+        .into_iter()
+        .filter(|a| !a.starts_with("--state-dir="))
+        .collect();
+    args.push(format!("--state-dir={}", dir.display()));
+    args
+}
+
+#[test]
+fn an_unsafe_state_directory_is_refused_and_a_foreign_one_is_a_permission_error() {
+    let s = need!(TestServer::start());
+    let mq = |dir: &Path, sub: &str| {
+        common::mysql_quiesce()
+            .args(args_with_state_dir(&s, dir))
+            .arg(sub)
+            .assert()
+    };
+    // Open to others.
+    let open = s.path("open");
+    std::fs::create_dir(&open).unwrap();
+    std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o755)).unwrap();
+    mq(&open, "lock")
+        .code(78)
+        .stderr(predicate::str::contains("chmod 700"));
+    assert!(s.write_succeeds(1), "nothing may be locked");
+    // A symbolic link.
+    let real = s.path("real");
+    std::fs::create_dir(&real).unwrap();
+    std::fs::set_permissions(&real, std::fs::Permissions::from_mode(0o700)).unwrap();
+    let link = s.path("link");
+    std::os::unix::fs::symlink(&real, &link).unwrap();
+    mq(&link, "lock")
+        .code(78)
+        .stderr(predicate::str::contains("symbolic link"));
+    // Someone else's: a permission error, not "no holder".
+    let foreign = s.path("foreign");
+    std::fs::create_dir(&foreign).unwrap();
+    std::fs::set_permissions(&foreign, std::fs::Permissions::from_mode(0o700)).unwrap();
+    nix::unistd::chown(&foreign, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+    for sub in ["status", "unlock", "lock"] {
+        mq(&foreign, sub)
+            .code(77)
+            .stderr(predicate::str::contains("belongs to uid 65534"));
+    }
+    assert!(our_processes(&s).is_empty());
+    assert!(s.write_succeeds(1));
 }
 
 #[test]
@@ -157,7 +502,74 @@ fn a_failed_lock_leaves_nothing_behind() {
         .stderr(predicate::str::contains("nothing is held"));
     s.mq().arg("status").assert().code(3);
     assert!(s.write_succeeds(1));
-    assert!(!s.path("state/holder.sock").exists() && !s.path("state/holder.pid").exists());
+    assert!(!s.path("state/holder.sock").exists());
+    assert_eq!(
+        std::fs::read_to_string(s.path("state/holder.lock")).unwrap(),
+        "",
+        "no holder pid may stay recorded"
+    );
+    assert!(our_processes(&s).is_empty());
+}
+
+#[test]
+fn sigterm_to_lock_while_it_retries_stops_its_holder_and_leaves_nothing_locked() {
+    let s = need!(TestServer::start());
+    let (_, blocker) = long_write(&s, 5);
+    let mut client = spawn_lock(&s, RETRYING);
+    wait_for(
+        Duration::from_secs(10),
+        "the holder never reported that it is taking the lock",
+        || status_json(&s)["phase"] == "locking",
+    );
+    std::thread::sleep(Duration::from_millis(1500)); // mid-retry
+    kill(Pid::from_raw(client.id() as i32), Signal::SIGTERM).unwrap();
+    // One lock attempt (1 s) and the release; the bug this catches kept `lock`
+    // waiting until the holder had the lock, then exiting 0.
+    assert_eq!(wait_child(&mut client, Duration::from_secs(10)), Some(143));
+    assert!(
+        our_processes(&s).is_empty(),
+        "a holder outlived its `lock`: {:?}",
+        our_processes(&s)
+    );
+    blocker.join().unwrap();
+    // Longer than one retry cycle (1 s attempt + 0.5 s delay) after the blocker ended: a holder
+    // still retrying would hold the lock by now.
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(our_processes(&s).is_empty());
+    assert!(s.write_succeeds(1), "writes must go through");
+    s.mq().arg("status").assert().code(3);
+    // Nothing left behind, not even a result.
+    s.mq().arg("unlock").assert().code(69);
+}
+
+#[test]
+fn a_lock_killed_outright_while_it_retries_makes_its_holder_give_up_and_say_why() {
+    let s = need!(TestServer::start());
+    let (_, blocker) = long_write(&s, 5);
+    let mut client = spawn_lock(&s, RETRYING);
+    wait_for(
+        Duration::from_secs(10),
+        "the holder never reported that it is taking the lock",
+        || status_json(&s)["phase"] == "locking",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    kill(Pid::from_raw(client.id() as i32), Signal::SIGKILL).unwrap();
+    client.wait().unwrap();
+    // It gets SIGTERM when its parent dies and stops after the running attempt (1 s).
+    wait_for(
+        Duration::from_secs(10),
+        "the holder kept retrying after its `lock` was killed",
+        || our_processes(&s).is_empty(),
+    );
+    blocker.join().unwrap();
+    std::thread::sleep(Duration::from_secs(2));
+    assert!(our_processes(&s).is_empty());
+    assert!(s.write_succeeds(1), "writes must go through");
+    s.mq()
+        .arg("unlock")
+        .assert()
+        .code(143)
+        .stderr(predicate::str::contains("was gone"));
 }
 
 #[test]
@@ -173,18 +585,8 @@ fn sigkill_of_the_holder_while_frozen_thaws_within_a_second_and_unlock_says_65()
         !fs.probe_writable(Duration::from_millis(300)),
         "not frozen after lock"
     );
-    let pid: i32 = std::fs::read_to_string(s.path("state/holder.pid"))
-        .unwrap()
-        .split_whitespace()
-        .next()
-        .unwrap()
-        .parse()
-        .unwrap();
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(pid),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
+    let pid = holder_pid(&s);
+    kill(Pid::from_raw(pid), Signal::SIGKILL).unwrap();
     let took = fs.writable_within(Duration::from_secs(5));
     assert!(
         took.is_some_and(|t| t < Duration::from_secs(1)),
@@ -198,13 +600,19 @@ fn sigkill_of_the_holder_while_frozen_thaws_within_a_second_and_unlock_says_65()
         .stderr(predicate::str::contains("died while holding the lock"));
 }
 
-fn spawn_hold(s: &TestServer) -> (std::process::Child, String) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mysql-quiesce"))
-        .args(s.args())
+fn hold_command(s: &TestServer, extra: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(s.args())
         .arg("hold")
+        .args(extra)
+        .stderr(Stdio::inherit());
+    cmd
+}
+
+fn spawn_hold(s: &TestServer) -> (Child, String) {
+    let mut child = hold_command(s, &[])
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
         .spawn()
         .unwrap();
     let mut line = String::new();
@@ -214,15 +622,8 @@ fn spawn_hold(s: &TestServer) -> (std::process::Child, String) {
     (child, line)
 }
 
-fn wait_code(mut child: std::process::Child) -> Option<i32> {
-    let t = Instant::now();
-    loop {
-        if let Some(st) = child.try_wait().unwrap() {
-            return st.code();
-        }
-        assert!(t.elapsed() < Duration::from_secs(30), "hold did not exit");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_code(mut child: Child) -> Option<i32> {
+    wait_child(&mut child, Duration::from_secs(30))
 }
 
 #[test]
@@ -240,15 +641,45 @@ fn hold_releases_when_stdin_closes() {
 }
 
 #[test]
+fn hold_with_stdin_closed_before_ready_releases_right_after_ready_and_exits_0() {
+    let s = need!(TestServer::start());
+    let mut child = hold_command(&s, &["--max-lock-time=60"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    BufReader::new(child.stdout.as_mut().unwrap())
+        .read_line(&mut line)
+        .unwrap();
+    assert!(line.starts_with("READY "), "{line}");
+    // EOF was there all along: released at once, not at --max-lock-time.
+    assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(0));
+    assert!(s.write_succeeds(1));
+    assert!(our_processes(&s).is_empty());
+}
+
+#[test]
+fn hold_whose_reader_is_gone_before_ready_releases_at_once_and_exits_141() {
+    let s = need!(TestServer::start());
+    let mut child = hold_command(&s, &["--max-lock-time=60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Whoever started it is gone: nobody will read READY (its stdin stays open).
+    drop(child.stdout.take());
+    // Released at once; the bug this catches held the lock until --max-lock-time (60 s).
+    assert_eq!(wait_child(&mut child, Duration::from_secs(15)), Some(141));
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
 fn hold_releases_on_sigterm_and_exits_0() {
     let s = need!(TestServer::start());
     let (child, _) = spawn_hold(&s);
     assert!(!s.write_succeeds(1));
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(wait_code(child), Some(0));
     assert!(s.write_succeeds(1));
 }
@@ -268,11 +699,11 @@ fn hold_reports_a_lost_lock_with_65() {
     assert_eq!(wait_code(child), Some(65));
 }
 
+// ------------------------------------------------------------------ the shipped framework examples
+
 /// PATH with the binary under test first, as an installed package would have it.
 fn path_with_binary() -> String {
-    let bin = std::path::Path::new(env!("CARGO_BIN_EXE_mysql-quiesce"))
-        .parent()
-        .unwrap();
+    let bin = Path::new(BIN).parent().unwrap();
     format!(
         "{}:{}",
         bin.display(),
@@ -280,30 +711,257 @@ fn path_with_binary() -> String {
     )
 }
 
-fn example(rel: &str) -> String {
-    format!("{}/docs/frameworks/{rel}", env!("CARGO_MANIFEST_DIR"))
+fn example(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/frameworks")
+        .join(rel)
+}
+
+fn read_example(rel: &str) -> String {
+    std::fs::read_to_string(example(rel)).unwrap()
+}
+
+const SHIPPED_CNF: &str = "/etc/mysql-quiesce/mysql-quiesce.cnf";
+
+/// The option file the examples read, pointing at the test server. FTWRL so
+/// that a long write can make `lock` wait.
+fn framework_cnf(s: &TestServer) -> PathBuf {
+    let cnf = s.path("mq.cnf");
+    std::fs::write(
+        &cnf,
+        format!(
+            "[mysql-quiesce]\nsocket = {}\nuser = root\nlock = ftwrl\nlock-file = {}\nstate-dir = {}\nmax-lock-time = 60\n",
+            s.socket.display(),
+            s.path("run.lock").display(),
+            s.path("state").display()
+        ),
+    )
+    .unwrap();
+    cnf
+}
+
+/// The longest `lock` can take with the retry options in `text` (all four must be set):
+/// connecting, every attempt, every wait between attempts.
+fn worst_case_lock_seconds(text: &str) -> f64 {
+    let opt = |name: &str| -> f64 {
+        let key = format!("--{name}=");
+        let at = text
+            .find(&key)
+            .unwrap_or_else(|| panic!("{key} is not set:\n{text}"));
+        let rest = &text[at + key.len()..];
+        let end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .unwrap_or(rest.len());
+        rest[..end].parse().unwrap()
+    };
+    let retries = opt("lock-retries");
+    opt("connect-timeout")
+        + (retries + 1.0) * opt("lock-wait-timeout")
+        + retries * opt("lock-retry-delay")
+}
+
+/// The runCommand block scalar of the SSM document, with DLM's `command`
+/// parameter filled in and the shipped paths pointed at the test's.
+fn dlm_script(command: &str, cnf: &Path, freeze: &Path) -> String {
+    let yaml = read_example("aws-dlm-ssm-document.yaml");
+    let lines: Vec<&str> = yaml.lines().collect();
+    let at = lines
+        .iter()
+        .position(|l| l.trim() == "runCommand:")
+        .expect("runCommand in the SSM document");
+    assert_eq!(
+        lines[at + 1].trim(),
+        "- |",
+        "runCommand must be one block scalar"
+    );
+    let indent = |l: &str| l.len() - l.trim_start().len();
+    let body_indent = indent(lines[at + 2]);
+    let script: String = lines[at + 2..]
+        .iter()
+        .take_while(|l| l.trim().is_empty() || indent(l) >= body_indent)
+        .map(|l| format!("{}\n", l.get(body_indent..).unwrap_or("")))
+        .collect();
+    for needle in ["{{ command }}", SHIPPED_CNF, "FREEZE=/var/lib/mysql"] {
+        assert!(script.contains(needle), "{needle} not in the DLM script");
+    }
+    let script = script
+        .replace("{{ command }}", command)
+        .replace(SHIPPED_CNF, cnf.to_str().unwrap())
+        .replace(
+            "FREEZE=/var/lib/mysql",
+            &format!("FREEZE={}", freeze.display()),
+        );
+    // Never freeze anything but the test's own loop filesystem.
+    assert!(!script.contains("/var/lib/mysql"), "{script}");
+    script
+}
+
+fn run_dlm(s: &TestServer, command: &str, cnf: &Path, fs: &LoopFs) -> Option<i32> {
+    let file = s.path(&format!("dlm-{command}.sh"));
+    std::fs::write(&file, dlm_script(command, cnf, fs.mountpoint())).unwrap();
+    // The SSM agent runs runShellScript commands with sh.
+    Command::new("sh")
+        .arg(&file)
+        .env("PATH", path_with_binary())
+        .status()
+        .unwrap()
+        .code()
+}
+
+#[test]
+fn the_aws_dlm_document_locks_in_pre_script_unlocks_in_post_script_and_checks_in_dry_run() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Xfs));
+    let cnf = framework_cnf(&s);
+    // DLM's default script timeout is 10 s.
+    let worst = worst_case_lock_seconds(&dlm_script("pre-script", &cnf, fs.mountpoint()));
+    assert!(worst < 9.0, "lock may take {worst} s, DLM kills it at 10 s");
+
+    assert_eq!(run_dlm(&s, "dry-run", &cnf, &fs), Some(0));
+    assert!(fs.probe_writable(Duration::from_secs(5)), "dry-run froze");
+    assert!(s.write_succeeds(1), "dry-run locked");
+
+    assert_eq!(run_dlm(&s, "pre-script", &cnf, &fs), Some(0));
+    assert!(!s.write_succeeds(1), "locked between pre- and post-script");
+    assert!(
+        !fs.probe_writable(Duration::from_millis(300)),
+        "frozen between them"
+    );
+    assert_eq!(
+        run_dlm(&s, "pre-script", &cnf, &fs),
+        Some(204),
+        "pre while locked"
+    );
+    assert_eq!(run_dlm(&s, "post-script", &cnf, &fs), Some(0));
+    assert!(fs.writable_within(Duration::from_secs(5)).is_some());
+    assert!(s.write_succeeds(1));
+    assert_eq!(
+        run_dlm(&s, "post-script", &cnf, &fs),
+        Some(205),
+        "post without pre"
+    );
+
+    // A writer that blocks the lock: pre-script gives up (204) inside DLM's 10 s, nothing held.
+    let (id, blocker) = long_write(&s, 30);
+    let t = Instant::now();
+    assert_eq!(run_dlm(&s, "pre-script", &cnf, &fs), Some(204));
+    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
+    s.sql(&format!("KILL QUERY {id}"));
+    blocker.join().unwrap();
+    assert!(our_processes(&s).is_empty());
+    assert!(s.write_succeeds(1));
+    assert!(fs.probe_writable(Duration::from_secs(5)));
+}
+
+fn annotation(yaml: &str, key: &str) -> String {
+    yaml.lines()
+        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
+        .unwrap_or_else(|| panic!("annotation {key} missing"))
+        .trim_matches('\'')
+        .to_string()
+}
+
+#[test]
+fn the_velero_hook_commands_hold_the_lock_from_pre_to_post() {
+    let s = need!(TestServer::start());
+    let cnf = framework_cnf(&s);
+    let yaml = read_example("velero-pod-annotations.yaml");
+    let argv = |hook: &str| -> Vec<String> {
+        let json = annotation(&yaml, &format!("{hook}.hook.backup.velero.io/command"));
+        let argv: Vec<String> = serde_json::from_str(&json).unwrap();
+        assert_eq!(argv[0], "/usr/bin/mysql-quiesce");
+        argv.into_iter()
+            .map(|a| a.replace(SHIPPED_CNF, cnf.to_str().unwrap()))
+            .collect()
+    };
+    let (pre, post) = (argv("pre"), argv("post"));
+    let timeout: f64 = annotation(&yaml, "pre.hook.backup.velero.io/timeout")
+        .trim_end_matches('s')
+        .parse()
+        .unwrap();
+    let worst = worst_case_lock_seconds(&pre.join(" "));
+    assert!(
+        worst < timeout - 5.0,
+        "lock may take {worst} s, the hook times out at {timeout} s"
+    );
+    // Velero execs the argv in the container, no shell.
+    let run = |argv: &[String]| Command::new(BIN).args(&argv[1..]).status().unwrap().code();
+    assert_eq!(run(&pre), Some(0));
+    assert!(
+        !s.write_succeeds(1),
+        "locked between the pre and post hooks"
+    );
+    assert_eq!(run(&post), Some(0));
+    assert!(s.write_succeeds(1));
+}
+
+fn run_script(rel: &str, cnf: &Path, args: &[&str]) -> Option<i32> {
+    Command::new("sh")
+        .arg(example(rel))
+        .args(args)
+        .env("PATH", path_with_binary())
+        .env("MYSQL_QUIESCE_CNF", cnf)
+        .env_remove("MYSQL_QUIESCE_OPTS")
+        .status()
+        .unwrap()
+        .code()
 }
 
 #[test]
 fn the_google_cloud_pre_and_post_scripts_hold_the_lock_between_them() {
     let s = need!(TestServer::start());
-    let cnf = s.path("mq.cnf");
-    std::fs::write(&cnf, "[mysql-quiesce]\nmax-lock-time = 60\n").unwrap();
-    let run = |script: &str| {
-        Command::new("sh")
-            .arg(example(script))
-            .arg("disk-1,disk-2")
-            .env("PATH", path_with_binary())
-            .env("MYSQL_QUIESCE_CNF", &cnf)
-            .env("MYSQL_QUIESCE_OPTS", s.args()[1..].join(" "))
-            .status()
-            .unwrap()
-            .code()
-    };
-    assert_eq!(run("gcp/pre.sh"), Some(0));
+    let cnf = framework_cnf(&s);
+    // The guest agent's default timeout_in_seconds.
+    let worst = worst_case_lock_seconds(&read_example("gcp/pre.sh"));
+    assert!(
+        worst < 55.0,
+        "lock may take {worst} s, the agent kills it at 60 s"
+    );
+    assert_eq!(run_script("gcp/pre.sh", &cnf, &["disk-1,disk-2"]), Some(0));
     assert!(!s.write_succeeds(1), "locked between pre.sh and post.sh");
-    assert_eq!(run("gcp/post.sh"), Some(0));
+    assert_eq!(run_script("gcp/post.sh", &cnf, &["disk-1,disk-2"]), Some(0));
     assert!(s.write_succeeds(1));
+    assert_eq!(
+        run_script("gcp/post.sh", &cnf, &["disk-1,disk-2"]),
+        Some(69)
+    );
+}
+
+#[test]
+fn the_azure_pre_and_post_scripts_hold_the_lock_between_them_and_fail_with_1() {
+    let s = need!(TestServer::start());
+    let cnf = framework_cnf(&s);
+    let config: serde_json::Value =
+        serde_json::from_str(&read_example("azure/VMSnapshotScriptPluginConfig.json")).unwrap();
+    assert_eq!(config["pluginName"], "ScriptRunner");
+    assert_eq!(config["continueBackupOnFailure"], false);
+    let timeout = config["timeoutInSeconds"].as_f64().unwrap();
+    let worst = worst_case_lock_seconds(&read_example("azure/pre-script.sh"));
+    assert!(
+        worst < timeout - 5.0,
+        "lock may take {worst} s, Azure kills it at {timeout} s"
+    );
+    assert_eq!(run_script("azure/pre-script.sh", &cnf, &[]), Some(0));
+    assert!(
+        !s.write_succeeds(1),
+        "locked between the pre- and post-script"
+    );
+    assert_eq!(
+        run_script("azure/pre-script.sh", &cnf, &[]),
+        Some(1),
+        "already locked"
+    );
+    assert!(
+        !s.write_succeeds(1),
+        "the failed second pre-script must not release the first"
+    );
+    assert_eq!(run_script("azure/post-script.sh", &cnf, &[]), Some(0));
+    assert!(s.write_succeeds(1));
+    assert_eq!(
+        run_script("azure/post-script.sh", &cnf, &[]),
+        Some(1),
+        "nothing to unlock"
+    );
 }
 
 #[test]
@@ -323,24 +981,4 @@ fn the_coprocess_example_holds_the_lock_around_existing_snapshot_lines() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(s.write_succeeds(1));
-}
-
-#[test]
-fn the_azure_plugin_config_is_valid_json_with_the_documented_keys() {
-    let text = std::fs::read_to_string(example("azure/VMSnapshotScriptPluginConfig.json")).unwrap();
-    let v: serde_json::Value = serde_json::from_str(&text).unwrap();
-    assert_eq!(v["pluginName"], "ScriptRunner");
-    assert_eq!(v["continueBackupOnFailure"], false);
-    for script in [
-        "azure/pre-script.sh",
-        "azure/post-script.sh",
-        "gcp/pre.sh",
-        "gcp/post.sh",
-    ] {
-        let out = Command::new("sh")
-            .args(["-n", &example(script)])
-            .status()
-            .unwrap();
-        assert!(out.success(), "{script} has a syntax error");
-    }
 }

@@ -1,0 +1,595 @@
+//! The client commands: `lock` (starts the holder and waits until it holds
+//! or has failed), `unlock` and `status`. Every wait here is bounded and ends
+//! with a message that says what is still held and what to do.
+
+use super::state::{self, Owner, Probe, State};
+use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD};
+use crate::cli::Cli;
+use crate::exit;
+use crate::report::Progress;
+use crate::signals;
+use std::ffi::OsString;
+use std::fs::File;
+use std::io::{BufRead, BufReader, Write};
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How long `status` and `unlock` wait for the holder's first answer. It
+/// answers from its own thread at once; this only catches a stuck holder.
+const ANSWER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long to wait for a holder that is exiting (its socket is gone, its
+/// flock not yet) before saying so.
+const EXIT_TIMEOUT: Duration = Duration::from_secs(10);
+
+fn run(progress: &Progress, result: anyhow::Result<u8>) -> u8 {
+    result.unwrap_or_else(|e| {
+        progress.error(format!("{e:#}"));
+        exit::code_of(&e)
+    })
+}
+
+// ------------------------------------------------------------------ lock
+
+/// `lock`: start the holder and return once it holds the lock (exit 0, the
+/// variables on stdout) or has failed (its exit status; nothing left behind).
+/// A termination signal stops the holder too and exits 128+N.
+pub fn lock_command(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> u8 {
+    run(progress, lock(cli, argv, json, progress))
+}
+
+fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow::Result<u8> {
+    let state = State::new(&cli.state_dir);
+    // From here on no other `lock` can start a holder; the holder inherits it.
+    let (lock_file, dead) = state.acquire()?;
+    if let Some(owner) = &dead {
+        progress.warn(format!(
+            "removing the state of the holder ({owner}) that died without releasing through `unlock` (its guardian \
+             thawed its filesystems; the server dropped its lock)"
+        ));
+        state::clear_owner(&lock_file);
+    }
+    if state.remove_socket() && dead.is_none() {
+        progress.detail("removed a leftover holder socket nobody served");
+    }
+    if state.remove_result() {
+        progress.warn("discarding the result of an earlier holder that no `unlock` collected");
+    }
+    let log = state.create_log()?;
+    let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot create a pipe: {e}")))?;
+    let exe = std::env::current_exe().map_err(|e| {
+        exit::fail(
+            exit::SOFTWARE,
+            format!("cannot find our own executable: {e}"),
+        )
+    })?;
+    let mut cmd = Command::new(exe);
+    cmd.args(holder_args(argv))
+        .env(HOLDER_FD, write_end.as_raw_fd().to_string())
+        .env(HOLDER_LOCK_FD, lock_file.as_raw_fd().to_string())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(log));
+    if let Some(pw) = &cli.password {
+        // It cannot prompt; the environment is readable by root only.
+        cmd.env("MYSQL_PWD", pw);
+    }
+    let fds = [write_end.as_raw_fd(), lock_file.as_raw_fd()];
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            // Detached from our session so that it outlives us and the terminal.
+            nix::unistd::setsid().map_err(std::io::Error::from)?;
+            // The two descriptors it inherits (both are close-on-exec here).
+            for fd in fds {
+                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+            }
+            // If we die before it reports ready (SIGKILL), it gets SIGTERM and
+            // releases: nobody would ever unlock it. It clears this when ready.
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM, 0, 0, 0) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let spawned = cmd.spawn();
+    drop(write_end);
+    let mut child =
+        spawned.map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot start the holder: {e}")))?;
+    let pid = child.id();
+    let cleanup = |child: &mut Child| {
+        // The holder is gone; we still hold the flock: nothing may stay behind.
+        wait_exit(child, EXIT_TIMEOUT);
+        state.remove_socket();
+        state::clear_owner(&lock_file);
+    };
+    // A termination signal before the variables are out: nobody will unlock.
+    let interrupted = |child: &mut Child, sig: i32| {
+        stop_holder(child, &format!("received signal {sig}"), cli, progress);
+        cleanup(child);
+        state.remove_result();
+        progress.error(format!(
+            "interrupted by signal {sig}: nothing is held (holder pid {} stopped)",
+            child.id()
+        ));
+        exit::signal(sig)
+    };
+
+    let report = match read_report(&read_end) {
+        Report::Line(line) => line,
+        Report::Signal(sig) => return Ok(interrupted(&mut child, sig)),
+        Report::Eof => {
+            cleanup(&mut child);
+            return Err(exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the holder (pid {pid}) exited without reporting; see {} (nothing is held)",
+                    state.log().display()
+                ),
+            ));
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
+    if !v.is_object() {
+        // Not a report we understand: whatever it holds, stop it.
+        stop_holder(&mut child, "its report was not understood", cli, progress);
+        cleanup(&mut child);
+        state.remove_result();
+        return Err(exit::fail(
+            exit::SOFTWARE,
+            format!("the holder's report was not understood: {report:?}; nothing is held"),
+        ));
+    }
+    if v["ok"] != true {
+        // It has released everything and is exiting.
+        wait_exit(&mut child, EXIT_TIMEOUT);
+        let code = v["code"].as_u64().map_or(exit::SOFTWARE, |c| c as u8);
+        return Err(exit::fail(
+            code,
+            format!(
+                "{} (nothing is held; holder log: {})",
+                v["message"].as_str().unwrap_or("locking failed"),
+                state.log().display()
+            ),
+        ));
+    }
+    // A signal that came with the report: the caller will not get the
+    // variables, so it will not unlock either.
+    if let Some(sig) = signals::received() {
+        return Ok(interrupted(&mut child, sig));
+    }
+    let env = v["env"].as_object().cloned().unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let printed = if json {
+        writeln!(out, "{}", serde_json::Value::Object(env))
+    } else {
+        env.iter()
+            .try_for_each(|(k, val)| writeln!(out, "{}", shell_pair(k, val.as_str().unwrap_or(""))))
+    }
+    .and_then(|()| out.flush());
+    if let Err(e) = printed {
+        progress.error(format!(
+            "cannot print the variables ({e}): nobody would know the lock is held; releasing it"
+        ));
+        stop_holder(
+            &mut child,
+            "the variables could not be printed",
+            cli,
+            progress,
+        );
+        cleanup(&mut child);
+        state.remove_result();
+        return Ok(exit::SOFTWARE);
+    }
+    progress.info(format!(
+        "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
+        cli.max_lock_time
+    ));
+    // Our copy of the flock's file closes with us; the holder keeps it.
+    Ok(exit::OK)
+}
+
+/// Our arguments minus any password, which goes in the environment instead.
+fn holder_args(argv: &[OsString]) -> Vec<OsString> {
+    let mut args = Vec::new();
+    let mut after_dashes = false;
+    for a in crate::options::normalize_argv(argv.to_vec())
+        .into_iter()
+        .skip(1)
+    {
+        after_dashes |= a == "--";
+        let is_password = !after_dashes
+            && (a == "-p" || a == "--password" || a.as_encoded_bytes().starts_with(b"--password="));
+        if !is_password {
+            args.push(a);
+        }
+    }
+    args
+}
+
+enum Report {
+    Line(String),
+    Eof,
+    Signal(i32),
+}
+
+/// One line from the holder, or EOF, or a termination signal to us first.
+/// Reading stops at the line: the holder's children (guardian, hooks) do not
+/// have the pipe, but we must not wait for anything after it anyway.
+fn read_report(pipe: &impl AsFd) -> Report {
+    let mut buf = Vec::new();
+    loop {
+        if let Some(sig) = signals::received() {
+            return Report::Signal(sig);
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            pipe.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
+            Ok(0) | Err(_) => continue,
+            Ok(_) => {}
+        }
+        let mut chunk = [0u8; 4096];
+        match nix::unistd::read(pipe, &mut chunk) {
+            Ok(0) => return Report::Eof,
+            Ok(n) => {
+                buf.extend_from_slice(&chunk[..n]);
+                if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+                    return Report::Line(String::from_utf8_lossy(&buf[..end]).into_owned());
+                }
+            }
+            Err(nix::errno::Errno::EINTR) => {}
+            Err(_) => return Report::Eof,
+        }
+    }
+}
+
+fn wait_exit(child: &mut Child, within: Duration) -> bool {
+    let end = Instant::now() + within;
+    loop {
+        if let Ok(Some(_)) = child.try_wait() {
+            return true;
+        }
+        if Instant::now() >= end {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The variables cannot be handed out (`why`): ask the holder to release
+/// (SIGTERM: it stops retrying, thaws, unlocks), and kill it if it does not
+/// exit in time (its guardian thaws; the server drops the lock).
+fn stop_holder(child: &mut Child, why: &str, cli: &Cli, progress: &Progress) {
+    let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+    progress.warn(format!(
+        "{why} before the lock was handed out: stopping holder pid {pid} so that nothing stays locked"
+    ));
+    let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+    // It checks for signals between lock attempts; one attempt may take
+    // --lock-wait-timeout, and releasing a few seconds more.
+    let grace = Duration::from_secs_f64(cli.lock_wait_timeout.max(0.0) + 5.0);
+    if !wait_exit(child, grace) {
+        progress.warn(format!(
+            "holder pid {pid} did not stop within {:.0} s; killing it (its guardian thaws what it froze, the server \
+             drops its lock)",
+            grace.as_secs_f64()
+        ));
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGKILL);
+    }
+}
+
+// ------------------------------------------------------------------ unlock
+
+/// `unlock`: exit 0 only if the lock was held continuously from lock to unlock.
+pub fn unlock_command(cli: &Cli, progress: &Progress) -> u8 {
+    run(progress, unlock(cli, progress))
+}
+
+fn unlock(cli: &Cli, progress: &Progress) -> anyhow::Result<u8> {
+    let state = State::new(&cli.state_dir);
+    match state.probe(false)? {
+        Probe::Absent => Ok(no_holder(&state, progress)),
+        Probe::Free { file, owner } => after_holder(&state, &file, owner, progress),
+        Probe::Busy { owner } => ask_unlock(&state, owner, progress),
+    }
+}
+
+fn no_holder(state: &State, progress: &Progress) -> u8 {
+    progress.error(format!(
+        "no holder is running and no result is waiting in {}: nothing to unlock (was `mysql-quiesce lock` run, with \
+         the same --state-dir?)",
+        state.dir.display()
+    ));
+    exit::UNAVAILABLE
+}
+
+/// No holder runs (we hold the flock): collect its result, or report its death.
+fn after_holder(
+    state: &State,
+    lock_file: &File,
+    dead: Option<Owner>,
+    progress: &Progress,
+) -> anyhow::Result<u8> {
+    let result = state.read_result()?;
+    state.remove_socket();
+    state::clear_owner(lock_file);
+    if let Some(v) = result {
+        state.remove_result();
+        progress.warn(format!(
+            "the holder had already released everything by itself at {}",
+            v["finished_at"].as_str().unwrap_or("?")
+        ));
+        return Ok(report_outcome(&v, progress));
+    }
+    if let Some(owner) = dead {
+        progress.error(format!(
+            "CONSISTENCY NOT GUARANTEED: the holder ({owner}) died while holding the lock (its guardian thawed its \
+             filesystems; the server dropped its lock): do not trust a snapshot taken since `lock`"
+        ));
+        return Ok(exit::INCONSISTENT);
+    }
+    Ok(no_holder(state, progress))
+}
+
+fn owner_text(owner: &Option<Owner>) -> String {
+    owner
+        .as_ref()
+        .map(|o| format!("holder ({o})"))
+        .unwrap_or_else(|| "holder".into())
+}
+
+/// A holder runs: ask it to release and wait for the outcome, bounded.
+fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyhow::Result<u8> {
+    let who = owner_text(&owner);
+    let log = state.log();
+    let Ok(stream) = UnixStream::connect(state.socket()) else {
+        // No socket: the holder is exiting, or a `lock` is just starting one.
+        return after_exit(state, owner, progress);
+    };
+    (&stream).write_all(b"unlock\n")?;
+    let mut reader = BufReader::new(&stream);
+    let first = match read_line_within(&stream, &mut reader, ANSWER_TIMEOUT) {
+        Answer::Line(l) => l,
+        Answer::Eof => return after_exit(state, owner, progress),
+        Answer::Timeout => {
+            return Err(exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the {who} did not answer `unlock` within {} s on {}; it releases everything by itself at \
+                     --max-lock-time. See {} and `mysql-quiesce status`",
+                    ANSWER_TIMEOUT.as_secs(),
+                    state.socket().display(),
+                    log.display()
+                ),
+            ))
+        }
+    };
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
+    if v["ack"] != true {
+        return Ok(report_outcome(&v, progress));
+    }
+    let within = Duration::from_secs_f64(v["expect_within"].as_f64().unwrap_or(300.0) + 10.0);
+    progress.detail(format!(
+        "the {who} is releasing (thaw, post hooks, unlock, after hooks); waiting up to {:.0} s",
+        within.as_secs_f64()
+    ));
+    match read_line_within(&stream, &mut reader, within) {
+        Answer::Line(l) => Ok(report_outcome(
+            &serde_json::from_str(&l).unwrap_or_default(),
+            progress,
+        )),
+        Answer::Eof => after_exit(state, owner, progress),
+        Answer::Timeout => Err(exit::fail(
+            exit::SOFTWARE,
+            format!(
+                "the {who} did not finish releasing within {:.0} s; see {}. Its guardian thaws its filesystems at \
+                 --max-lock-time; if it hangs, kill it (the server then drops its lock)",
+                within.as_secs_f64(),
+                log.display()
+            ),
+        )),
+    }
+}
+
+/// The holder did not answer on its socket: wait (bounded) for its flock to
+/// drop, then read what it left.
+fn after_exit(state: &State, owner: Option<Owner>, progress: &Progress) -> anyhow::Result<u8> {
+    let end = Instant::now() + EXIT_TIMEOUT;
+    loop {
+        match state.probe(false)? {
+            Probe::Absent => return Ok(no_holder(state, progress)),
+            Probe::Free { file, owner } => return after_holder(state, &file, owner, progress),
+            Probe::Busy { owner: now } => {
+                if Instant::now() >= end {
+                    return Err(match now.or(owner) {
+                        Some(o) => exit::fail(
+                            exit::SOFTWARE,
+                            format!(
+                                "the holder ({o}) holds {} but does not answer on {}; see {}",
+                                state.lock_path().display(),
+                                state.socket().display(),
+                                state.log().display()
+                            ),
+                        ),
+                        None => exit::fail(
+                            exit::TEMPFAIL,
+                            "a `mysql-quiesce lock` is still starting its holder: nothing to unlock yet; retry when it has returned",
+                        ),
+                    });
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+}
+
+enum Answer {
+    Line(String),
+    Eof,
+    Timeout,
+}
+
+fn read_line_within(
+    stream: &UnixStream,
+    reader: &mut BufReader<&UnixStream>,
+    within: Duration,
+) -> Answer {
+    let end = Instant::now() + within;
+    let mut line = String::new();
+    loop {
+        let left = end.saturating_duration_since(Instant::now());
+        if left.is_zero() {
+            return Answer::Timeout;
+        }
+        let _ = stream.set_read_timeout(Some(left.min(Duration::from_secs(1))));
+        match reader.read_line(&mut line) {
+            Ok(0) => return Answer::Eof,
+            Ok(_) if line.ends_with('\n') => return Answer::Line(line),
+            Ok(_) => return Answer::Eof,
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::WouldBlock
+                        | std::io::ErrorKind::TimedOut
+                        | std::io::ErrorKind::Interrupted
+                ) => {}
+            Err(_) => return Answer::Eof,
+        }
+    }
+}
+
+fn report_outcome(v: &serde_json::Value, progress: &Progress) -> u8 {
+    let code = v["code"].as_u64().map_or(exit::SOFTWARE, |c| c as u8);
+    if code == exit::OK {
+        let held = v["lock_held_ms"]
+            .as_f64()
+            .map(|ms| format!("; lock held {ms:.0} ms"))
+            .unwrap_or_default();
+        progress.info(format!(
+            "unlocked: lock held continuously, snapshot consistent{held}"
+        ));
+    } else {
+        progress.error(v["message"].as_str().unwrap_or("the holder failed"));
+    }
+    code
+}
+
+// ------------------------------------------------------------------ status
+
+/// `status`: exit 0 and details when a holder runs, 3 when none does.
+pub fn status_command(cli: &Cli, json: bool, progress: &Progress) -> u8 {
+    run(progress, status(cli, json))
+}
+
+const NOT_RUNNING: u8 = 3;
+
+fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
+    let state = State::new(&cli.state_dir);
+    let (dead, waiting) = match state.probe(false)? {
+        Probe::Absent => (None, false),
+        Probe::Free { owner, .. } => (owner, state.read_result()?.is_some()),
+        Probe::Busy { owner } => return running(&state, owner, json),
+    };
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "running": false,
+                "result_waiting": waiting,
+                "dead_holder_pid": dead.as_ref().map(|o| o.pid),
+            })
+        );
+    } else {
+        let mut line = "holder: not running".to_string();
+        if let Some(o) = &dead {
+            line += &format!(
+                "; the holder ({o}) died without `unlock` (its state is cleaned up by the next lock or unlock)"
+            );
+        }
+        if waiting {
+            line += "; a result waits for `unlock`";
+        }
+        println!("{line}");
+    }
+    Ok(NOT_RUNNING)
+}
+
+fn running(state: &State, owner: Option<Owner>, json: bool) -> anyhow::Result<u8> {
+    let who = owner_text(&owner);
+    let answer = UnixStream::connect(state.socket()).ok().map(|stream| {
+        let _ = (&stream).write_all(b"status\n");
+        let mut reader = BufReader::new(&stream);
+        read_line_within(&stream, &mut reader, ANSWER_TIMEOUT)
+    });
+    let v: serde_json::Value = match answer {
+        Some(Answer::Line(l)) => serde_json::from_str(&l).unwrap_or_default(),
+        Some(Answer::Timeout) => {
+            return Err(exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the {who} holds {} but did not answer within {} s; see {}",
+                    state.lock_path().display(),
+                    ANSWER_TIMEOUT.as_secs(),
+                    state.log().display()
+                ),
+            ))
+        }
+        // Not listening (yet, or any more).
+        _ => serde_json::json!({
+            "running": true,
+            "phase": if owner.is_some() { "exiting" } else { "starting" },
+            "pid": owner.as_ref().map(|o| o.pid),
+        }),
+    };
+    if json {
+        println!("{v}");
+        return Ok(exit::OK);
+    }
+    let phase = v["phase"].as_str().unwrap_or("?");
+    println!("holder: running, pid {}, {phase}", v["pid"]);
+    match phase {
+        "holding" | "releasing" => {
+            println!(
+                "lock: {}, held {:.1} s since {}",
+                v["lock"].as_str().unwrap_or("?"),
+                v["held_seconds"].as_f64().unwrap_or(0.0),
+                v["since"].as_str().unwrap_or("?")
+            );
+            if let Some(why) = v["why"].as_str() {
+                println!("releasing: {why}");
+            }
+            if let Some(left) = v["seconds_left"].as_f64() {
+                println!("released by itself in {left:.1} s (--max-lock-time) unless unlocked");
+            }
+            let frozen = v["frozen"].as_str().unwrap_or("");
+            println!(
+                "frozen: {}",
+                if frozen.is_empty() { "nothing" } else { frozen }
+            );
+            for k in [
+                "MYSQL_QUIESCE_CONNECTION_ID",
+                "MYSQL_QUIESCE_BINLOG_FILE",
+                "MYSQL_QUIESCE_BINLOG_POS",
+                "MYSQL_QUIESCE_GTID",
+            ] {
+                println!("{}", shell_pair(k, v["env"][k].as_str().unwrap_or("")));
+            }
+        }
+        "locking" => {
+            println!("taking the lock (the `mysql-quiesce lock` that started it has not returned)")
+        }
+        "finished" => println!(
+            "finished with exit status {}; exiting (`unlock` collects the result)",
+            v["outcome"]["code"]
+        ),
+        _ => {}
+    }
+    Ok(exit::OK)
+}

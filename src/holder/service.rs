@@ -1,0 +1,175 @@
+//! The holder's socket, served by a thread for the holder's whole life, so
+//! that `status` and `unlock` get an answer in every phase: while it locks,
+//! holds, releases (after `unlock`, a signal or --max-lock-time) and after it
+//! has finished, until the process exits. An `unlock` that arrives while the
+//! holder releases by itself is acknowledged at once and gets the outcome
+//! when it is known; one that arrives later gets the recorded outcome.
+//!
+//! Protocol: one request line (`status` or `unlock`), JSON lines back. For
+//! `unlock`: either the outcome (`{"code": ..}`) at once, or first
+//! `{"ack": true, "expect_within": SECONDS}` and then the outcome.
+
+use super::state::State;
+use crate::exit;
+use crate::report;
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+pub enum Phase {
+    /// Connecting and locking: the `lock` command still waits.
+    Locking,
+    Holding {
+        env: BTreeMap<String, String>,
+        since: SystemTime,
+        deadline: Option<Instant>,
+    },
+    Releasing {
+        why: String,
+        env: BTreeMap<String, String>,
+        since: SystemTime,
+    },
+    Finished {
+        outcome: serde_json::Value,
+    },
+}
+
+pub struct Shared {
+    pub phase: Phase,
+    /// Set by an `unlock`; the waiter ends its wait on it.
+    pub release_requested: bool,
+    /// `unlock` clients waiting for the outcome.
+    pub waiting: Vec<UnixStream>,
+    /// The outcome went to an `unlock` (or to the `lock` command).
+    pub collected: bool,
+    /// The outcome is in last-result.json, waiting for an `unlock`.
+    pub in_file: bool,
+    pub started: SystemTime,
+    pub max_lock_time: f64,
+    /// How long releasing may take at most (hooks and their timeouts), for `unlock`.
+    pub expect_within: f64,
+}
+
+pub type Handle = Arc<Mutex<Shared>>;
+
+pub fn lock(h: &Handle) -> MutexGuard<'_, Shared> {
+    // A panic elsewhere must not stop `unlock` from being answered.
+    h.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Serve `listener` until the process exits.
+pub fn spawn(listener: UnixListener, shared: Handle, state: State) -> std::io::Result<()> {
+    std::thread::Builder::new()
+        .name("holder-socket".into())
+        .spawn(move || loop {
+            match listener.accept() {
+                Ok((stream, _)) => serve(stream, &shared, &state),
+                Err(_) => std::thread::sleep(Duration::from_millis(50)),
+            }
+        })
+        .map(|_| ())
+}
+
+fn serve(stream: UnixStream, shared: &Handle, state: &State) {
+    // A client that connects and says nothing must not keep others waiting long.
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(2)));
+    let _ = stream.set_write_timeout(Some(Duration::from_secs(2)));
+    let mut line = String::new();
+    let _ = BufReader::new(&stream).read_line(&mut line);
+    let mut sh = lock(shared);
+    let mut out = &stream;
+    match line.trim() {
+        "status" => {
+            let _ = writeln!(out, "{}", status_json(&sh));
+        }
+        "unlock" => match &sh.phase {
+            Phase::Locking => {
+                let _ = writeln!(
+                    out,
+                    "{}",
+                    serde_json::json!({
+                        "code": exit::TEMPFAIL,
+                        "message": format!(
+                            "holder pid {} is still taking the lock (the `mysql-quiesce lock` that started it has not \
+                             returned): nothing to unlock yet. Retry, or stop that `lock` command (it stops its holder)",
+                            std::process::id()
+                        ),
+                    })
+                );
+            }
+            Phase::Holding { .. } | Phase::Releasing { .. } => {
+                sh.release_requested = true;
+                let ack = serde_json::json!({
+                    "ack": true,
+                    "pid": std::process::id(),
+                    "expect_within": sh.expect_within,
+                });
+                if writeln!(out, "{ack}").is_ok() {
+                    sh.waiting.push(stream.try_clone().expect("clone socket"));
+                }
+            }
+            Phase::Finished { outcome } => {
+                let reply = if sh.collected {
+                    serde_json::json!({
+                        "code": exit::UNAVAILABLE,
+                        "message": "the holder has finished and its result was already collected by another `unlock`: nothing to unlock",
+                    })
+                } else {
+                    outcome.clone()
+                };
+                if writeln!(out, "{reply}").is_ok() && !sh.collected {
+                    sh.collected = true;
+                    if sh.in_file {
+                        state.remove_result();
+                        sh.in_file = false;
+                    }
+                }
+            }
+        },
+        _ => {}
+    }
+}
+
+fn status_json(sh: &Shared) -> serde_json::Value {
+    let mut v = serde_json::json!({
+        "running": true,
+        "pid": std::process::id(),
+        "started": report::rfc3339(sh.started),
+        "max_lock_time": sh.max_lock_time,
+    });
+    let held = |since: &SystemTime| since.elapsed().unwrap_or_default().as_secs_f64();
+    match &sh.phase {
+        Phase::Locking => v["phase"] = "locking".into(),
+        Phase::Holding {
+            env,
+            since,
+            deadline,
+        } => {
+            v["phase"] = "holding".into();
+            v["since"] = report::rfc3339(*since).into();
+            v["held_seconds"] = held(since).into();
+            v["seconds_left"] = deadline
+                .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
+                .into();
+            v["lock"] = env.get("MYSQL_QUIESCE_LOCK").cloned().into();
+            v["frozen"] = env.get("MYSQL_QUIESCE_FROZEN").cloned().into();
+            v["env"] = serde_json::to_value(env).expect("json");
+        }
+        Phase::Releasing { why, env, since } => {
+            v["phase"] = "releasing".into();
+            v["why"] = why.clone().into();
+            v["since"] = report::rfc3339(*since).into();
+            v["held_seconds"] = held(since).into();
+            v["lock"] = env.get("MYSQL_QUIESCE_LOCK").cloned().into();
+            v["frozen"] = env.get("MYSQL_QUIESCE_FROZEN").cloned().into();
+            v["env"] = serde_json::to_value(env).expect("json");
+        }
+        Phase::Finished { outcome } => {
+            v["phase"] = "finished".into();
+            v["outcome"] = outcome.clone();
+        }
+    }
+    v
+}
