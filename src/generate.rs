@@ -4,6 +4,47 @@
 use crate::cli::{command, Generated};
 use std::io::Write;
 
+/// The procedure, appended to clap's DESCRIPTION (the README's step table).
+const PROCEDURE: &str = r#".PP
+The sequence of a run, and what a failure at each step does (the first failure decides the exit status; everything
+acquired is still released, in order):
+.TP
+1. before hooks
+\-\-before CMD, nothing held yet. A failure stops the run; nothing to release.
+.TP
+2. connect
+A lock session and a watchdog session (exit 69 / 77).
+.TP
+3. lock
+Bounded attempts (\-\-lock\-wait\-timeout each), retried (\-\-lock\-retries); exit 75 with nothing locked.
+.TP
+4. coordinates
+Binary\-log file/position and GTID, read under the lock; \-\-coordinates\-file written atomically.
+.TP
+5. pre hooks
+\-\-pre CMD. A failure skips the remaining pre and snapshot steps.
+.TP
+6. freeze
+\-\-freeze MOUNTPOINT with FIFREEZE, in order; on failure, what was frozen is thawed.
+.TP
+7. snapshot
+\-\-snapshot CMD hooks, then COMMAND (argv, no shell). Their stdout is mysql\-quiesce's stdout.
+.TP
+8. thaw
+FITHAW, in reverse order. Always.
+.TP
+9. post hooks
+\-\-post CMD, still locked. Always run once locked.
+.TP
+10. verify and unlock
+The lock session must be the same live connection, else exit 65: the snapshot is not consistent.
+.TP
+11. after hooks
+\-\-after CMD. Always run once connecting was attempted.
+.PP
+Progress goes to stderr; \-\-report and \-\-metrics\-file are written last, after thaw and unlock.
+"#;
+
 /// Sections clap does not know about, in roff.
 const EXTRA_MAN: &str = r#".SH "LOCK MODES"
 .TP
@@ -278,6 +319,7 @@ pub fn man_page() -> Vec<u8> {
     man.render_synopsis_section(&mut out).expect("render man");
     man.render_description_section(&mut out)
         .expect("render man");
+    out.extend_from_slice(PROCEDURE.as_bytes());
     man.render_options_section(&mut out).expect("render man");
     out.extend_from_slice(subcommands_section(&command()).as_bytes());
     out.extend_from_slice(EXTRA_MAN.as_bytes());
