@@ -2,6 +2,12 @@
 # Shared by the mysql-quiesce hooks (sourced, not run): messages go to stderr, because the
 # snapshot phase's stdout is mysql-quiesce's stdout and must carry only snapshot ids.
 
+# usage: print the hook's header comment (everything after the #! line up to the code) as --help.
+usage() {
+    awk 'NR == 1 { next } /^#/ { sub(/^# ?/, ""); print; next } { exit }' "$0"
+    exit 0
+}
+
 note() { echo "$HOOK: $*" >&2; }
 die() { echo "$HOOK: error: $*" >&2; exit 1; }
 

@@ -1,7 +1,13 @@
 #!/usr/bin/env bash
 # Build the packages and prove they work (CI runs this as root):
-# install the .deb with dpkg, run the installed binary and man page, check what was
-# installed, run lintian (any E: fails), check the .rpm's file list, then remove the .deb.
+# - both packages hold exactly the expected files (derived from hooks/ and docs/frameworks/, so
+#   a new hook or example that is not packaged fails here), with the option file 0600 and a
+#   conffile / %config(noreplace);
+# - the .deb installs with dpkg; the installed binary, man page, completions and hooks work; the
+#   service reads /etc/mysql-quiesce/*.cnf; the timer is not enabled; an edited option file
+#   survives a reinstall; lintian reports no error or warning (its exit status, not a grep);
+# - the .rpm passes its digest check and installs into a scratch root with rpm.
+# The machine is left as found: the .deb is purged and the scratch root removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 fail() { echo "check-packages: FAIL: $*" >&2; exit 1; }
@@ -13,50 +19,150 @@ done
 if ((${#missing[@]})); then
     apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
+if dpkg-query -W -f='${Status}' mysql-quiesce 2>/dev/null | grep -q 'ok installed'; then
+    fail "mysql-quiesce is already installed here; this check installs and purges it: remove it first"
+fi
 
 out=$(bash scripts/build-packages.sh)
 deb=$(tail -n 2 <<<"$out" | head -n 1)
 rpm_file=$(tail -n 1 <<<"$out")
 [[ -f $deb && -f $rpm_file ]] || fail "packages not built: $out"
 echo "built $deb and $rpm_file"
+version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 
-cleanup() { dpkg -r mysql-quiesce >/dev/null 2>&1 || true; }
+# ---------------------------------------------------------------- expected contents
+cnf=/etc/mysql-quiesce/mysql-quiesce.cnf
+hook_files=$(for h in hooks/*; do [[ $h == *.md ]] || echo "/usr/share/mysql-quiesce/$h"; done)
+framework_files=$(find docs/frameworks -type f | sed 's|^docs/|/usr/share/doc/mysql-quiesce/|')
+common="/usr/bin/mysql-quiesce
+/usr/share/man/man1/mysql-quiesce.1.gz
+/usr/share/bash-completion/completions/mysql-quiesce
+/usr/share/fish/vendor_completions.d/mysql-quiesce.fish
+$cnf
+/usr/share/mysql-quiesce/service.cnf
+/usr/share/doc/mysql-quiesce/README.md
+/usr/share/doc/mysql-quiesce/hooks.md
+$hook_files
+$framework_files"
+deb_expected="$common
+/usr/share/zsh/vendor-completions/_mysql-quiesce
+/lib/systemd/system/mysql-quiesce.service
+/lib/systemd/system/mysql-quiesce.timer
+/usr/share/doc/mysql-quiesce/copyright
+/usr/share/doc/mysql-quiesce/changelog.Debian.gz
+/usr/share/lintian/overrides/mysql-quiesce"
+rpm_expected="$common
+/usr/share/zsh/site-functions/_mysql-quiesce
+/usr/lib/systemd/system/mysql-quiesce.service
+/usr/lib/systemd/system/mysql-quiesce.timer
+/usr/share/licenses/mysql-quiesce/LICENSE"
+
+# same_files WHAT EXPECTED ACTUAL: the two lists hold the same paths, or fail showing the difference.
+same_files() {
+    local diff
+    if ! diff=$(diff <(sort -u <<<"$2") <(sort -u <<<"$3")); then
+        echo "$diff" | sed 's/^</  missing:   /; s/^>/  unexpected:/' | grep -E 'missing|unexpected' >&2
+        fail "$1: file list differs from the expected one (above)"
+    fi
+    echo "$1: all $(sort -u <<<"$2" | wc -l) expected files, nothing else"
+}
+
+# ---------------------------------------------------------------- .deb contents
+same_files ".deb contents (dpkg-deb)" "$deb_expected" \
+    "$(dpkg-deb --fsys-tarfile "$deb" | tar -t | grep -v '/$' | sed 's|^\./|/|')"
+[[ $(dpkg-deb --info "$deb" conffiles) == "$cnf" ]] || fail ".deb: conffiles is not exactly $cnf"
+
+# ---------------------------------------------------------------- install the .deb
+dropin=/etc/mysql-quiesce/zz-check-packages.cnf
+scratch=$(mktemp -d)
+cleanup() {
+    rm -f "$dropin"
+    dpkg -P mysql-quiesce >/dev/null 2>&1 || true
+    rm -rf "$scratch"
+}
 trap cleanup EXIT
 dpkg -i "$deb" >/dev/null || fail "dpkg -i $deb"
-/usr/bin/mysql-quiesce --version | grep -q '^mysql-quiesce ' || fail "installed binary does not run"
-man -l /usr/share/man/man1/mysql-quiesce.1.gz 2>/dev/null | grep -q 'EXIT STATUS' || fail "installed man page does not render"
-for f in /usr/share/bash-completion/completions/mysql-quiesce \
-    /usr/share/zsh/vendor-completions/_mysql-quiesce \
-    /usr/share/fish/vendor_completions.d/mysql-quiesce.fish \
-    /lib/systemd/system/mysql-quiesce.service /lib/systemd/system/mysql-quiesce.timer \
-    /usr/share/doc/mysql-quiesce/README.md /usr/share/doc/mysql-quiesce/copyright; do
-    [[ -f $f ]] || fail "$f not installed"
+installed=$(dpkg -L mysql-quiesce | while read -r f; do [[ -f $f && ! -L $f ]] && echo "$f"; done)
+same_files "installed .deb (dpkg -L)" "$deb_expected" "$installed"
+dpkg-query -W -f='${Conffiles}\n' mysql-quiesce | grep -q "^ $cnf " || fail "dpkg does not track $cnf as a conffile"
+[[ $(stat -c %a "$cnf") == 600 ]] || fail "$cnf is not 0600"
+while read -r f; do
+    [[ -x $f ]] || fail "$f is not executable"
+done <<<"/usr/bin/mysql-quiesce
+$hook_files"
+
+got=$(/usr/bin/mysql-quiesce --version) || fail "the installed binary does not run"
+[[ $got == "mysql-quiesce $version" ]] || fail "--version says '$got', expected 'mysql-quiesce $version'"
+[[ $(man -w mysql-quiesce) == /usr/share/man/man1/mysql-quiesce.1.gz ]] || fail "man does not find mysql-quiesce(1)"
+page=$(MANWIDTH=100 man --warnings -l /usr/share/man/man1/mysql-quiesce.1.gz 2>"$scratch/man.err") ||
+    fail "man -l failed: $(cat "$scratch/man.err")"
+[[ ! -s $scratch/man.err ]] || fail "man -l warns: $(cat "$scratch/man.err")"
+for section in NAME SYNOPSIS OPTIONS "EXIT STATUS" ENVIRONMENT FILES SAFETY EXAMPLES SUBCOMMANDS; do
+    grep -q "^$section" <<<"$page" || fail "the installed man page has no $section section"
 done
-[[ $(stat -c %a /etc/mysql-quiesce/mysql-quiesce.cnf) == 600 ]] || fail "example option file is not 0600"
-for hook in hooks/*; do
-    [[ $hook == *.md ]] && continue
-    [[ -x /usr/share/mysql-quiesce/hooks/$(basename "$hook") ]] || fail "hook $hook not installed executable"
-done
-# The shipped option file parses, and the timer is shipped disabled.
-/usr/bin/mysql-quiesce --defaults-file=/etc/mysql-quiesce/mysql-quiesce.cnf --print-defaults >/dev/null ||
-    fail "the shipped option file does not parse"
-if command -v systemctl >/dev/null && systemctl is-enabled mysql-quiesce.timer >/dev/null 2>&1; then
-    fail "the timer must be shipped disabled"
+bash -c 'source /usr/share/bash-completion/completions/mysql-quiesce && complete -p mysql-quiesce' >/dev/null ||
+    fail "the bash completion does not load"
+/usr/share/mysql-quiesce/hooks/lvm-snapshot --help | grep -q -- --snapshot || fail "an installed hook does not run (_common.sh?)"
+/usr/bin/mysql-quiesce --defaults-file="$cnf" --print-defaults >/dev/null || fail "the shipped option file does not parse"
+
+# The service reads /etc/mysql-quiesce/*.cnf: run its own ExecStart line with --print-defaults.
+exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' /lib/systemd/system/mysql-quiesce.service |
+    sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
+[[ $exec_start == /usr/bin/mysql-quiesce* ]] || fail "unexpected ExecStart: $exec_start"
+printf '[mysql-quiesce]\nlock-retries = 7\n' >"$dropin"
+chmod 600 "$dropin"
+# shellcheck disable=SC2086 # ExecStart is a word list
+$exec_start --print-defaults | grep -qx -- --lock-retries=7 || fail "the service does not read $dropin"
+rm -f "$dropin"
+if command -v systemd-analyze >/dev/null; then
+    systemd-analyze verify /lib/systemd/system/mysql-quiesce.service /lib/systemd/system/mysql-quiesce.timer ||
+        fail "systemd-analyze verify rejects the units"
 fi
+
+# Shipped disabled: nothing enables the timer (no maintainer script, no wants/ link).
+if dpkg-deb --ctrl-tarfile "$deb" | tar -x -O 2>/dev/null | grep -Eq 'systemctl|deb-systemd'; then
+    fail "a maintainer script touches systemd units"
+fi
+if compgen -G '/etc/systemd/system/*.wants/mysql-quiesce.*' >/dev/null; then
+    fail "installing enabled a unit: $(ls /etc/systemd/system/*.wants/mysql-quiesce.*)"
+fi
+if command -v systemctl >/dev/null; then
+    state=$(systemctl is-enabled mysql-quiesce.timer 2>/dev/null || true)
+    [[ $state == disabled ]] || fail "mysql-quiesce.timer is '$state' after install, expected disabled"
+fi
+
+# Upgrades keep an edited option file.
+echo "# local edit" >>"$cnf"
+dpkg -i "$deb" >/dev/null || fail "reinstalling $deb"
+grep -qx '# local edit' "$cnf" || fail "reinstalling the .deb replaced the edited $cnf"
 echo "dpkg install: ok"
 
-lint=$(lintian --tag-display-limit 0 "$deb" 2>&1 || true)
-[[ -n $lint ]] && echo "$lint"
-if grep -q '^E: ' <<<"$lint"; then fail "lintian reports errors"; fi
-echo "lintian: no errors"
+# ---------------------------------------------------------------- lintian
+# Its exit status decides (a crash or an error/warning fails); its output is always shown.
+if lintian --fail-on error,warning --display-info --tag-display-limit 0 "$deb"; then
+    echo "lintian: no errors or warnings"
+else
+    fail "lintian failed (exit status $?; output above)"
+fi
 
-files=$(rpm -qlp "$rpm_file" 2>/dev/null)
-for f in /usr/bin/mysql-quiesce /usr/share/man/man1/mysql-quiesce.1.gz \
-    /usr/share/bash-completion/completions/mysql-quiesce /usr/share/zsh/site-functions/_mysql-quiesce \
-    /usr/share/fish/vendor_completions.d/mysql-quiesce.fish /etc/mysql-quiesce/mysql-quiesce.cnf \
-    /usr/lib/systemd/system/mysql-quiesce.service /usr/lib/systemd/system/mysql-quiesce.timer; do
-    grep -qx "$f" <<<"$files" || fail "$f missing from the rpm"
-done
-rpm -qpc "$rpm_file" 2>/dev/null | grep -qx /etc/mysql-quiesce/mysql-quiesce.cnf || fail "rpm: option file is not a config file"
-echo "rpm file list: ok"
+# ---------------------------------------------------------------- .rpm
+rpm -K --nosignature "$rpm_file" | grep -q 'digests OK' || fail "rpm digest check"
+same_files ".rpm contents (rpm -qlp)" "$rpm_expected" "$(rpm -qlp "$rpm_file" 2>/dev/null)"
+[[ $(rpm -qpc "$rpm_file" 2>/dev/null) == "$cnf" ]] || fail "rpm: config files are not exactly $cnf"
+flags=$(rpm -qp --qf '[%{FILEMODES:perms} %{FILEFLAGS:fflags} %{FILENAMES}\n]' "$rpm_file" 2>/dev/null)
+grep -qx -- "-rw------- cn $cnf" <<<"$flags" || fail "rpm: $cnf is not 0600 %config(noreplace): $(grep "$cnf" <<<"$flags")"
+while read -r f; do
+    grep -Eq -- "^-rwxr-xr-x [a-z]* $f\$" <<<"$flags" || fail "rpm: $f is not 0755"
+done <<<"/usr/bin/mysql-quiesce
+$hook_files"
+if rpm -qp --scripts "$rpm_file" 2>/dev/null | grep -Eq 'systemctl|preset'; then
+    fail "rpm: a scriptlet touches systemd units"
+fi
+# Install it into a scratch root (dependencies are the base system's: not there, so --nodeps).
+rpm --root "$scratch/root" --initdb
+rpm --root "$scratch/root" -i --nodeps --noscripts "$rpm_file" 2>/dev/null || fail "rpm -i into a scratch root"
+rpm --root "$scratch/root" -V --nodeps mysql-quiesce || fail "rpm -V: installed files differ from the package"
+got=$("$scratch/root/usr/bin/mysql-quiesce" --version) || fail "the binary from the rpm does not run"
+[[ $got == "mysql-quiesce $version" ]] || fail "rpm: --version says '$got'"
+echo "rpm: ok"
 echo "check-packages: PASS"

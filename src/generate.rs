@@ -4,6 +4,47 @@
 use crate::cli::{command, Generated};
 use std::io::Write;
 
+/// The procedure, appended to clap's DESCRIPTION (the README's step table).
+const PROCEDURE: &str = r#".PP
+The sequence of a run, and what a failure at each step does (the first failure decides the exit status; everything
+acquired is still released, in order):
+.TP
+1. before hooks
+\-\-before CMD, nothing held yet. A failure stops the run; nothing to release.
+.TP
+2. connect
+A lock session and a watchdog session (exit 69 / 77).
+.TP
+3. lock
+Bounded attempts (\-\-lock\-wait\-timeout each), retried (\-\-lock\-retries); exit 75 with nothing locked.
+.TP
+4. coordinates
+Binary\-log file/position and GTID, read under the lock; \-\-coordinates\-file written atomically.
+.TP
+5. pre hooks
+\-\-pre CMD. A failure skips the remaining pre and snapshot steps.
+.TP
+6. freeze
+\-\-freeze MOUNTPOINT with FIFREEZE, in order; on failure, what was frozen is thawed.
+.TP
+7. snapshot
+\-\-snapshot CMD hooks, then COMMAND (argv, no shell). Their stdout is mysql\-quiesce's stdout.
+.TP
+8. thaw
+FITHAW, in reverse order. Always.
+.TP
+9. post hooks
+\-\-post CMD, still locked. Always run once locked.
+.TP
+10. verify and unlock
+The lock session must be the same live connection, else exit 65: the snapshot is not consistent.
+.TP
+11. after hooks
+\-\-after CMD. Always run once connecting was attempted.
+.PP
+Progress goes to stderr; \-\-report and \-\-metrics\-file are written last, after thaw and unlock.
+"#;
+
 /// Sections clap does not know about, in roff.
 const EXTRA_MAN: &str = r#".SH "LOCK MODES"
 .TP
@@ -41,6 +82,9 @@ option file's name or the URL's socket file name (or host_port); uppercased, oth
 \fB0\fR
 Success: the snapshot phase ran with the lock held and verified.
 .TP
+\fB3\fR
+\fBstatus\fR only: no holder is running (nothing is locked or frozen by \fBlock\fR).
+.TP
 \fBN\fR
 The snapshot COMMAND's or the first failing hook's own non-zero status, passed through.
 .TP
@@ -51,7 +95,8 @@ Usage error.
 Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot.
 .TP
 \fB69\fR
-Cannot connect to the server.
+Cannot connect to the server. From \fBunlock\fR: nothing to unlock (no holder is running and no result is
+waiting); nothing was changed.
 .TP
 \fB70\fR
 Internal error.
@@ -66,7 +111,8 @@ Authentication failed or a privilege is missing.
 Configuration error (bad option file or option value).
 .TP
 \fB124\fR
-A hook ran past \-\-hook\-timeout, or the locked section past \-\-max\-lock\-time.
+A hook ran past \-\-hook\-timeout, or the locked section past \-\-max\-lock\-time (from \fBunlock\fR: the holder
+released everything at \-\-max\-lock\-time before \fBunlock\fR came; do not trust a snapshot taken after that).
 .TP
 \fB126\fR, \fB127\fR
 COMMAND not executable, not found.
@@ -82,11 +128,67 @@ Given to every hook: \fBMYSQL_QUIESCE_PHASE\fR, \fBMYSQL_QUIESCE_RUN_ID\fR, \fBM
 (on a replica: the SQL thread's executed position), \fBMYSQL_QUIESCE_GALERA_POSITION\fR (uuid:seqno), \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
 \fBMYSQL_QUIESCE_FROZEN\fR (the mount points frozen in this run, colon-separated);
 in post and after hooks also \fBMYSQL_QUIESCE_STATUS\fR=ok|failed. \fBMYSQL_PWD\fR is never passed to hooks.
+.PP
+With \-\-instance, the same variables per locked server: \fBMYSQL_QUIESCE_\fR\fINAME\fR\fB_LOCK\fR,
+\fBMYSQL_QUIESCE_\fR\fINAME\fR\fB_CONNECTION_ID\fR, \fBMYSQL_QUIESCE_\fR\fINAME\fR\fB_BINLOG_FILE\fR,
+\fBMYSQL_QUIESCE_\fR\fINAME\fR\fB_BINLOG_POS\fR, \fBMYSQL_QUIESCE_\fR\fINAME\fR\fB_GTID\fR and so on (every
+\fBMYSQL_QUIESCE_*\fR variable above that describes a server); the unprefixed ones describe the first instance.
+\fINAME\fR is the name given as \-\-instance=NAME=SPEC, else the option file's name or the URL's socket file name
+(or host_port), uppercased, other characters replaced by _.
+.PP
+\fBMYSQL_QUIESCE_HOLDER_FD\fR is internal (set by \fBlock\fR for the holder process it starts); do not set it.
+.PP
+The hooks in /usr/share/mysql\-quiesce/hooks/ also read their tools' own environment, e.g. aws\-ebs\-snapshot:
+\fBAWS_REGION\fR, \fBAWS_DEFAULT_REGION\fR, \fBAWS_ENDPOINT_URL\fR, \fBAWS_EC2_METADATA_SERVICE_ENDPOINT\fR,
+\fBAWS_EC2_METADATA_SERVICE_ENDPOINT_MODE\fR, \fBAWS_EC2_METADATA_DISABLED\fR.
 .SH FILES
-/etc/my.cnf, /etc/mysql/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf: option files, groups [client], [client-server],
-[client-mariadb] (connection options) and [mysql-quiesce] (every long option, e.g. \fBpre = ...\fR, repeatable).
-.br
-/run/lock/mysql-quiesce.lock: the run lock (\-\-lock\-file).
+.TP
+/etc/my.cnf, /etc/mysql/my.cnf, $MARIADB_HOME/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf
+Option files, groups [client], [client\-server], [client\-mariadb] (connection options) and [mysql\-quiesce]
+(every long option, e.g. \fBpre = ...\fR, repeatable).
+.TP
+/etc/mysql\-quiesce/mysql\-quiesce.cnf
+The packages' commented example option file: mode 0600 (it may hold a password) and a conffile
+(%config(noreplace) in the RPM), so upgrades keep your edits. \fBmysql\-quiesce.service\fR reads it and every
+other /etc/mysql\-quiesce/*.cnf, in name order, through
+\fB\-\-defaults\-extra\-file=/usr/share/mysql\-quiesce/service.cnf\fR (which holds
+\fB!includedir /etc/mysql\-quiesce\fR); try that configuration with
+\fBmysql\-quiesce \-\-defaults\-extra\-file=/usr/share/mysql\-quiesce/service.cnf \-\-check\fR.
+.TP
+/usr/share/mysql\-quiesce/hooks/
+Snapshot hooks for \-\-snapshot: aws\-ebs\-snapshot, ec2\-create\-snapshot, lvm\-snapshot, btrfs\-snapshot,
+zfs\-snapshot, gcloud\-disk\-snapshot (each with \-\-help), and _common.sh, which they share.
+.TP
+/usr/share/doc/mysql\-quiesce/frameworks/
+Pre/post-script examples for AWS DLM, Google Cloud, Azure Backup and Velero.
+.TP
+/lib/systemd/system/mysql\-quiesce.service, mysql\-quiesce.timer
+(/usr/lib/systemd/system/ from the RPM.) A oneshot run with the configuration above and a daily timer for it,
+both shipped disabled: \fBsystemctl enable \-\-now mysql\-quiesce.timer\fR.
+.TP
+/var/lib/mysql\-quiesce/last\-report.json
+The JSON report (\-\-report) of the service's last run.
+.TP
+/run/mysql\-quiesce/
+\-\-state\-dir of \fBlock\fR, \fBunlock\fR and \fBstatus\fR, root only (0700): holder.sock (the holder's control
+socket, 0600), holder.pid (pid and start time of the running holder), holder.log (its progress and errors),
+last\-result.json (the outcome of a holder that released by itself, kept for \fBunlock\fR).
+.TP
+/run/lock/mysql\-quiesce.lock
+\-\-lock\-file: keeps two runs on one machine from overlapping (the second exits 75).
+.SH METRICS
+\-\-metrics\-file writes gauges in the Prometheus text format for node_exporter's textfile collector, atomically,
+after thaw and unlock: mysql_quiesce_last_run_timestamp_seconds, _last_run_success, _last_run_exit_code,
+_last_run_consistent, _last_success_timestamp_seconds, _lock_held_seconds, _lock_wait_seconds, _frozen_seconds
+and _phase_seconds{phase="..."}. _last_success_timestamp_seconds is the time of the last run that exited 0: a
+failed run carries it over from the file it replaces (0 if there is none), so one alert rule covers failing runs,
+runs that stopped, and a timer that was never enabled:
+.PP
+.nf
+- alert: MysqlQuiesceNoRecentSnapshot
+  expr: time() \- mysql_quiesce_last_success_timestamp_seconds > 26 * 3600
+        or absent(mysql_quiesce_last_success_timestamp_seconds)
+.fi
 .SH SAFETY
 Everything acquired is released on every path. A failing or hanging hook (\-\-hook\-timeout) or an overrun of
 \-\-max\-lock\-time kills the hook's whole process group, thaws, runs the post hooks, unlocks and runs the after
@@ -121,6 +223,8 @@ mysql-quiesce --dry-run --freeze /data -- true
 # two instances whose data share one volume
 mysql-quiesce --instance /etc/mysql/main.cnf --instance 'mysql://backup@localhost/?socket=/run/mysqld/b.sock' \\
      --freeze /srv/db -- aws ec2 create-snapshots --instance-specification InstanceId=i-0123
+# all EBS volumes of this instance (boot volume excluded), tagged with the coordinates
+mysql-quiesce --freeze /var/lib/mysql --snapshot /usr/share/mysql-quiesce/hooks/aws-ebs-snapshot
 # split mode, e.g. in pre/post-scripts; never eval "$(mysql-quiesce lock ...)": a failed lock
 # would then go unnoticed and the snapshot be taken unlocked
 vars=$(mysql-quiesce lock --freeze /var/lib/mysql) || exit
@@ -130,6 +234,90 @@ mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
 .fi
 "#;
 
+/// Roff-escape text for a man page line.
+fn roff(text: &str) -> String {
+    let escaped = text.replace('\\', "\\e").replace('-', "\\-");
+    if escaped.starts_with(['.', '\'']) {
+        format!("\\&{escaped}")
+    } else {
+        escaped
+    }
+}
+
+/// SUBCOMMANDS: each subcommand (hidden ones too, except internal `__*`),
+/// its synopsis, description and own options; clap_mangen lists names only.
+fn subcommands_section(cmd: &clap::Command) -> String {
+    let mut out = String::from(
+        ".SH SUBCOMMANDS\nThe options above apply to the subcommands too: \\fBlock\\fR and \\fBhold\\fR lock and freeze as a \
+         run does (connection, lock, \\-\\-freeze, \\-\\-max\\-lock\\-time, hooks before/pre/post/after, outputs); \
+         \\fBunlock\\fR and \\fBstatus\\fR use \\-\\-state\\-dir.\n",
+    );
+    for sub in cmd
+        .get_subcommands()
+        .filter(|s| !s.get_name().starts_with("__"))
+    {
+        let own: Vec<&clap::Arg> = sub
+            .get_arguments()
+            .filter(|a| !a.is_global_set() && !a.is_hide_set())
+            .filter(|a| !matches!(a.get_id().as_str(), "help" | "version"))
+            .collect();
+        let mut synopsis = format!("\\fBmysql\\-quiesce {}\\fR", roff(sub.get_name()));
+        for a in &own {
+            if let Some(long) = a.get_long() {
+                synopsis.push_str(&format!(" [\\fB\\-\\-{}\\fR]", roff(long)));
+            } else {
+                synopsis.push_str(&format!(
+                    " \\fI{}\\fR",
+                    roff(&a.get_id().to_string().to_uppercase())
+                ));
+            }
+        }
+        synopsis.push_str(" [\\fIOPTIONS\\fR]");
+        let about = sub
+            .get_long_about()
+            .or(sub.get_about())
+            .map(|a| a.to_string())
+            .unwrap_or_default();
+        out.push_str(&format!(".TP\n{synopsis}\n{}\n", roff(&about)));
+        if own.is_empty() {
+            continue;
+        }
+        out.push_str(".RS\n");
+        for a in own {
+            let head = match a.get_long() {
+                Some(long) => format!("\\fB\\-\\-{}\\fR", roff(long)),
+                None => format!("\\fI{}\\fR", roff(&a.get_id().to_string().to_uppercase())),
+            };
+            let mut help = a
+                .get_long_help()
+                .or(a.get_help())
+                .map(|h| h.to_string())
+                .unwrap_or_default();
+            let flag = !a.get_action().takes_values();
+            let values: Vec<String> = (if flag {
+                Vec::new()
+            } else {
+                a.get_possible_values()
+            })
+            .iter()
+            .filter(|v| !v.is_hide_set())
+            .map(|v| v.get_name().to_string())
+            .collect();
+            if !values.is_empty() {
+                if !help.is_empty() && !help.ends_with('.') {
+                    help.push('.');
+                }
+                help = format!("{help} One of: {}.", values.join(", "))
+                    .trim()
+                    .to_string();
+            }
+            out.push_str(&format!(".TP\n{head}\n{}\n", roff(&help)));
+        }
+        out.push_str(".RE\n");
+    }
+    out
+}
+
 pub fn man_page() -> Vec<u8> {
     let man = clap_mangen::Man::new(command());
     let mut out = Vec::new();
@@ -138,7 +326,9 @@ pub fn man_page() -> Vec<u8> {
     man.render_synopsis_section(&mut out).expect("render man");
     man.render_description_section(&mut out)
         .expect("render man");
+    out.extend_from_slice(PROCEDURE.as_bytes());
     man.render_options_section(&mut out).expect("render man");
+    out.extend_from_slice(subcommands_section(&command()).as_bytes());
     out.extend_from_slice(EXTRA_MAN.as_bytes());
     man.render_version_section(&mut out).expect("render man");
     out
@@ -161,4 +351,81 @@ pub fn print(what: Generated) -> u8 {
         }
     }
     0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn page() -> String {
+        String::from_utf8(man_page()).unwrap()
+    }
+
+    fn section<'a>(page: &'a str, name: &str) -> &'a str {
+        let start = page
+            .find(&format!(".SH {name}\n"))
+            .unwrap_or_else(|| panic!("no {name} section"));
+        let rest = &page[start + 4..];
+        &rest[..rest.find("\n.SH ").unwrap_or(rest.len())]
+    }
+
+    #[test]
+    fn every_subcommand_and_its_options_are_in_the_man_page() {
+        let page = page();
+        let subs = section(&page, "SUBCOMMANDS");
+        let cmd = command();
+        for sub in cmd.get_subcommands() {
+            let shown = subs.contains(&format!("\\fBmysql\\-quiesce {}\\fR", roff(sub.get_name())));
+            // Internal subcommands stay out; hidden but public ones (generate) are in.
+            assert_eq!(
+                shown,
+                !sub.get_name().starts_with("__"),
+                "{}",
+                sub.get_name()
+            );
+            if !shown {
+                continue;
+            }
+            for arg in sub.get_arguments().filter(|a| !a.is_global_set()) {
+                if let Some(long) = arg.get_long() {
+                    assert!(
+                        subs.contains(&format!("\\fB\\-\\-{}\\fR", roff(long))),
+                        "{long}"
+                    );
+                }
+            }
+        }
+        for value in ["man", "bash", "zsh", "fish"] {
+            assert!(subs.contains(value));
+        }
+    }
+
+    #[test]
+    fn files_exit_status_and_environment_cover_what_is_installed_and_returned() {
+        let page = page();
+        let files = section(&page, "FILES");
+        for path in [
+            "/run/mysql\\-quiesce/",
+            "holder.sock",
+            "holder.pid",
+            "holder.log",
+            "last\\-result.json",
+            "/etc/mysql\\-quiesce/mysql\\-quiesce.cnf",
+            "/usr/share/mysql\\-quiesce/service.cnf",
+            "/usr/share/mysql\\-quiesce/hooks/",
+            "/var/lib/mysql\\-quiesce/last\\-report.json",
+            "mysql\\-quiesce.service",
+            "mysql\\-quiesce.timer",
+            "/run/lock/mysql\\-quiesce.lock",
+        ] {
+            assert!(files.contains(path), "FILES lacks {path}");
+        }
+        let exit = section(&page, "\"EXIT STATUS\"");
+        assert!(exit.contains(".TP\n\\fB3\\fR\n\\fBstatus\\fR only: no holder"));
+        assert!(exit.contains("From \\fBunlock\\fR: nothing to unlock"));
+        let env = section(&page, "ENVIRONMENT");
+        assert!(env.contains("\\fBMYSQL_QUIESCE_\\fR\\fINAME\\fR\\fB_BINLOG_FILE\\fR"));
+        assert!(section(&page, "METRICS")
+            .contains("mysql_quiesce_last_success_timestamp_seconds > 26 * 3600"));
+    }
 }

@@ -239,7 +239,9 @@ impl Report {
     }
 
     /// Prometheus text format, for node_exporter's textfile collector.
-    pub fn prometheus(&self, finished: SystemTime) -> String {
+    /// `previous` is the metrics file this run replaces: a failed run carries
+    /// its last-success time over, so "no success in 26 h" can be alerted on.
+    pub fn prometheus(&self, finished: SystemTime, previous: Option<&str>) -> String {
         let mut out = String::new();
         let mut gauge = |name: &str, help: &str, samples: &[(String, f64)]| {
             out.push_str(&format!(
@@ -259,6 +261,16 @@ impl Report {
             "last_run_timestamp_seconds",
             "Unix time the last run finished.",
             &one(finished),
+        );
+        let last_success = if self.exit_code == 0 {
+            finished
+        } else {
+            previous.map_or(0.0, previous_success)
+        };
+        gauge(
+            "last_success_timestamp_seconds",
+            "Unix time of the last run that exited 0 (0: none recorded in this file).",
+            &one(last_success),
         );
         gauge(
             "last_run_success",
@@ -314,6 +326,28 @@ impl Report {
     }
 }
 
+/// The last-success time recorded in a previous metrics file: its
+/// `last_success_timestamp_seconds`, or, in a file written before that gauge
+/// existed, its run time if that run succeeded; 0 when there is none.
+fn previous_success(text: &str) -> f64 {
+    let value = |name: &str| {
+        text.lines().find_map(|l| {
+            let (n, v) = l.split_once(' ')?;
+            (n == format!("mysql_quiesce_{name}"))
+                .then(|| v.trim().parse::<f64>().ok())
+                .flatten()
+                .filter(|v| v.is_finite() && *v >= 0.0)
+        })
+    };
+    value("last_success_timestamp_seconds")
+        .or_else(|| {
+            (value("last_run_success") == Some(1.0))
+                .then(|| value("last_run_timestamp_seconds"))
+                .flatten()
+        })
+        .unwrap_or(0.0)
+}
+
 pub fn ms(d: Duration) -> f64 {
     (d.as_secs_f64() * 1_000_000.0).round() / 1000.0
 }
@@ -329,6 +363,51 @@ mod tests {
         assert_eq!(rfc3339(t), "2026-11-23T22:41:09.123Z");
         let leap = UNIX_EPOCH + Duration::from_secs(951_782_400); // 2000-02-29
         assert_eq!(rfc3339(leap), "2000-02-29T00:00:00.000Z");
+    }
+
+    fn gauge(text: &str, name: &str) -> f64 {
+        let prefix = format!("mysql_quiesce_{name} ");
+        text.lines()
+            .find_map(|l| l.strip_prefix(&prefix))
+            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
+            .parse()
+            .unwrap()
+    }
+
+    #[test]
+    fn last_success_time_is_carried_over_by_failed_runs_only() {
+        let t1 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
+        let t2 = t1 + Duration::from_secs(86_400);
+        let mut ok = Report::new("a".into());
+        ok.exit_code = 0;
+        let first = ok.prometheus(t1, None);
+        assert_eq!(gauge(&first, "last_success_timestamp_seconds"), 1.8e9);
+        let mut failed = Report::new("b".into());
+        failed.exit_code = 75;
+        let second = failed.prometheus(t2, Some(&first));
+        assert_eq!(gauge(&second, "last_success_timestamp_seconds"), 1.8e9);
+        assert_eq!(
+            gauge(&second, "last_run_timestamp_seconds"),
+            1.8e9 + 86_400.0
+        );
+        // Carried over again by a second failure; never invented without a file.
+        let third = failed.prometheus(t2, Some(&second));
+        assert_eq!(gauge(&third, "last_success_timestamp_seconds"), 1.8e9);
+        assert_eq!(
+            gauge(
+                &failed.prometheus(t2, None),
+                "last_success_timestamp_seconds"
+            ),
+            0.0
+        );
+        // A file from before the gauge existed: its run time if that run succeeded.
+        let old = "mysql_quiesce_last_run_timestamp_seconds 1700000000\nmysql_quiesce_last_run_success 1\n";
+        assert_eq!(previous_success(old), 1.7e9);
+        assert_eq!(
+            previous_success(&old.replace("success 1", "success 0")),
+            0.0
+        );
+        assert_eq!(previous_success("garbage"), 0.0);
     }
 
     #[test]

@@ -777,7 +777,12 @@ impl<'a> Run<'a> {
             (
                 &self.cli.metrics_file,
                 "metrics file",
-                self.report.prometheus(finished),
+                self.report.prometheus(
+                    finished,
+                    (self.cli.metrics_file.as_deref())
+                        .and_then(|p| std::fs::read_to_string(p).ok())
+                        .as_deref(),
+                ),
             ),
         ];
         let mut code = code;

@@ -597,50 +597,114 @@ fn the_committed_man_page_matches_the_generator() {
     );
 }
 
-#[test]
-fn metrics_file_has_the_documented_prometheus_gauges() {
-    let s = server!();
-    let metrics = s.path("mq.prom");
-    s.mq()
-        .arg(format!("--metrics-file={}", metrics.display()))
-        .args(["--pre", "true"])
-        .assert()
-        .success();
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    let value = |name: &str| -> f64 {
-        text.lines()
-            .find(|l| l.starts_with(name) && l[name.len()..].starts_with(' '))
-            .unwrap_or_else(|| panic!("{name} missing:\n{text}"))
-            .rsplit(' ')
-            .next()
-            .unwrap()
-            .parse()
-            .unwrap()
-    };
-    assert_eq!(value("mysql_quiesce_last_run_success"), 1.0);
-    assert_eq!(value("mysql_quiesce_last_run_exit_code"), 0.0);
-    assert_eq!(value("mysql_quiesce_last_run_consistent"), 1.0);
-    assert!(value("mysql_quiesce_last_run_timestamp_seconds") > 1.7e9);
-    assert!(value("mysql_quiesce_lock_held_seconds") >= 0.0);
-    assert_eq!(value("mysql_quiesce_frozen_seconds"), 0.0);
-    assert!(value("mysql_quiesce_phase_seconds{phase=\"pre\"}") >= 0.0);
+/// Parse a Prometheus text file: every sample as `name{labels}` -> value,
+/// after checking that each metric has its HELP line and a `gauge` TYPE line.
+fn parse_metrics(text: &str) -> std::collections::BTreeMap<String, f64> {
+    let mut samples = std::collections::BTreeMap::new();
     for line in text.lines().filter(|l| !l.starts_with('#')) {
-        let name = line.split(['{', ' ']).next().unwrap();
+        let (series, value) = line
+            .rsplit_once(' ')
+            .unwrap_or_else(|| panic!("bad sample line {line:?}"));
+        let name = series.split('{').next().unwrap();
+        for header in [format!("# HELP {name} "), format!("# TYPE {name} gauge\n")] {
+            assert!(text.contains(&header), "{name}: no `{}`", header.trim());
+        }
+        let value: f64 = value.parse().unwrap_or_else(|e| panic!("{line:?}: {e}"));
+        assert!(value.is_finite() && value >= 0.0, "{line:?}");
         assert!(
-            text.contains(&format!("# TYPE {name} gauge")),
-            "{name} has no TYPE line"
+            samples.insert(series.to_string(), value).is_none(),
+            "{series} twice"
         );
     }
-    // A failed run says so.
+    samples
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64()
+}
+
+#[test]
+fn metrics_file_has_every_gauge_and_a_failed_run_keeps_the_last_success_time() {
+    let s = server!();
+    s.sql("CREATE DATABASE m; CREATE TABLE m.t (i INT)");
+    let metrics = s.path("mq.prom");
+    // Another session holds a table write lock for 1 s: FLUSH TABLES WITH READ
+    // LOCK must wait for it, so lock_wait_seconds has something to measure.
+    let mut blocker = s.conn();
+    blocker.query_drop("LOCK TABLES m.t WRITE").unwrap();
+    let release = std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_secs(1));
+        blocker.query_drop("UNLOCK TABLES").unwrap();
+    });
+    let before = unix_now();
+    s.mq()
+        .arg(format!("--metrics-file={}", metrics.display()))
+        .args(["--lock=ftwrl", "--lock-wait-timeout=30"])
+        .args(["--pre", "sleep 0.3"])
+        .assert()
+        .success();
+    let after = unix_now();
+    release.join().unwrap();
+    let first = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
+    let names: Vec<&str> = first.keys().map(|k| k.split('{').next().unwrap()).collect();
+    let mut names = names;
+    names.dedup();
+    assert_eq!(
+        names,
+        [
+            "mysql_quiesce_frozen_seconds",
+            "mysql_quiesce_last_run_consistent",
+            "mysql_quiesce_last_run_exit_code",
+            "mysql_quiesce_last_run_success",
+            "mysql_quiesce_last_run_timestamp_seconds",
+            "mysql_quiesce_last_success_timestamp_seconds",
+            "mysql_quiesce_lock_held_seconds",
+            "mysql_quiesce_lock_wait_seconds",
+            "mysql_quiesce_phase_seconds",
+        ],
+        "the documented gauges, no more, no less"
+    );
+    let v = |m: &std::collections::BTreeMap<String, f64>, k: &str| -> f64 {
+        *m.get(k).unwrap_or_else(|| panic!("{k} missing: {m:?}"))
+    };
+    let run_time = v(&first, "mysql_quiesce_last_run_timestamp_seconds");
+    assert!(before <= run_time && run_time <= after, "{run_time}");
+    assert_eq!(
+        v(&first, "mysql_quiesce_last_success_timestamp_seconds"),
+        run_time
+    );
+    assert_eq!(v(&first, "mysql_quiesce_last_run_success"), 1.0);
+    assert_eq!(v(&first, "mysql_quiesce_last_run_exit_code"), 0.0);
+    assert_eq!(v(&first, "mysql_quiesce_last_run_consistent"), 1.0);
+    // Lower bounds only, from the blocker's 1 s and the hook's 0.3 s.
+    let wait = v(&first, "mysql_quiesce_lock_wait_seconds");
+    assert!((0.5..30.0).contains(&wait), "lock_wait_seconds {wait}");
+    assert!(v(&first, "mysql_quiesce_lock_held_seconds") >= 0.3);
+    assert_eq!(v(&first, "mysql_quiesce_frozen_seconds"), 0.0);
+    assert!(v(&first, "mysql_quiesce_phase_seconds{phase=\"pre\"}") >= 0.3);
+    for phase in ["connect", "lock", "unlock"] {
+        let key = format!("mysql_quiesce_phase_seconds{{phase=\"{phase}\"}}");
+        assert!(first.contains_key(&key), "{key} missing: {first:?}");
+    }
+
+    // A failed run says so, and carries the last success time over.
     s.mq()
         .arg(format!("--metrics-file={}", metrics.display()))
         .args(["--", "false"])
         .assert()
         .code(1);
-    let text = std::fs::read_to_string(&metrics).unwrap();
-    assert!(
-        text.contains("mysql_quiesce_last_run_success 0\n")
-            && text.contains("mysql_quiesce_last_run_exit_code 1\n")
+    let second = parse_metrics(&std::fs::read_to_string(&metrics).unwrap());
+    assert_eq!(v(&second, "mysql_quiesce_last_run_success"), 0.0);
+    assert_eq!(v(&second, "mysql_quiesce_last_run_exit_code"), 1.0);
+    assert_eq!(v(&second, "mysql_quiesce_last_run_consistent"), 0.0);
+    assert!(v(&second, "mysql_quiesce_last_run_timestamp_seconds") > run_time);
+    assert_eq!(
+        v(&second, "mysql_quiesce_last_success_timestamp_seconds"),
+        run_time,
+        "the failed run must keep the first run's success time"
     );
 }
 

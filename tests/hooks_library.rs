@@ -322,6 +322,97 @@ fn btrfs_snapshot_refuses_a_filesystem_that_mysql_quiesce_froze() {
     );
 }
 
+/// A second mount of a test's loop btrfs: its subvolume `subvol` mounted on
+/// its own mount point, as a server's datadir often is. Unmounted on drop
+/// (declared after the LoopFs, so dropped first), after a thaw.
+struct SubvolumeMount<'a> {
+    fs: &'a LoopFs,
+    dir: tempfile::TempDir,
+}
+
+impl<'a> SubvolumeMount<'a> {
+    fn new(fs: &'a LoopFs, subvol: &str) -> SubvolumeMount<'a> {
+        let source = Command::new("findmnt")
+            .args(["-n", "-o", "SOURCE", "--mountpoint"])
+            .arg(fs.mountpoint())
+            .output()
+            .unwrap();
+        let device = String::from_utf8(source.stdout).unwrap().trim().to_string();
+        let dir = tempfile::Builder::new()
+            .prefix("mqsub")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let out = Command::new("mount")
+            .args(["-o", &format!("subvol={subvol}"), &device])
+            .arg(dir.path())
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o subvol={subvol} {device}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        SubvolumeMount { fs, dir }
+    }
+
+    fn path(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+impl Drop for SubvolumeMount<'_> {
+    fn drop(&mut self) {
+        self.fs.thaw();
+        let _ = Command::new("umount").arg(self.dir.path()).status();
+    }
+}
+
+#[test]
+fn btrfs_snapshot_refuses_a_frozen_filesystem_reached_through_another_mount() {
+    let Some(s) = TestServer::start() else { return };
+    let Some(fs) = LoopFs::new(FsKind::Btrfs) else {
+        return;
+    };
+    let (_, snaps) = btrfs_subvolume(&fs);
+    // The datadir is the subvolume `data` mounted on its own: another mount
+    // point, the same filesystem as the one --freeze names.
+    let datadir = SubvolumeMount::new(&fs, "data");
+    let cmd = format!(
+        "{} --source {} --dest {}",
+        hook("btrfs-snapshot"),
+        datadir.path().display(),
+        snaps.display()
+    );
+    // Without the identity check the snapshot would block on the frozen
+    // filesystem until --max-lock-time thaws it (exit 124, snapshot made).
+    s.mq()
+        .arg(fs.arg())
+        .args(["--max-lock-time", "20", "--snapshot", &cmd])
+        .timeout(Duration::from_secs(60))
+        .assert()
+        .code(1)
+        .stderr(predicate::str::contains(format!(
+            "is on the filesystem mounted at {}",
+            fs.mountpoint().display()
+        )));
+    assert!(fs.probe_writable(Duration::from_secs(5)));
+    assert_eq!(
+        std::fs::read_dir(&snaps).unwrap().count(),
+        0,
+        "nothing may be created"
+    );
+    // Freezing another filesystem does not trip the check.
+    let Some(other) = LoopFs::new(FsKind::Ext4) else {
+        return;
+    };
+    s.mq()
+        .arg(other.arg())
+        .args(["--snapshot", &cmd])
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_dir(&snaps).unwrap().count(), 1);
+}
+
 /// moto's EC2 server on a free local port, stopped on drop.
 struct Moto {
     child: Child,
@@ -406,17 +497,49 @@ fn tags_of(moto: &Moto, snapshot: &str) -> String {
     ])
 }
 
-#[test]
-fn aws_ebs_snapshot_creates_tagged_snapshots_against_a_local_ec2_endpoint() {
-    let Some(moto) = Moto::start() else { return };
-    let env = [
-        ("AWS_ACCESS_KEY_ID", "testing"),
-        ("AWS_SECRET_ACCESS_KEY", "testing"),
-        ("AWS_DEFAULT_REGION", "us-east-1"),
-    ];
-    let path = std::env::var("PATH").unwrap();
-    // One volume.
-    let volume = moto.aws(&[
+/// Run aws-ebs-snapshot against moto with test credentials and region
+/// us-east-1. The instance metadata service is off unless `tweak` turns it on,
+/// so no test ever reaches a real 169.254.169.254.
+fn aws_hook(moto: &Moto, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Output {
+    let mut cmd = Command::new(hook("aws-ebs-snapshot"));
+    cmd.args(args)
+        .args(["--endpoint-url", &moto.url])
+        .env("PATH", std::env::var("PATH").unwrap())
+        .env("AWS_ACCESS_KEY_ID", "testing")
+        .env("AWS_SECRET_ACCESS_KEY", "testing")
+        .env("AWS_DEFAULT_REGION", "us-east-1")
+        .env("AWS_EC2_METADATA_DISABLED", "true")
+        .env_remove("AWS_REGION")
+        .env_remove("AWS_PROFILE")
+        .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT")
+        .env_remove("AWS_EC2_METADATA_SERVICE_ENDPOINT_MODE")
+        .stdin(Stdio::null());
+    for (k, v) in ENV {
+        cmd.env(k, v);
+    }
+    tweak(&mut cmd);
+    cmd.output().unwrap()
+}
+
+fn snapshot_ids(out: &Output) -> Vec<String> {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect();
+    assert!(
+        !ids.is_empty() && ids.iter().all(|i| i.starts_with("snap-")),
+        "stdout must be only snapshot ids: {ids:?}"
+    );
+    ids
+}
+
+fn new_volume(moto: &Moto) -> String {
+    moto.aws(&[
         "ec2",
         "create-volume",
         "--availability-zone",
@@ -425,51 +548,11 @@ fn aws_ebs_snapshot_creates_tagged_snapshots_against_a_local_ec2_endpoint() {
         "10",
         "--query",
         "VolumeId",
-    ]);
-    let out = run_hook(
-        "aws-ebs-snapshot",
-        &[
-            "--volume-id",
-            &volume,
-            "--endpoint-url",
-            &moto.url,
-            "--tag",
-            "team=dba",
-        ],
-        &path,
-        &env,
-    );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let id = String::from_utf8(out.stdout).unwrap().trim().to_string();
-    assert!(
-        id.starts_with("snap-") && !id.contains('\n'),
-        "stdout must be only the id: {id:?}"
-    );
-    let tags = tags_of(&moto, &id);
-    for expected in [
-        "mysql-quiesce:run-id\t20261123T230000Z-42-abcdef",
-        "mysql-quiesce:binlog-file\tbinlog.000007",
-        "mysql-quiesce:binlog-pos\t1234",
-        "mysql-quiesce:gtid\t0-1-99",
-        "team\tdba",
-    ] {
-        assert!(tags.contains(expected), "{expected} missing in:\n{tags}");
-    }
-    let description = moto.aws(&[
-        "ec2",
-        "describe-snapshots",
-        "--snapshot-ids",
-        &id,
-        "--query",
-        "Snapshots[0].Description",
-    ]);
-    assert_eq!(description, DESCRIPTION);
+    ])
+}
 
-    // All volumes of an instance at once.
+/// An instance with only its boot volume; with `data`, also that volume attached as /dev/sdf.
+fn new_instance(moto: &Moto, data: Option<&str>) -> String {
     let image = moto.aws(&["ec2", "describe-images", "--query", "Images[0].ImageId"]);
     let instance = moto.aws(&[
         "ec2",
@@ -481,35 +564,263 @@ fn aws_ebs_snapshot_creates_tagged_snapshots_against_a_local_ec2_endpoint() {
         "--query",
         "Instances[0].InstanceId",
     ]);
-    let out = run_hook(
-        "aws-ebs-snapshot",
-        &[
+    if let Some(volume) = data {
+        moto.aws(&[
+            "ec2",
+            "attach-volume",
             "--instance-id",
             &instance,
-            "--endpoint-url",
-            &moto.url,
-            "--include-boot-volume",
-        ],
-        &path,
-        &env,
+            "--volume-id",
+            volume,
+            "--device",
+            "/dev/sdf",
+        ]);
+    }
+    instance
+}
+
+fn snapshot_field(moto: &Moto, id: &str, field: &str) -> String {
+    moto.aws(&[
+        "ec2",
+        "describe-snapshots",
+        "--snapshot-ids",
+        id,
+        "--query",
+        &format!("Snapshots[0].{field}"),
+    ])
+}
+
+#[test]
+fn aws_ebs_snapshot_creates_tagged_snapshots_against_a_local_ec2_endpoint() {
+    let Some(moto) = Moto::start() else { return };
+    // One volume.
+    let volume = new_volume(&moto);
+    let out = aws_hook(
+        &moto,
+        &["--volume-id", &volume, "--tag", "team=dba"],
+        |_| {},
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    let ids = snapshot_ids(&out);
+    assert_eq!(ids.len(), 1);
+    let tags = tags_of(&moto, &ids[0]);
+    for expected in [
+        "mysql-quiesce:run-id\t20261123T230000Z-42-abcdef",
+        "mysql-quiesce:binlog-file\tbinlog.000007",
+        "mysql-quiesce:binlog-pos\t1234",
+        "mysql-quiesce:gtid\t0-1-99",
+        "team\tdba",
+    ] {
+        assert!(tags.contains(expected), "{expected} missing in:\n{tags}");
+    }
+    assert!(!tags.contains("gtid-truncated"), "{tags}");
+    assert_eq!(snapshot_field(&moto, &ids[0], "Description"), DESCRIPTION);
+
+    // All volumes of an instance at once, the boot volume included when asked.
+    let instance = new_instance(&moto, None);
+    let out = aws_hook(
+        &moto,
+        &["--instance-id", &instance, "--include-boot-volume"],
+        |_| {},
     );
-    let ids: Vec<String> = String::from_utf8(out.stdout)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    assert!(
-        !ids.is_empty() && ids.iter().all(|i| i.starts_with("snap-")),
-        "{ids:?}"
-    );
+    let ids = snapshot_ids(&out);
     for id in &ids {
         assert!(tags_of(&moto, id).contains("mysql-quiesce:run-id\t20261123T230000Z-42-abcdef"));
     }
+}
+
+#[test]
+fn aws_ebs_snapshot_excludes_the_boot_volume_by_default_and_refuses_when_nothing_is_left() {
+    let Some(moto) = Moto::start() else { return };
+    // Boot volume + data volume: only the data volume is snapshotted.
+    let data = new_volume(&moto);
+    let instance = new_instance(&moto, Some(&data));
+    let ids = snapshot_ids(&aws_hook(&moto, &["--instance-id", &instance], |_| {}));
+    assert_eq!(ids.len(), 1, "{ids:?}");
+    assert_eq!(snapshot_field(&moto, &ids[0], "VolumeId"), data);
+
+    // Only a boot volume: an error that says what to do, not an empty success.
+    let single = new_instance(&moto, None);
+    let root = moto.aws(&[
+        "ec2",
+        "describe-instances",
+        "--instance-ids",
+        &single,
+        "--query",
+        "Reservations[0].Instances[0].BlockDeviceMappings[0].Ebs.VolumeId",
+    ]);
+    let out = aws_hook(&moto, &["--instance-id", &single], |_| {});
+    assert_eq!(out.status.code(), Some(1));
+    assert!(out.stdout.is_empty());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("no EBS volume besides its boot volume")
+            && stderr.contains("--include-boot-volume"),
+        "{stderr}"
+    );
+    let snaps_of_root = moto.aws(&[
+        "ec2",
+        "describe-snapshots",
+        "--filters",
+        &format!("Name=volume-id,Values={root}"),
+        "--query",
+        "length(Snapshots)",
+    ]);
+    assert_eq!(snaps_of_root, "0");
+}
+
+#[test]
+fn aws_ebs_snapshot_cuts_a_long_gtid_set_to_the_ec2_limits_at_a_range_boundary() {
+    let Some(moto) = Moto::start() else { return };
+    // A MySQL GTID set after a few failovers: 10 source UUIDs, 450+ characters.
+    let gtid: String = (0..10)
+        .map(|i| format!("3e11fa47-71ca-11e1-9e33-c80aa94295{i:02}:1-12345678"))
+        .collect::<Vec<_>>()
+        .join(",");
+    assert!(gtid.len() > 400);
+    let volume = new_volume(&moto);
+    let out = aws_hook(&moto, &["--volume-id", &volume], |c| {
+        c.env("MYSQL_QUIESCE_GTID", &gtid);
+    });
+    let ids = snapshot_ids(&out);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("coordinates file"), "{stderr}");
+
+    let tag = moto.aws(&[
+        "ec2",
+        "describe-tags",
+        "--filters",
+        &format!("Name=resource-id,Values={}", ids[0]),
+        "Name=key,Values=mysql-quiesce:gtid",
+        "--query",
+        "Tags[0].Value",
+    ]);
+    assert!(
+        tag.chars().count() <= 256,
+        "tag value of {} chars",
+        tag.len()
+    );
+    let kept = tag.strip_suffix(",...").expect("a cut set ends in ,...");
+    assert!(gtid.starts_with(&format!("{kept},")), "{kept}");
+    assert!(tags_of(&moto, &ids[0]).contains("mysql-quiesce:gtid-truncated\ttrue"));
+
+    let description = snapshot_field(&moto, &ids[0], "Description");
+    assert!(description.chars().count() <= 255, "{description}");
+    let kept = description.strip_suffix(",...").unwrap();
+    let full = DESCRIPTION.replace("0-1-99", &gtid);
+    assert!(full.starts_with(&format!("{kept},")), "{description}");
+}
+
+/// A stand-in for the EC2 instance metadata service that only speaks IMDSv2:
+/// metadata requests without the session token from `PUT /latest/api/token`
+/// get 401. (IMDS is not the database; EC2 itself stays moto.) Records every
+/// request as "METHOD PATH token=BOOL".
+struct Imds {
+    url: String,
+    requests: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+}
+
+impl Imds {
+    const TOKEN: &'static str = "imdsv2-session-token";
+
+    fn start(instance_id: &str, region: &str) -> Imds {
+        use std::io::{BufRead, BufReader, Write};
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://{}/", listener.local_addr().unwrap());
+        let requests = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        let log = requests.clone();
+        let (instance_id, region) = (instance_id.to_string(), region.to_string());
+        // Serves until the test process exits; one connection at a time is plenty.
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                let Ok(mut stream) = stream else { continue };
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut request_line = String::new();
+                if reader.read_line(&mut request_line).is_err() {
+                    continue;
+                }
+                let mut headers = Vec::new();
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 || line.trim().is_empty() {
+                        break;
+                    }
+                    headers.push(line.trim().to_ascii_lowercase());
+                }
+                let mut parts = request_line.split_whitespace();
+                let (method, path) = (parts.next().unwrap_or(""), parts.next().unwrap_or(""));
+                let has = |h: &str| headers.iter().any(|l| l.starts_with(h));
+                let token_ok = has(&format!(
+                    "x-aws-ec2-metadata-token: {}",
+                    Self::TOKEN.to_ascii_lowercase()
+                ));
+                log.lock()
+                    .unwrap()
+                    .push(format!("{method} {path} token={token_ok}"));
+                let (status, body) = match (method, path) {
+                    ("PUT", "/latest/api/token")
+                        if has("x-aws-ec2-metadata-token-ttl-seconds:") =>
+                    {
+                        ("200 OK", Self::TOKEN.to_string())
+                    }
+                    ("GET", _) if !token_ok => ("401 Unauthorized", String::new()),
+                    ("GET", "/latest/meta-data/instance-id") => ("200 OK", instance_id.clone()),
+                    ("GET", "/latest/meta-data/placement/region") => ("200 OK", region.clone()),
+                    _ => ("404 Not Found", String::new()),
+                };
+                let _ = write!(
+                    stream,
+                    "HTTP/1.1 {status}\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                    body.len()
+                );
+            }
+        });
+        Imds { url, requests }
+    }
+
+    fn requests(&self) -> Vec<String> {
+        self.requests.lock().unwrap().clone()
+    }
+}
+
+#[test]
+fn aws_ebs_snapshot_reads_instance_and_region_from_imdsv2_at_the_configured_endpoint() {
+    let Some(moto) = Moto::start() else { return };
+    let data = new_volume(&moto);
+    let instance = new_instance(&moto, Some(&data));
+    let imds = Imds::start(&instance, "us-east-1");
+    // No --instance-id, no region anywhere: both come from IMDSv2.
+    let out = aws_hook(&moto, &[], |c| {
+        c.env_remove("AWS_DEFAULT_REGION")
+            .env_remove("AWS_EC2_METADATA_DISABLED")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url);
+    });
+    let ids = snapshot_ids(&out);
+    assert_eq!(snapshot_field(&moto, &ids[0], "VolumeId"), data);
+    let requests = imds.requests();
+    for expected in [
+        "PUT /latest/api/token token=false",
+        "GET /latest/meta-data/instance-id token=true",
+        "GET /latest/meta-data/placement/region token=true",
+    ] {
+        assert!(
+            requests.iter().any(|r| r == expected),
+            "{expected} not in {requests:?}"
+        );
+    }
+    assert!(
+        !requests
+            .iter()
+            .any(|r| r.starts_with("GET") && r.ends_with("token=false")),
+        "IMDSv1 request: {requests:?}"
+    );
+
+    // Metadata turned off: a clear error instead of a guess.
+    let out = aws_hook(&moto, &[], |c| {
+        c.env_remove("AWS_DEFAULT_REGION")
+            .env("AWS_EC2_METADATA_SERVICE_ENDPOINT", &imds.url);
+    });
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("AWS_EC2_METADATA_DISABLED=true"));
 }
 
 #[test]
@@ -523,6 +834,22 @@ fn every_hook_has_help_and_the_readme_names_it() {
         let out = Command::new(hook(&name)).arg("--help").output().unwrap();
         assert!(
             out.status.success() && String::from_utf8_lossy(&out.stdout).contains("--snapshot"),
+            "{name} --help"
+        );
+        // --help is exactly the header comment: no line of code, nothing cut off.
+        let script = std::fs::read_to_string(hook(&name)).unwrap();
+        let header: String = script
+            .lines()
+            .skip(1)
+            .take_while(|l| l.starts_with('#'))
+            .map(|l| {
+                let l = l.trim_start_matches('#');
+                format!("{}\n", l.strip_prefix(' ').unwrap_or(l))
+            })
+            .collect();
+        assert_eq!(
+            String::from_utf8_lossy(&out.stdout),
+            header,
             "{name} --help"
         );
         assert!(
