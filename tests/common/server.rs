@@ -40,41 +40,65 @@ fn find(names: &[&str]) -> Option<PathBuf> {
     })
 }
 
+/// Why there is no datadir template.
+#[derive(Clone, Debug)]
+enum NoTemplate {
+    /// MariaDB is not installed: skipped outside CI, a failure in CI.
+    NotInstalled(String),
+    /// Installed, but initialising failed: always a failure, with the log.
+    Failed(String),
+}
+
 /// One initialised datadir per test binary; each server copies it (much
 /// faster than running mariadb-install-db per test).
-fn template() -> Result<&'static Path, String> {
-    static TEMPLATE: OnceLock<Result<PathBuf, String>> = OnceLock::new();
+fn template() -> Result<&'static Path, NoTemplate> {
+    static TEMPLATE: OnceLock<Result<PathBuf, NoTemplate>> = OnceLock::new();
     TEMPLATE
         .get_or_init(|| {
-            let install = find(&["mariadb-install-db", "mysql_install_db"])
-                .ok_or("mariadb-install-db not found")?;
-            let base = tempfile::Builder::new()
-                .prefix("mq-tpl")
-                .tempdir_in("/tmp")
-                .map_err(|e| e.to_string())?
-                .keep();
-            let data = base.join("data");
-            let mut cmd = Command::new(install);
-            cmd.args([
-                "--no-defaults",
-                "--auth-root-authentication-method=normal",
-                "--skip-test-db",
-            ])
-            .arg(format!("--datadir={}", data.display()));
-            if is_root() {
-                cmd.arg("--user=root");
+            let install = find(&["mariadb-install-db", "mysql_install_db"]).ok_or(
+                NoTemplate::NotInstalled("mariadb-install-db not found".into()),
+            )?;
+            // Once more on failure: a loaded machine can fail one bootstrap.
+            let mut last = String::new();
+            for _ in 0..2 {
+                match install_datadir(&install) {
+                    Ok(data) => return Ok(data),
+                    Err(e) => last = e,
+                }
             }
-            let out = cmd.output().map_err(|e| e.to_string())?;
-            if !out.status.success() {
-                return Err(format!(
-                    "mariadb-install-db failed: {}",
-                    String::from_utf8_lossy(&out.stderr)
-                ));
-            }
-            Ok(data)
+            Err(NoTemplate::Failed(last))
         })
         .as_deref()
         .map_err(Clone::clone)
+}
+
+fn install_datadir(install: &Path) -> Result<PathBuf, String> {
+    let base = tempfile::Builder::new()
+        .prefix("mq-tpl")
+        .tempdir_in("/tmp")
+        .map_err(|e| e.to_string())?
+        .keep();
+    let data = base.join("data");
+    let mut cmd = Command::new(install);
+    cmd.args([
+        "--no-defaults",
+        "--auth-root-authentication-method=normal",
+        "--skip-test-db",
+    ])
+    .arg(format!("--datadir={}", data.display()));
+    if is_root() {
+        cmd.arg("--user=root");
+    }
+    let out = cmd.output().map_err(|e| e.to_string())?;
+    if !out.status.success() {
+        let _ = std::fs::remove_dir_all(&base);
+        return Err(format!(
+            "mariadb-install-db failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ));
+    }
+    Ok(data)
 }
 
 fn free_port() -> u16 {
@@ -102,7 +126,8 @@ impl TestServer {
         };
         let template = match template() {
             Ok(t) => t,
-            Err(e) => return missing(&e),
+            Err(NoTemplate::NotInstalled(e)) => return missing(&e),
+            Err(NoTemplate::Failed(e)) => panic!("initialising the test server's datadir: {e}"),
         };
         let dir = tempfile::Builder::new()
             .prefix("mq")
