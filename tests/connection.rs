@@ -4,20 +4,10 @@
 
 mod common;
 
-use common::server::TestServer;
 use predicates::prelude::*;
 use std::path::Path;
 use std::process::Command;
 use std::time::{Duration, Instant};
-
-macro_rules! server {
-    ($($arg:expr),* $(,)?) => {
-        match TestServer::start_with(1, &[$($arg),*]) {
-            Some(s) => s,
-            None => return,
-        }
-    };
-}
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("valid json")

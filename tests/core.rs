@@ -4,19 +4,9 @@
 
 mod common;
 
-use common::server::TestServer;
 use mysql::prelude::Queryable;
 use predicates::prelude::*;
 use std::time::{Duration, Instant};
-
-macro_rules! server {
-    () => {
-        match TestServer::start() {
-            Some(s) => s,
-            None => return,
-        }
-    };
-}
 
 fn json(path: &std::path::Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("read json")).expect("valid json")

@@ -11,15 +11,6 @@ use predicates::prelude::*;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-macro_rules! server {
-    () => {
-        match TestServer::start() {
-            Some(s) => s,
-            None => return,
-        }
-    };
-}
-
 /// Run `sql` in its own session in the background; returns its result.
 fn background(s: &TestServer, sql: &'static str) -> JoinHandle<mysql::Result<()>> {
     let opts = s.opts();

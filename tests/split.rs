@@ -15,15 +15,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-macro_rules! need {
-    ($e:expr) => {
-        match $e {
-            Some(v) => v,
-            None => return,
-        }
-    };
-}
-
 const BIN: &str = env!("CARGO_BIN_EXE_mysql-quiesce");
 
 /// `lock` with extra args; returns its stdout.

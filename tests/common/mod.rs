@@ -2,6 +2,31 @@
 //! scratch filesystems (`loopfs`). Each test binary includes this with `mod common;`.
 #![allow(dead_code)]
 
+/// A fixture's value, or return from the test when it is unavailable.
+/// Fixtures return None only outside CI when a tool is missing; with
+/// `CI=true` they panic instead, so nothing is skipped silently there.
+#[macro_export]
+macro_rules! need {
+    ($e:expr) => {
+        match $e {
+            Some(v) => v,
+            None => return,
+        }
+    };
+}
+
+/// A throwaway MariaDB for this test (`server!()`), optionally with extra
+/// mariadbd options (`server!(opt, ...)`); see `server::TestServer`.
+#[macro_export]
+macro_rules! server {
+    () => {
+        $crate::need!($crate::common::server::TestServer::start())
+    };
+    ($($arg:expr),+ $(,)?) => {
+        $crate::need!($crate::common::server::TestServer::start_with(1, &[$($arg),+]))
+    };
+}
+
 pub mod load;
 pub mod loopfs;
 pub mod server;
