@@ -1,108 +1,328 @@
 //! Benchmarks: how much a snapshot hurts a live server, mysql-quiesce against
 //! the classic `mysql -e "FLUSH TABLES WITH READ LOCK; SYSTEM ...; UNLOCK TABLES"`.
-//! Run with `bash bench/run.sh [--quick]`; results are printed as a table and
-//! written as CSV and JSON. Measurements only: nothing here asserts a timing.
+//! Run with `bash bench/run.sh [--quick]`; results are printed and written as
+//! Markdown, CSV and JSON. Measurements only: nothing here asserts a timing.
 //!
 //! - Writer stall: writers insert continuously while each contender takes one
-//!   snapshot (the same `sleep 0.2` step), with no long statement, a long
-//!   UPDATE, or a long SELECT running; worst and p99 writer latency in the
-//!   contender's window, lock held, total time, outcome.
-//! - Overhead: lock held minus the snapshot step, process start to locked,
-//!   peak RSS, against the classic procedure.
-//! - Scale: lock time as open tables grow, and as instances locked together grow.
+//!   snapshot with the same step: a fixed `sleep 0.2`, or copying the image of
+//!   the loop-mounted XFS volume that holds the datadir (frozen around the
+//!   copy). Scenarios: no long statement, a long UPDATE, a long SELECT.
+//!   Measured: worst and p99 writer latency in the contender's window, lock
+//!   held, total time. MariaDB 10.11 always; MySQL 9 (sleep step) when the
+//!   server matrix (scripts/server-matrix.sh) is set up.
+//! - Overhead: lock held minus the snapshot step's own time (what writers pay
+//!   for the tool itself), process start to locked, peak RSS; the same figures
+//!   for the classic procedure, measured with `SYSTEM date` markers.
+//! - Scale: lock time as open tables grow, and as instances locked together
+//!   grow (each instance with open tables, so that locking takes time).
 
 use mysql::prelude::Queryable;
+use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-const SNAPSHOT_STEP: &str = "sleep 0.2";
 const WRITERS: usize = 4;
+const SLEEP_STEP: &str = "sleep 0.2";
 
 struct Config {
     quick: bool,
     out: PathBuf,
     binary: PathBuf,
     repo: PathBuf,
+    /// Report, lock and marker files: never on the volume that gets frozen.
+    work: tempfile::TempDir,
+    /// Run the MySQL 9 section (the server matrix is set up).
+    mysql: bool,
 }
 
-/// A throwaway MariaDB started with scripts/throwaway-mariadb.sh.
+fn now_secs() -> f64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default()
+        .as_secs_f64()
+}
+
+fn run_ok(cmd: &mut Command, what: &str) {
+    let out = cmd.output().unwrap_or_else(|e| panic!("{what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+// ------------------------------------------------------------------ servers
+
+enum Kind {
+    /// scripts/throwaway-mariadb.sh, all files in `dir`.
+    Mariadb { dir: PathBuf },
+    /// scripts/server-matrix.sh, TCP on `port`, files in the chroot `root`.
+    Mysql {
+        dir: PathBuf,
+        port: u16,
+        root: PathBuf,
+    },
+}
+
 struct Server {
-    dir: tempfile::TempDir,
+    kind: Kind,
     repo: PathBuf,
 }
 
+/// A host path as seen by a command running in the server's (ch)root.
+type PathMap<'a> = Box<dyn Fn(&Path) -> PathBuf + 'a>;
+
 impl Server {
-    fn start(repo: &Path) -> Server {
-        let dir = tempfile::Builder::new()
-            .prefix("mqb")
-            .tempdir_in("/tmp")
+    fn mariadb(repo: &Path, dir: &Path) -> Server {
+        run_ok(
+            Command::new("bash")
+                .arg(repo.join("scripts/throwaway-mariadb.sh"))
+                .arg("start")
+                .arg(dir),
+            "starting a throwaway MariaDB",
+        );
+        Server::prepared(Kind::Mariadb { dir: dir.into() }, repo)
+    }
+
+    fn mysql(repo: &Path, dir: &Path) -> Server {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
             .unwrap();
-        let ok = Command::new("bash")
-            .arg(repo.join("scripts/throwaway-mariadb.sh"))
-            .arg("start")
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "could not start a throwaway MariaDB");
+        run_ok(
+            Command::new("bash")
+                .arg(repo.join("scripts/server-matrix.sh"))
+                .args(["start", "mysql", &port.to_string()])
+                .arg(dir),
+            "starting the matrix MySQL",
+        );
+        let root = PathBuf::from(
+            std::env::var("MATRIX_CACHE").unwrap_or("/var/cache/mysql-quiesce-matrix".into()),
+        )
+        .join("sid-mysql");
+        Server::prepared(
+            Kind::Mysql {
+                dir: dir.into(),
+                port,
+                root,
+            },
+            repo,
+        )
+    }
+
+    fn prepared(kind: Kind, repo: &Path) -> Server {
         let s = Server {
-            dir,
-            repo: repo.to_path_buf(),
+            kind,
+            repo: repo.into(),
         };
-        s.conn()
-            .query_drop(
-                "SET GLOBAL table_open_cache = 30000; CREATE DATABASE bench; \
-                 CREATE TABLE bench.slow (c INT) ENGINE=InnoDB; INSERT INTO bench.slow VALUES (1)",
-            )
-            .unwrap();
+        let mut c = s.conn();
+        c.query_drop(
+            "SET GLOBAL table_open_cache = 30000; CREATE DATABASE bench; \
+             CREATE TABLE bench.slow (c INT) ENGINE=InnoDB; INSERT INTO bench.slow VALUES (1)",
+        )
+        .unwrap();
         for w in 0..WRITERS {
-            s.conn()
-                .query_drop(format!("CREATE TABLE bench.w{w} (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB"))
-                .unwrap();
+            c.query_drop(format!(
+                "CREATE TABLE bench.w{w} (id INT AUTO_INCREMENT PRIMARY KEY, v INT) ENGINE=InnoDB"
+            ))
+            .unwrap();
         }
         s
     }
 
-    fn socket(&self) -> PathBuf {
-        self.dir.path().join("sock")
+    fn opts(&self) -> mysql::Opts {
+        let b = mysql::OptsBuilder::new().user(Some("root"));
+        match &self.kind {
+            Kind::Mariadb { dir } => b.socket(Some(dir.join("sock").to_string_lossy())),
+            Kind::Mysql { port, .. } => b
+                .ip_or_hostname(Some("127.0.0.1"))
+                .tcp_port(*port)
+                .prefer_socket(false),
+        }
+        .into()
     }
 
     fn conn(&self) -> mysql::Conn {
-        mysql::Conn::new(
-            mysql::OptsBuilder::new()
-                .socket(Some(self.socket().to_string_lossy()))
-                .user(Some("root")),
-        )
-        .unwrap()
+        mysql::Conn::new(self.opts()).unwrap()
     }
 
     fn version(&self) -> String {
-        self.conn()
-            .query_first::<String, _>("SELECT VERSION()")
+        let v: String = self
+            .conn()
+            .query_first("SELECT VERSION()")
             .unwrap()
-            .unwrap_or_default()
+            .unwrap_or_default();
+        match self.kind {
+            Kind::Mariadb { .. } => format!("MariaDB {v}"),
+            Kind::Mysql { .. } => format!("MySQL {v}"),
+        }
+    }
+
+    /// mysql-quiesce's connection options for this server.
+    fn quiesce_args(&self) -> Vec<String> {
+        match &self.kind {
+            Kind::Mariadb { dir } => vec![format!("--socket={}", dir.join("sock").display())],
+            Kind::Mysql { port, .. } => vec!["-h127.0.0.1".into(), format!("-P{port}")],
+        }
+    }
+
+    /// The server's own command-line client (the classic procedure's tool),
+    /// and how a host path looks from where that client runs.
+    fn client(&self) -> (Command, PathMap<'_>) {
+        match &self.kind {
+            Kind::Mariadb { dir } => {
+                let mut c = Command::new("mariadb");
+                c.args(["--no-defaults", "-uroot"])
+                    .arg(format!("--socket={}", dir.join("sock").display()));
+                (c, Box::new(|p: &Path| p.to_path_buf()))
+            }
+            Kind::Mysql { port, root, .. } => {
+                let mut c = Command::new("chroot");
+                c.arg(root).args([
+                    "mysql",
+                    "--no-defaults",
+                    "-h127.0.0.1",
+                    &format!("-P{port}"),
+                    "-uroot",
+                ]);
+                // Markers live under the chroot's /tmp.
+                (
+                    c,
+                    Box::new(move |p: &Path| {
+                        Path::new("/").join(p.strip_prefix(root).unwrap_or(p))
+                    }),
+                )
+            }
+        }
+    }
+
+    /// Where the classic client can write marker files that we can read.
+    fn marker_dir(&self, work: &Path) -> PathBuf {
+        match &self.kind {
+            Kind::Mariadb { .. } => work.to_path_buf(),
+            Kind::Mysql { root, .. } => {
+                let d = root.join(format!("tmp/mqb-markers-{}", std::process::id()));
+                std::fs::create_dir_all(&d).unwrap();
+                d
+            }
+        }
+    }
+
+    fn is_mysql(&self) -> bool {
+        matches!(self.kind, Kind::Mysql { .. })
+    }
+
+    /// Create `n` tables and open them all (FLUSH TABLES must close them).
+    fn open_tables(&self, n: usize) {
+        let mut c = self.conn();
+        let existing: usize = c
+            .query_first::<usize, _>(
+                "SELECT COUNT(*) FROM information_schema.TABLES WHERE TABLE_SCHEMA = 'bench' AND TABLE_NAME LIKE 't%'",
+            )
+            .unwrap()
+            .unwrap_or(0);
+        for start in (existing..n).step_by(100) {
+            let batch: Vec<String> = (start..(start + 100).min(n))
+                .map(|i| format!("CREATE TABLE bench.t{i} (i INT) ENGINE=InnoDB"))
+                .collect();
+            c.query_drop(batch.join("; ")).unwrap();
+        }
+        for start in (0..n).step_by(200) {
+            let q: Vec<String> = (start..(start + 200).min(n))
+                .map(|i| format!("SELECT 1 FROM bench.t{i} LIMIT 1"))
+                .collect();
+            c.query_drop(q.join("; ")).unwrap();
+        }
     }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
-        let _ = Command::new("bash")
-            .arg(self.repo.join("scripts/throwaway-mariadb.sh"))
-            .arg("stop")
-            .arg(self.dir.path())
-            .stdout(Stdio::null())
-            .status();
+        let mut cmd = Command::new("bash");
+        match &self.kind {
+            Kind::Mariadb { dir } => cmd
+                .arg(self.repo.join("scripts/throwaway-mariadb.sh"))
+                .arg("stop")
+                .arg(dir),
+            Kind::Mysql { dir, .. } => cmd
+                .arg(self.repo.join("scripts/server-matrix.sh"))
+                .args(["stop", "mysql"])
+                .arg(dir),
+        };
+        let _ = cmd.stdout(Stdio::null()).stderr(Stdio::null()).status();
     }
 }
 
-/// Writers inserting in a loop, recording (start, latency) of every statement.
+// ------------------------------------------------------------------ the volume
+
+/// A loop-mounted XFS made for this run: the datadir lives on it, and the
+/// image-copy step copies its backing file while it is frozen. Only this
+/// filesystem is ever frozen.
+struct Volume {
+    _dir: tempfile::TempDir,
+    image: PathBuf,
+    copy: PathBuf,
+    mnt: PathBuf,
+    loopdev: String,
+}
+
+impl Volume {
+    fn create(megabytes: u64) -> Volume {
+        let dir = tempfile::Builder::new()
+            .prefix("mqv")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let image = dir.path().join("vol.img");
+        let mnt = dir.path().join("mnt");
+        std::fs::create_dir(&mnt).unwrap();
+        std::fs::File::create(&image)
+            .unwrap()
+            .set_len(megabytes << 20)
+            .unwrap();
+        run_ok(Command::new("mkfs.xfs").arg("-q").arg(&image), "mkfs.xfs");
+        let out = Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "losetup failed");
+        let loopdev = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        let v = Volume {
+            copy: dir.path().join("copy.img"),
+            _dir: dir,
+            image,
+            mnt,
+            loopdev,
+        };
+        run_ok(Command::new("mount").arg(&v.loopdev).arg(&v.mnt), "mount");
+        v
+    }
+}
+
+impl Drop for Volume {
+    fn drop(&mut self) {
+        // Thaw first: a bench interrupted mid-freeze must not leave it frozen.
+        let _ = Command::new("fsfreeze")
+            .arg("-u")
+            .arg(&self.mnt)
+            .stderr(Stdio::null())
+            .status();
+        let _ = Command::new("umount").arg(&self.mnt).status();
+        let _ = Command::new("losetup").args(["-d", &self.loopdev]).status();
+    }
+}
+
+// ------------------------------------------------------------------ the load
+
+/// Writers inserting in a loop, recording (start, latency) of every statement,
+/// and the start of the statement each writer has in flight.
 struct Load {
     stop: Arc<AtomicBool>,
     samples: Arc<Mutex<Vec<(Instant, Duration)>>>,
+    in_flight: Arc<Mutex<Vec<Option<Instant>>>>,
     threads: Vec<std::thread::JoinHandle<()>>,
 }
 
@@ -110,32 +330,50 @@ impl Load {
     fn start(server: &Server) -> Load {
         let stop = Arc::new(AtomicBool::new(false));
         let samples = Arc::new(Mutex::new(Vec::new()));
+        let in_flight = Arc::new(Mutex::new(vec![None; WRITERS]));
         let threads = (0..WRITERS)
             .map(|w| {
-                let (stop, samples) = (stop.clone(), samples.clone());
+                let (stop, samples, in_flight) = (stop.clone(), samples.clone(), in_flight.clone());
                 let mut c = server.conn();
                 std::thread::spawn(move || {
                     while !stop.load(Ordering::Relaxed) {
                         let t = Instant::now();
+                        in_flight.lock().unwrap()[w] = Some(t);
                         let _ = c.query_drop(format!("INSERT INTO bench.w{w} (v) VALUES (1)"));
                         samples.lock().unwrap().push((t, t.elapsed()));
+                        in_flight.lock().unwrap()[w] = None;
                         std::thread::sleep(Duration::from_millis(5));
                     }
                 })
             })
             .collect();
+        std::thread::sleep(Duration::from_millis(500));
         Load {
             stop,
             samples,
+            in_flight,
             threads,
         }
     }
 
     /// Worst and p99 latency of the statements that overlapped [from, to].
     fn window(&self, from: Instant, to: Instant) -> (Duration, Duration) {
+        // Writers released by the unlock finish just after the contender
+        // exits: let them finish, and count any still blocked as in flight.
+        std::thread::sleep(Duration::from_millis(300));
+        let now = Instant::now();
+        let flying: Vec<(Instant, Duration)> = self
+            .in_flight
+            .lock()
+            .unwrap()
+            .iter()
+            .flatten()
+            .map(|t| (*t, now - *t))
+            .collect();
         let s = self.samples.lock().unwrap();
         let mut lat: Vec<Duration> = s
             .iter()
+            .chain(&flying)
             .filter(|(t, d)| *t <= to && *t + *d >= from)
             .map(|(_, d)| *d)
             .collect();
@@ -155,33 +393,34 @@ impl Load {
     }
 }
 
-/// One run of a contender: exit status, wall time, peak RSS, mysql-quiesce's report.
-struct Outcome {
-    code: i32,
-    wall: Duration,
-    max_rss_kb: i64,
-    report: Option<serde_json::Value>,
+// ------------------------------------------------------------------ contenders
+
+/// The snapshot step every contender runs while locked.
+#[derive(Clone, Copy)]
+enum Step<'a> {
+    Sleep,
+    /// Freeze the volume, copy its image, thaw.
+    ImageCopy(&'a Volume),
 }
 
-/// Run a command and reap it with wait4 to get its own peak RSS.
-#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
-fn run_measured(mut cmd: Command) -> (i32, Duration, i64) {
-    let t = Instant::now();
-    let child = cmd
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let mut status = 0;
-    // SAFETY: plain libc call on our own child; rusage is a plain struct.
-    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
-    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
-    let code = if libc::WIFEXITED(status) {
-        libc::WEXITSTATUS(status)
-    } else {
-        128 + libc::WTERMSIG(status)
-    };
-    (code, t.elapsed(), usage.ru_maxrss)
+impl Step<'_> {
+    fn name(&self) -> &'static str {
+        match self {
+            Step::Sleep => "sleep 0.2",
+            Step::ImageCopy(_) => "freeze + copy volume image",
+        }
+    }
+
+    fn command(&self) -> String {
+        match self {
+            Step::Sleep => SLEEP_STEP.into(),
+            Step::ImageCopy(v) => format!(
+                "cp --sparse=always {} {}",
+                v.image.display(),
+                v.copy.display()
+            ),
+        }
+    }
 }
 
 #[derive(Clone, Copy)]
@@ -191,95 +430,218 @@ enum Contender {
 }
 
 impl Contender {
-    fn name(self) -> String {
+    fn name(self, server: &Server) -> String {
+        let auto = if server.is_mysql() {
+            "ftwrl"
+        } else {
+            "backup-stage"
+        };
         match self {
-            Contender::Classic => "classic mysql -e FTWRL; SYSTEM".into(),
+            Contender::Classic => "classic mysql -e \"FTWRL; SYSTEM ...\"".into(),
+            Contender::Quiesce(mode) if mode == auto => {
+                format!("mysql-quiesce --lock={mode} (auto)")
+            }
             Contender::Quiesce(mode) => format!("mysql-quiesce --lock={mode}"),
         }
     }
+}
 
-    fn run(self, cfg: &Config, servers: &[&Server], extra: &[String]) -> Outcome {
-        match self {
-            Contender::Classic => {
-                let mut cmd = Command::new("mariadb");
-                cmd.args(["--no-defaults", "-uroot"])
-                    .arg(format!("--socket={}", servers[0].socket().display()))
-                    .args([
-                        "-e",
-                        &format!(
-                            "FLUSH TABLES WITH READ LOCK; SYSTEM {SNAPSHOT_STEP}; UNLOCK TABLES"
-                        ),
-                    ]);
-                let (code, wall, rss) = run_measured(cmd);
-                Outcome {
-                    code,
-                    wall,
-                    max_rss_kb: rss,
-                    report: None,
+/// What one run of a contender measured.
+struct Outcome {
+    code: i32,
+    wall: Duration,
+    max_rss_kb: i64,
+    /// Lock acquired to lock released.
+    held_ms: Option<f64>,
+    /// Process start to lock acquired (connecting and locking included).
+    start_to_locked_ms: Option<f64>,
+    /// Time spent acquiring the lock (mysql-quiesce only: from its report).
+    acquire_ms: Option<f64>,
+    /// The snapshot step's own time inside the locked section.
+    step_ms: Option<f64>,
+}
+
+impl Outcome {
+    /// What writers pay for the tool itself: lock held beyond the step.
+    fn overhead_ms(&self) -> Option<f64> {
+        Some(round1(self.held_ms? - self.step_ms?))
+    }
+}
+
+/// Run a command and reap it with wait4 to get its own peak RSS.
+#[allow(clippy::zombie_processes)] // reaped by wait4 below, which std cannot see
+fn run_measured(mut cmd: Command) -> (i32, Duration, i64, f64, f64) {
+    let (started, t) = (now_secs(), Instant::now());
+    let child = cmd
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let mut status = 0;
+    // SAFETY: plain libc call on our own child; rusage is a plain struct.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    unsafe { libc::wait4(child.id() as i32, &mut status, 0, &mut usage) };
+    let ended = now_secs();
+    let code = if libc::WIFEXITED(status) {
+        libc::WEXITSTATUS(status)
+    } else {
+        128 + libc::WTERMSIG(status)
+    };
+    (code, t.elapsed(), usage.ru_maxrss, started, ended)
+}
+
+fn read_marker(path: &Path) -> Option<f64> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+/// Seconds since the epoch of the report's RFC 3339 times ("...T12:34:56.789Z").
+fn parse_rfc3339(s: &str) -> Option<f64> {
+    let (date, time) = s.trim_end_matches('Z').split_once('T')?;
+    let mut d = date.split('-').map(|x| x.parse::<i64>());
+    let (y, m, day) = (d.next()?.ok()?, d.next()?.ok()?, d.next()?.ok()?);
+    let mut t = time.split(':');
+    let (hh, mm, ss): (i64, i64, f64) = (
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+        t.next()?.parse().ok()?,
+    );
+    // Days from civil (Howard Hinnant's algorithm), as the report's writer.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + day - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some((days * 86_400 + hh * 3600 + mm * 60) as f64 + ss)
+}
+
+fn round1(x: f64) -> f64 {
+    (x * 10.0).round() / 10.0
+}
+
+fn run_contender(c: Contender, cfg: &Config, servers: &[&Server], step: Step) -> Outcome {
+    let work = cfg.work.path();
+    match c {
+        Contender::Classic => {
+            let server = servers[0];
+            let markers = server.marker_dir(work);
+            let (mut cmd, seen_by_client) = server.client();
+            let marker = |name: &str| {
+                let p = markers.join(name);
+                let _ = std::fs::remove_file(&p);
+                p
+            };
+            let (locked, s0, s1) = (marker("locked"), marker("step0"), marker("step1"));
+            let date = |p: &Path| format!("SYSTEM date +%s.%N > {}", seen_by_client(p).display());
+            let (freeze, thaw) = match step {
+                Step::ImageCopy(v) => (
+                    format!("SYSTEM fsfreeze -f {}; ", v.mnt.display()),
+                    format!("SYSTEM fsfreeze -u {}; ", v.mnt.display()),
+                ),
+                Step::Sleep => (String::new(), String::new()),
+            };
+            cmd.arg("-e").arg(format!(
+                "FLUSH TABLES WITH READ LOCK; {}; {freeze}{}; SYSTEM {}; {}; {thaw}UNLOCK TABLES",
+                date(&locked),
+                date(&s0),
+                step.command(),
+                date(&s1)
+            ));
+            let (code, wall, rss, started, ended) = run_measured(cmd);
+            let locked_at = read_marker(&locked);
+            let step_ms = match (read_marker(&s0), read_marker(&s1)) {
+                (Some(a), Some(b)) => Some(round1((b - a) * 1000.0)),
+                _ => None,
+            };
+            Outcome {
+                code,
+                wall,
+                max_rss_kb: rss,
+                // Upper bound: includes the client's exit after UNLOCK TABLES.
+                held_ms: locked_at.map(|l| round1((ended - l) * 1000.0)),
+                start_to_locked_ms: locked_at.map(|l| round1((l - started) * 1000.0)),
+                acquire_ms: None,
+                step_ms,
+            }
+        }
+        Contender::Quiesce(mode) => {
+            let report = work.join("report.json");
+            let _ = std::fs::remove_file(&report);
+            let mut cmd = Command::new(&cfg.binary);
+            cmd.args(["--no-defaults", "-uroot", &format!("--lock={mode}")]);
+            if servers.len() == 1 {
+                cmd.args(servers[0].quiesce_args());
+            } else {
+                for (i, s) in servers.iter().enumerate() {
+                    let Kind::Mariadb { dir } = &s.kind else {
+                        unreachable!("instances are MariaDB")
+                    };
+                    // Named: every throwaway server's socket is called `sock`.
+                    cmd.arg(format!(
+                        "--instance=I{i}=mysql://root@localhost/?socket={}",
+                        dir.join("sock").display()
+                    ));
                 }
             }
-            Contender::Quiesce(mode) => {
-                let dir = servers[0].dir.path();
-                let report = dir.join("report.json");
-                let _ = std::fs::remove_file(&report);
-                let mut cmd = Command::new(&cfg.binary);
-                cmd.arg("--no-defaults")
-                    .arg("-uroot")
-                    .arg(format!("--lock={mode}"));
-                if servers.len() == 1 {
-                    cmd.arg(format!("--socket={}", servers[0].socket().display()));
-                } else {
-                    for s in servers {
-                        cmd.arg(format!(
-                            "--instance=mysql://root@localhost/?socket={}",
-                            s.socket().display()
-                        ));
-                    }
-                }
-                cmd.arg(format!("--lock-file={}", dir.join("run.lock").display()))
-                    .arg(format!("--report={}", report.display()))
-                    .args(["--snapshot", SNAPSHOT_STEP])
-                    .args(extra);
-                let (code, wall, rss) = run_measured(cmd);
-                let report = std::fs::read_to_string(&report)
-                    .ok()
-                    .and_then(|t| serde_json::from_str(&t).ok());
-                Outcome {
-                    code,
-                    wall,
-                    max_rss_kb: rss,
-                    report,
-                }
+            cmd.arg(format!("--lock-file={}", work.join("run.lock").display()))
+                .arg(format!("--report={}", report.display()))
+                .args(["--snapshot", &step.command()]);
+            if let Step::ImageCopy(v) = step {
+                cmd.arg(format!("--freeze={}", v.mnt.display()));
+            }
+            let (code, wall, rss, started, _) = run_measured(cmd);
+            let r: Option<serde_json::Value> = std::fs::read_to_string(&report)
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok());
+            let num = |p: &str| {
+                r.as_ref()
+                    .and_then(|r| r.pointer(p))
+                    .and_then(|v| v.as_f64())
+            };
+            let locked_at = r.as_ref().and_then(|r| {
+                let lock = r["phases"]
+                    .as_array()?
+                    .iter()
+                    .find(|p| p["name"] == "lock")?;
+                Some(
+                    parse_rfc3339(lock["started_at"].as_str()?)?
+                        + lock["duration_ms"].as_f64()? / 1000.0,
+                )
+            });
+            // The hooks' own time inside the locked section.
+            let step_ms = r.as_ref().and_then(|r| {
+                Some(
+                    r["hooks"]
+                        .as_array()?
+                        .iter()
+                        .filter(|h| {
+                            matches!(h["phase"].as_str(), Some("pre" | "snapshot" | "post"))
+                        })
+                        .filter_map(|h| h["duration_ms"].as_f64())
+                        .sum::<f64>(),
+                )
+            });
+            Outcome {
+                code,
+                wall,
+                max_rss_kb: rss,
+                held_ms: num("/lock/held_ms"),
+                start_to_locked_ms: locked_at.map(|l| round1((l - started) * 1000.0)),
+                acquire_ms: num("/lock/acquired_in_ms"),
+                step_ms,
             }
         }
     }
 }
 
-fn ms(d: Duration) -> f64 {
-    (d.as_secs_f64() * 10_000.0).round() / 10.0
-}
-
-fn report_ms(o: &Outcome, pointer: &str) -> Option<f64> {
-    o.report
-        .as_ref()
-        .and_then(|r| r.pointer(pointer))
-        .and_then(|v| v.as_f64())
-}
-
-/// Time from process start to "locked": the connect and lock phases.
-fn start_to_locked_ms(o: &Outcome) -> Option<f64> {
-    let phases = o.report.as_ref()?.get("phases")?.as_array()?;
-    let sum: f64 = phases
-        .iter()
-        .filter(|p| matches!(p["name"].as_str(), Some("connect" | "lock")))
-        .filter_map(|p| p["duration_ms"].as_f64())
-        .sum();
-    Some(sum)
-}
+// ------------------------------------------------------------------ results
 
 #[derive(serde::Serialize)]
 struct Row {
-    section: &'static str,
+    section: String,
+    server: String,
+    step: String,
     scenario: String,
     contender: String,
     outcome: String,
@@ -301,161 +663,311 @@ fn outcome_text(code: i32) -> String {
     }
 }
 
-fn writer_stall(cfg: &Config, rows: &mut Vec<Row>) {
-    let server = Server::start(&cfg.repo);
-    let contenders = [
-        Contender::Classic,
-        Contender::Quiesce("ftwrl"),
-        Contender::Quiesce("backup-stage"),
+fn ms(d: Duration) -> f64 {
+    round1(d.as_secs_f64() * 1000.0)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn row(
+    section: &str,
+    server: &Server,
+    step: Step,
+    scenario: &str,
+    c: Contender,
+    o: &Outcome,
+    writers: Option<(Duration, Duration)>,
+) -> Row {
+    Row {
+        section: section.into(),
+        server: server.version(),
+        step: step.name().into(),
+        scenario: scenario.into(),
+        contender: c.name(server),
+        outcome: outcome_text(o.code),
+        worst_writer_ms: writers.map(|w| ms(w.0)),
+        p99_writer_ms: writers.map(|w| ms(w.1)),
+        lock_held_ms: o.held_ms,
+        lock_acquire_ms: o.acquire_ms,
+        overhead_ms: o.overhead_ms(),
+        start_to_locked_ms: o.start_to_locked_ms,
+        total_ms: ms(o.wall),
+        peak_rss_kb: o.max_rss_kb,
+    }
+}
+
+// ------------------------------------------------------------------ sections
+
+fn scenarios(cfg: &Config) -> Vec<(&'static str, Option<String>)> {
+    let secs = if cfg.quick { 2 } else { 4 };
+    let mut s = vec![
+        ("no long statement", None),
+        (
+            "long UPDATE",
+            Some(format!("UPDATE bench.slow SET c = c + SLEEP({secs})")),
+        ),
     ];
-    let long_secs = if cfg.quick { 2 } else { 4 };
-    let scenarios: Vec<(&str, Option<String>)> = if cfg.quick {
-        vec![
-            ("no long statement", None),
-            (
-                "long UPDATE",
-                Some(format!("UPDATE bench.slow SET c = c + SLEEP({long_secs})")),
-            ),
-        ]
-    } else {
-        vec![
-            ("no long statement", None),
-            (
-                "long UPDATE",
-                Some(format!("UPDATE bench.slow SET c = c + SLEEP({long_secs})")),
-            ),
-            (
-                "long SELECT",
-                Some(format!("SELECT SLEEP({long_secs}) FROM bench.slow")),
-            ),
-        ]
-    };
-    let load = Load::start(&server);
-    std::thread::sleep(Duration::from_millis(500));
-    for (scenario, long_sql) in &scenarios {
-        for c in contenders {
-            let long = long_sql.clone().map(|sql| {
-                let mut conn = server.conn();
-                let h = std::thread::spawn(move || {
-                    let _ = conn.query_drop(sql);
+    if !cfg.quick {
+        s.push((
+            "long SELECT",
+            Some(format!("SELECT SLEEP({secs}) FROM bench.slow")),
+        ));
+    }
+    s
+}
+
+fn writer_stall(
+    cfg: &Config,
+    server: &Server,
+    steps: &[Step],
+    contenders: &[Contender],
+    rows: &mut Vec<Row>,
+) {
+    let load = Load::start(server);
+    for step in steps {
+        for (scenario, long_sql) in scenarios(cfg) {
+            for &c in contenders {
+                let long = long_sql.clone().map(|sql| {
+                    let mut conn = server.conn();
+                    let h = std::thread::spawn(move || {
+                        let _ = conn.query_drop(sql);
+                    });
+                    std::thread::sleep(Duration::from_millis(500));
+                    h
                 });
-                std::thread::sleep(Duration::from_millis(500));
-                h
-            });
-            let from = Instant::now();
-            let o = c.run(cfg, &[&server], &[]);
-            let to = Instant::now();
-            let (worst, p99) = load.window(from, to);
-            let held = report_ms(&o, "/lock/held_ms");
-            rows.push(Row {
-                section: "writer stall",
-                scenario: scenario.to_string(),
-                contender: c.name(),
-                outcome: outcome_text(o.code),
-                worst_writer_ms: Some(ms(worst)),
-                p99_writer_ms: Some(ms(p99)),
-                lock_held_ms: held,
-                lock_acquire_ms: report_ms(&o, "/lock/acquired_in_ms"),
-                overhead_ms: held.map(|h| ((h - 200.0) * 10.0).round() / 10.0),
-                start_to_locked_ms: start_to_locked_ms(&o),
-                total_ms: ms(o.wall),
-                peak_rss_kb: o.max_rss_kb,
-            });
-            if let Some(h) = long {
-                let _ = h.join();
+                let from = Instant::now();
+                let o = run_contender(c, cfg, &[server], *step);
+                let writers = load.window(from, Instant::now());
+                rows.push(row(
+                    "writer stall",
+                    server,
+                    *step,
+                    scenario,
+                    c,
+                    &o,
+                    Some(writers),
+                ));
+                eprintln!(
+                    "bench: {} / {} / {}: {}",
+                    step.name(),
+                    scenario,
+                    c.name(server),
+                    outcome_text(o.code)
+                );
+                if let Some(h) = long {
+                    let _ = h.join();
+                }
+                std::thread::sleep(Duration::from_millis(300));
             }
-            std::thread::sleep(Duration::from_millis(300));
         }
     }
     load.stop();
 }
 
 fn scale_tables(cfg: &Config, rows: &mut Vec<Row>) {
-    let server = Server::start(&cfg.repo);
+    let dir = tempfile::Builder::new()
+        .prefix("mqb")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let server = Server::mariadb(&cfg.repo, dir.path());
     let steps: &[usize] = if cfg.quick {
         &[100]
     } else {
         &[100, 1000, 10000]
     };
-    let mut created = 0;
-    let mut conn = server.conn();
     for &n in steps {
-        while created < n {
-            let batch: Vec<String> = (created..(created + 100).min(n))
-                .map(|i| format!("CREATE TABLE bench.t{i} (i INT) ENGINE=InnoDB"))
-                .collect();
-            conn.query_drop(batch.join("; ")).unwrap();
-            created = (created + 100).min(n);
-        }
-        // Open every table so FLUSH TABLES has them all to close.
-        for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-            let q: Vec<String> = chunk
-                .iter()
-                .map(|i| format!("SELECT 1 FROM bench.t{i} LIMIT 1"))
-                .collect();
-            conn.query_drop(q.join("; ")).unwrap();
-        }
         for c in [
             Contender::Classic,
             Contender::Quiesce("ftwrl"),
             Contender::Quiesce("backup-stage"),
         ] {
-            let o = c.run(cfg, &[&server], &[]);
-            rows.push(Row {
-                section: "scale: open tables",
-                scenario: format!("{n} tables"),
-                contender: c.name(),
-                outcome: outcome_text(o.code),
-                worst_writer_ms: None,
-                p99_writer_ms: None,
-                lock_held_ms: report_ms(&o, "/lock/held_ms"),
-                lock_acquire_ms: report_ms(&o, "/lock/acquired_in_ms"),
-                overhead_ms: None,
-                start_to_locked_ms: start_to_locked_ms(&o),
-                total_ms: ms(o.wall),
-                peak_rss_kb: o.max_rss_kb,
-            });
-            // Reopen the tables the FLUSH closed.
-            for chunk in (0..n).collect::<Vec<_>>().chunks(200) {
-                let q: Vec<String> = chunk
-                    .iter()
-                    .map(|i| format!("SELECT 1 FROM bench.t{i} LIMIT 1"))
-                    .collect();
-                conn.query_drop(q.join("; ")).unwrap();
-            }
+            // Open every table so that FLUSH TABLES has them all to close.
+            server.open_tables(n);
+            let o = run_contender(c, cfg, &[&server], Step::Sleep);
+            rows.push(row(
+                "scale: open tables",
+                &server,
+                Step::Sleep,
+                &format!("{n} tables"),
+                c,
+                &o,
+                None,
+            ));
         }
     }
 }
 
 fn scale_instances(cfg: &Config, rows: &mut Vec<Row>) {
     let counts: &[usize] = if cfg.quick { &[1, 2] } else { &[1, 2, 4] };
-    let servers: Vec<Server> = (0..*counts.last().unwrap())
-        .map(|_| Server::start(&cfg.repo))
+    let tables = if cfg.quick { 200 } else { 2000 };
+    let dirs: Vec<tempfile::TempDir> = (0..*counts.last().unwrap())
+        .map(|_| {
+            tempfile::Builder::new()
+                .prefix("mqb")
+                .tempdir_in("/tmp")
+                .unwrap()
+        })
+        .collect();
+    let servers: Vec<Server> = dirs
+        .iter()
+        .map(|d| Server::mariadb(&cfg.repo, d.path()))
         .collect();
     for &n in counts {
         let group: Vec<&Server> = servers.iter().take(n).collect();
         for mode in ["ftwrl", "backup-stage"] {
-            let o = Contender::Quiesce(mode).run(cfg, &group, &[]);
-            rows.push(Row {
-                section: "scale: instances",
-                scenario: format!("{n} instance(s)"),
-                contender: Contender::Quiesce(mode).name(),
-                outcome: outcome_text(o.code),
-                worst_writer_ms: None,
-                p99_writer_ms: None,
-                lock_held_ms: report_ms(&o, "/lock/held_ms"),
-                lock_acquire_ms: report_ms(&o, "/lock/acquired_in_ms"),
-                overhead_ms: None,
-                start_to_locked_ms: start_to_locked_ms(&o),
-                total_ms: ms(o.wall),
-                peak_rss_kb: o.max_rss_kb,
-            });
+            for s in &group {
+                s.open_tables(tables);
+            }
+            let o = run_contender(Contender::Quiesce(mode), cfg, &group, Step::Sleep);
+            rows.push(row(
+                "scale: instances",
+                servers[0].as_ref(),
+                Step::Sleep,
+                &format!("{n} instance(s), {tables} open tables each"),
+                Contender::Quiesce(mode),
+                &o,
+                None,
+            ));
         }
     }
 }
 
+impl AsRef<Server> for Server {
+    fn as_ref(&self) -> &Server {
+        self
+    }
+}
+
+// ------------------------------------------------------------------ output
+
 fn cell(v: Option<f64>) -> String {
     v.map(|x| format!("{x:.1}")).unwrap_or_else(|| "-".into())
+}
+
+fn machine() -> String {
+    let cpu = std::fs::read_to_string("/proc/cpuinfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("model name"))
+                .and_then(|l| l.split_once(':'))
+                .map(|(_, v)| v.trim().to_string())
+        })
+        .unwrap_or_else(|| "unknown CPU".into());
+    let cores = std::thread::available_parallelism().map_or(0, |n| n.get());
+    let mem = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|t| {
+            t.lines()
+                .find(|l| l.starts_with("MemTotal"))
+                .and_then(|l| l.split_whitespace().nth(1))
+                .and_then(|kb| kb.parse::<u64>().ok())
+        })
+        .map_or("?".into(), |kb| format!("{:.0} GiB", kb as f64 / 1048576.0));
+    let sh = |cmd: &str| {
+        Command::new("sh")
+            .args(["-c", cmd])
+            .output()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default()
+    };
+    format!(
+        "{cores} cores ({cpu}), {mem} RAM, Linux {}, /tmp on {}",
+        sh("uname -r"),
+        sh("findmnt -no FSTYPE,SOURCE --target /tmp | head -n1")
+    )
+}
+
+/// The headline: worst writer wait and lock held, classic / mysql-quiesce's
+/// auto choice, per server, step and scenario, from the same run.
+fn ratios(rows: &[Row]) -> String {
+    let mut out = String::from(
+        "| server | step | scenario | worst writer: classic / mysql-quiesce auto | lock held: classic / auto |\n|---|---|---|---|---|\n",
+    );
+    for auto in rows
+        .iter()
+        .filter(|r| r.section == "writer stall" && r.contender.ends_with("(auto)"))
+    {
+        let Some(classic) = rows.iter().find(|r| {
+            r.section == auto.section
+                && r.server == auto.server
+                && r.step == auto.step
+                && r.scenario == auto.scenario
+                && r.contender.starts_with("classic")
+        }) else {
+            continue;
+        };
+        let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+            (Some(a), Some(b)) if b > 0.0 => format!("{a:.0} / {b:.0} ms = {:.1}x", a / b),
+            _ => "-".into(),
+        };
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            auto.server,
+            auto.step,
+            auto.scenario,
+            ratio(classic.worst_writer_ms, auto.worst_writer_ms),
+            ratio(classic.lock_held_ms, auto.lock_held_ms)
+        );
+    }
+    out
+}
+
+fn markdown(rows: &[Row]) -> String {
+    let mut out = String::new();
+    let mut section = "";
+    for r in rows {
+        if r.section != section {
+            section = &r.section;
+            let _ = writeln!(out, "\n### {section}\n");
+            out.push_str("| server | step | scenario | contender | outcome | worst writer | p99 writer | lock held | lock acquire | overhead | start to locked | total | peak RSS KiB |\n");
+            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+            r.server,
+            r.step,
+            r.scenario,
+            r.contender,
+            r.outcome,
+            cell(r.worst_writer_ms),
+            cell(r.p99_writer_ms),
+            cell(r.lock_held_ms),
+            cell(r.lock_acquire_ms),
+            cell(r.overhead_ms),
+            cell(r.start_to_locked_ms),
+            r.total_ms,
+            r.peak_rss_kb
+        );
+    }
+    out
+}
+
+fn csv(rows: &[Row]) -> String {
+    let mut out = String::from("section,server,step,scenario,contender,outcome,worst_writer_ms,p99_writer_ms,lock_held_ms,lock_acquire_ms,overhead_ms,start_to_locked_ms,total_ms,peak_rss_kb\n");
+    for r in rows {
+        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
+        let _ = writeln!(
+            out,
+            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
+            q(&r.section),
+            q(&r.server),
+            q(&r.step),
+            q(&r.scenario),
+            q(&r.contender),
+            q(&r.outcome),
+            cell(r.worst_writer_ms),
+            cell(r.p99_writer_ms),
+            cell(r.lock_held_ms),
+            cell(r.lock_acquire_ms),
+            cell(r.overhead_ms),
+            cell(r.start_to_locked_ms),
+            r.total_ms,
+            r.peak_rss_kb
+        );
+    }
+    out
 }
 
 fn main() {
@@ -475,66 +987,91 @@ fn main() {
         binary: value("--binary")
             .map(PathBuf::from)
             .unwrap_or_else(|| repo.join("target/release/mysql-quiesce")),
+        mysql: args.iter().any(|a| a == "--mysql"),
+        work: tempfile::Builder::new()
+            .prefix("mqw")
+            .tempdir_in("/tmp")
+            .unwrap(),
         repo,
     };
     std::fs::create_dir_all(&cfg.out).unwrap();
-    let version = Server::start(&cfg.repo).version();
-    if cfg.quick {
-        println!("SMOKE RUN (--quick): smallest settings, numbers are not representative");
-    }
     let mut rows = Vec::new();
-    writer_stall(&cfg, &mut rows);
+
+    // MariaDB with its datadir on a loop-mounted XFS, for both steps.
+    {
+        let volume = Volume::create(if cfg.quick { 320 } else { 512 });
+        let server = Server::mariadb(&cfg.repo, &volume.mnt.join("srv"));
+        writer_stall(
+            &cfg,
+            &server,
+            &[Step::Sleep, Step::ImageCopy(&volume)],
+            &[
+                Contender::Classic,
+                Contender::Quiesce("ftwrl"),
+                Contender::Quiesce("backup-stage"),
+            ],
+            &mut rows,
+        );
+        drop(server);
+    }
+    if cfg.mysql {
+        let dir = tempfile::Builder::new()
+            .prefix("mqm")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let server = Server::mysql(&cfg.repo, dir.path());
+        writer_stall(
+            &cfg,
+            &server,
+            &[Step::Sleep],
+            &[
+                Contender::Classic,
+                Contender::Quiesce("ftwrl"),
+                Contender::Quiesce("instance"),
+            ],
+            &mut rows,
+        );
+    }
     scale_tables(&cfg, &mut rows);
     scale_instances(&cfg, &mut rows);
 
-    println!(
-        "MariaDB {version}, {WRITERS} writers, snapshot step `{SNAPSHOT_STEP}`; times in ms\n"
-    );
-    println!("| section | scenario | contender | outcome | worst writer | p99 writer | lock held | lock acquire | overhead | start to locked | total | peak RSS KiB |");
-    println!("|---|---|---|---|---|---|---|---|---|---|---|---|");
-    let mut csv = String::from("section,scenario,contender,outcome,worst_writer_ms,p99_writer_ms,lock_held_ms,lock_acquire_ms,overhead_ms,start_to_locked_ms,total_ms,peak_rss_kb\n");
-    for r in &rows {
-        println!(
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
-            r.section,
-            r.scenario,
-            r.contender,
-            r.outcome,
-            cell(r.worst_writer_ms),
-            cell(r.p99_writer_ms),
-            cell(r.lock_held_ms),
-            cell(r.lock_acquire_ms),
-            cell(r.overhead_ms),
-            cell(r.start_to_locked_ms),
-            r.total_ms,
-            r.peak_rss_kb
-        );
-        csv.push_str(&format!(
-            "{},{},{},{},{},{},{},{},{},{},{},{}\n",
-            r.section,
-            r.scenario,
-            r.contender,
-            r.outcome.replace(',', ";"),
-            cell(r.worst_writer_ms),
-            cell(r.p99_writer_ms),
-            cell(r.lock_held_ms),
-            cell(r.lock_acquire_ms),
-            cell(r.overhead_ms),
-            cell(r.start_to_locked_ms),
-            r.total_ms,
-            r.peak_rss_kb
-        ));
+    let mut md = String::new();
+    if cfg.quick {
+        md.push_str("SMOKE RUN (--quick): smallest settings, numbers are not representative.\n\n");
     }
-    std::fs::write(cfg.out.join("results.csv"), csv).unwrap();
-    let json = serde_json::json!({ "server": version, "quick": cfg.quick, "writers": WRITERS, "snapshot_step": SNAPSHOT_STEP, "rows": rows });
+    let _ = writeln!(
+        md,
+        "Machine: {}.\n{WRITERS} writers inserting continuously; times in ms; `bash bench/run.sh{}`.\n",
+        machine(),
+        if cfg.quick { " --quick" } else { "" }
+    );
+    md.push_str("### Headline: classic procedure / mysql-quiesce, side by side in this run\n\n");
+    md.push_str(&ratios(&rows));
+    md.push_str(&markdown(&rows));
+    print!("{md}");
+    std::fs::write(cfg.out.join("results.md"), &md).unwrap();
+    std::fs::write(cfg.out.join("results.csv"), csv(&rows)).unwrap();
+    let json = serde_json::json!({ "machine": machine(), "quick": cfg.quick, "writers": WRITERS, "rows": rows });
     std::fs::write(
         cfg.out.join("results.json"),
         serde_json::to_string_pretty(&json).unwrap(),
     )
     .unwrap();
-    println!(
-        "\nwritten: {}, {}",
-        cfg.out.join("results.csv").display(),
-        cfg.out.join("results.json").display()
-    );
+    println!("\nwritten: {}/results.{{md,csv,json}}", cfg.out.display());
+    // Not a timing check: a contender that failed (other than giving up with
+    // 75 by design) means the benchmark itself has rotted.
+    let broken: Vec<String> = rows
+        .iter()
+        .filter(|r| r.outcome != "ok" && !r.outcome.starts_with("gave up (75)"))
+        .map(|r| {
+            format!(
+                "{} / {} / {}: {}",
+                r.section, r.scenario, r.contender, r.outcome
+            )
+        })
+        .collect();
+    if !broken.is_empty() {
+        eprintln!("bench: error: runs that failed:\n  {}", broken.join("\n  "));
+        std::process::exit(1);
+    }
 }
