@@ -11,6 +11,7 @@ set -euo pipefail
 MIN_RUST=1.85
 PACKAGES=(
     mariadb-server mariadb-client # mariadbd, mariadb-install-db for throwaway test servers
+    galera-4 # the wsrep provider: a single-node Galera cluster in tests/locking.rs
     xfsprogs e2fsprogs btrfs-progs util-linux # loop-mounted scratch filesystems, losetup, fsfreeze
     procps build-essential pkg-config ca-certificates
     openssl # certificates for the TLS tests

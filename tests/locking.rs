@@ -454,6 +454,63 @@ fn a_backup_stage_attempt_behind_another_backup_gives_up_in_budget_and_is_retrie
 }
 
 #[test]
+fn on_a_galera_node_the_cluster_position_is_recorded() {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port()
+    };
+    // A cluster of one, bootstrapped on its own ports.
+    let s = server!(
+        "--wsrep-on=ON".to_string(),
+        "--wsrep-provider=/usr/lib/galera/libgalera_smm.so".to_string(),
+        "--wsrep-cluster-address=gcomm://".to_string(),
+        format!(
+            "--wsrep-provider-options=gmcast.listen_addr=tcp://127.0.0.1:{};ist.recv_addr=127.0.0.1:{}",
+            free(),
+            free()
+        ),
+        "--wsrep-node-address=127.0.0.1".to_string(),
+        "--binlog-format=ROW".to_string(),
+        "--innodb-autoinc-lock-mode=2".to_string(),
+    );
+    s.sql("CREATE DATABASE g; CREATE TABLE g.t (i INT PRIMARY KEY); INSERT INTO g.t VALUES (1)");
+    let coords = s.path("coords.json");
+    let env = s.path("env");
+    s.mq()
+        .arg(format!("--coordinates-file={}", coords.display()))
+        .args(["--pre", &format!("env > {}", env.display())])
+        .assert()
+        .success();
+    // No writes since: the node's position now is the one recorded.
+    let status = |name: &str| {
+        let row: Option<(String, String)> = s
+            .conn()
+            .query_first(format!("SHOW GLOBAL STATUS LIKE '{name}'"))
+            .unwrap();
+        row.map(|(_, v)| v).unwrap_or_default()
+    };
+    let (uuid, seqno) = (
+        status("wsrep_local_state_uuid"),
+        status("wsrep_last_committed"),
+    );
+    assert!(
+        uuid.len() == 36 && seqno.parse::<u64>().is_ok(),
+        "not a Galera node? {uuid:?}:{seqno:?}"
+    );
+    let position = format!("{uuid}:{seqno}");
+    let c: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&coords).unwrap()).unwrap();
+    assert_eq!(c["galera_position"], position.as_str(), "{c:#}");
+    let env = std::fs::read_to_string(&env).unwrap();
+    assert!(
+        env.contains(&format!("MYSQL_QUIESCE_GALERA_POSITION={position}\n")),
+        "{env}"
+    );
+}
+
+#[test]
 fn two_instances_are_locked_together_with_per_instance_coordinates() {
     let (Some(a), Some(b)) = (TestServer::start(), TestServer::start()) else {
         return;
