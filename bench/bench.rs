@@ -181,11 +181,13 @@ impl Server {
             }
             Kind::Mysql { port, root, .. } => {
                 let mut c = Command::new("chroot");
-                // MySQL >= 8.0.40/9.1 refuses SYSTEM unless asked: the classic
-                // procedure breaks there without this flag.
+                // MySQL 9's client refuses client commands such as SYSTEM in
+                // batch mode unless asked (both default to FALSE): the classic
+                // one-liner fails there without these two options.
                 c.arg(root).args([
                     "mysql",
                     "--no-defaults",
+                    "--commands",
                     "--system-command",
                     "-h127.0.0.1",
                     &format!("-P{port}"),
