@@ -656,8 +656,8 @@ struct Row {
     lock_acquire_ms: Option<f64>,
     overhead_ms: Option<f64>,
     start_to_locked_ms: Option<f64>,
-    total_ms: f64,
-    peak_rss_kb: i64,
+    total_ms: Option<f64>,
+    peak_rss_kb: Option<i64>,
 }
 
 fn outcome_text(code: i32) -> String {
@@ -695,8 +695,8 @@ fn row(
         lock_acquire_ms: o.acquire_ms,
         overhead_ms: o.overhead_ms(),
         start_to_locked_ms: o.start_to_locked_ms,
-        total_ms: ms(o.wall),
-        peak_rss_kb: o.max_rss_kb,
+        total_ms: Some(ms(o.wall)),
+        peak_rss_kb: Some(o.max_rss_kb),
     }
 }
 
@@ -846,12 +846,13 @@ fn scale_instances(cfg: &Config, rows: &mut Vec<Row>) {
             if n > 1 {
                 rows.push(Row {
                     contender: format!("{n} single-instance runs, summed (for comparison)"),
+                    outcome: "-".into(),
                     lock_acquire_ms: sum.map(round1),
                     lock_held_ms: None,
                     overhead_ms: None,
                     start_to_locked_ms: None,
-                    total_ms: 0.0,
-                    peak_rss_kb: 0,
+                    total_ms: None,
+                    peak_rss_kb: None,
                     ..row(
                         "scale: instances",
                         servers[0].as_ref(),
@@ -961,7 +962,7 @@ fn markdown(rows: &[Row]) -> String {
         }
         let _ = writeln!(
             out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {:.1} | {} |",
+            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
             r.server,
             r.step,
             r.scenario,
@@ -973,8 +974,8 @@ fn markdown(rows: &[Row]) -> String {
             cell(r.lock_acquire_ms),
             cell(r.overhead_ms),
             cell(r.start_to_locked_ms),
-            r.total_ms,
-            r.peak_rss_kb
+            cell(r.total_ms),
+            r.peak_rss_kb.map_or("-".into(), |k| k.to_string())
         );
     }
     out
@@ -999,8 +1000,8 @@ fn csv(rows: &[Row]) -> String {
             cell(r.lock_acquire_ms),
             cell(r.overhead_ms),
             cell(r.start_to_locked_ms),
-            r.total_ms,
-            r.peak_rss_kb
+            cell(r.total_ms),
+            r.peak_rss_kb.map_or("-".into(), |k| k.to_string())
         );
     }
     out
@@ -1098,7 +1099,9 @@ fn main() {
     // 75 by design) means the benchmark itself has rotted.
     let broken: Vec<String> = rows
         .iter()
-        .filter(|r| r.outcome != "ok" && !r.outcome.starts_with("gave up (75)"))
+        .filter(|r| {
+            !matches!(r.outcome.as_str(), "ok" | "-") && !r.outcome.starts_with("gave up (75)")
+        })
         .map(|r| {
             format!(
                 "{} / {} / {}: {}",
