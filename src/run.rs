@@ -766,8 +766,9 @@ impl<'a> Run<'a> {
         let (code, message) = self.failure.clone().unwrap_or((exit::OK, String::new()));
         self.report.exit_code = code;
         self.report.outcome = if code == exit::OK { "ok" } else { "failed" }.into();
-        self.report.consistent = code == exit::OK
-            && (self.report.lock.verified == Some(true) || self.cli.lock == LockMode::None);
+        // Consistent means taken under a database lock verified at the end;
+        // --lock=none can succeed (exit 0) but never claims that.
+        self.report.consistent = code == exit::OK && self.report.lock.verified == Some(true);
         self.report.error = (!message.is_empty()).then_some(message);
         let finished = SystemTime::now();
         self.report.finished_at = Some(report::rfc3339(finished));

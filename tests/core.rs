@@ -302,6 +302,28 @@ fn coordinates_file_matches_what_the_server_reports_afterwards() {
 }
 
 #[test]
+fn with_lock_none_a_run_succeeds_but_never_claims_a_consistent_database() {
+    let dir = tempfile::tempdir().unwrap();
+    let report = dir.path().join("report.json");
+    common::mysql_quiesce()
+        .args(["--no-defaults", "--lock=none", "--lock-file"])
+        .arg(dir.path().join("l"))
+        .arg("--report")
+        .arg(&report)
+        .args(["--", "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "no database lock was taken (--lock=none)",
+        ));
+    let r = json(&report);
+    assert_eq!(
+        (r["outcome"].as_str(), r["consistent"].as_bool()),
+        (Some("ok"), Some(false))
+    );
+}
+
+#[test]
 fn report_records_phases_hooks_coordinates_and_outcome() {
     let s = server!();
     let report = s.path("report.json");
