@@ -660,6 +660,47 @@ struct Row {
     peak_rss_kb: Option<i64>,
 }
 
+/// Each column's title (Markdown) and name (CSV), in the order of `Row::cells`.
+const COLUMNS: [(&str, &str); 14] = [
+    ("section", "section"),
+    ("server", "server"),
+    ("step", "step"),
+    ("scenario", "scenario"),
+    ("contender", "contender"),
+    ("outcome", "outcome"),
+    ("worst writer", "worst_writer_ms"),
+    ("p99 writer", "p99_writer_ms"),
+    ("lock held", "lock_held_ms"),
+    ("lock acquire", "lock_acquire_ms"),
+    ("overhead", "overhead_ms"),
+    ("start to locked", "start_to_locked_ms"),
+    ("total", "total_ms"),
+    ("peak RSS KiB", "peak_rss_kb"),
+];
+/// The first columns are text (quoted in CSV); the rest are numbers.
+const TEXT_COLUMNS: usize = 6;
+
+impl Row {
+    fn cells(&self) -> [String; 14] {
+        [
+            self.section.clone(),
+            self.server.clone(),
+            self.step.clone(),
+            self.scenario.clone(),
+            self.contender.clone(),
+            self.outcome.clone(),
+            cell(self.worst_writer_ms),
+            cell(self.p99_writer_ms),
+            cell(self.lock_held_ms),
+            cell(self.lock_acquire_ms),
+            cell(self.overhead_ms),
+            cell(self.start_to_locked_ms),
+            cell(self.total_ms),
+            self.peak_rss_kb.map_or("-".into(), |k| k.to_string()),
+        ]
+    }
+}
+
 fn outcome_text(code: i32) -> String {
     match code {
         0 => "ok".into(),
@@ -836,7 +877,7 @@ fn scale_instances(cfg: &Config, rows: &mut Vec<Row>) {
             let scenario = format!("{n} instance(s), {tables} open tables each");
             rows.push(row(
                 "scale: instances",
-                servers[0].as_ref(),
+                &servers[0],
                 Step::Sleep,
                 &scenario,
                 Contender::Quiesce(mode),
@@ -855,7 +896,7 @@ fn scale_instances(cfg: &Config, rows: &mut Vec<Row>) {
                     peak_rss_kb: None,
                     ..row(
                         "scale: instances",
-                        servers[0].as_ref(),
+                        &servers[0],
                         Step::Sleep,
                         &scenario,
                         Contender::Quiesce(mode),
@@ -865,12 +906,6 @@ fn scale_instances(cfg: &Config, rows: &mut Vec<Row>) {
                 });
             }
         }
-    }
-}
-
-impl AsRef<Server> for Server {
-    fn as_ref(&self) -> &Server {
-        self
     }
 }
 
@@ -957,52 +992,33 @@ fn markdown(rows: &[Row]) -> String {
         if r.section != section {
             section = &r.section;
             let _ = writeln!(out, "\n### {section}\n");
-            out.push_str("| server | step | scenario | contender | outcome | worst writer | p99 writer | lock held | lock acquire | overhead | start to locked | total | peak RSS KiB |\n");
-            out.push_str("|---|---|---|---|---|---|---|---|---|---|---|---|---|\n");
+            // The section is the heading, not a column.
+            let titles: Vec<&str> = COLUMNS[1..].iter().map(|c| c.0).collect();
+            let _ = writeln!(out, "| {} |", titles.join(" | "));
+            let _ = writeln!(out, "|{}", "---|".repeat(COLUMNS.len() - 1));
         }
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} | {} |",
-            r.server,
-            r.step,
-            r.scenario,
-            r.contender,
-            r.outcome,
-            cell(r.worst_writer_ms),
-            cell(r.p99_writer_ms),
-            cell(r.lock_held_ms),
-            cell(r.lock_acquire_ms),
-            cell(r.overhead_ms),
-            cell(r.start_to_locked_ms),
-            cell(r.total_ms),
-            r.peak_rss_kb.map_or("-".into(), |k| k.to_string())
-        );
+        let _ = writeln!(out, "| {} |", r.cells()[1..].join(" | "));
     }
     out
 }
 
 fn csv(rows: &[Row]) -> String {
-    let mut out = String::from("section,server,step,scenario,contender,outcome,worst_writer_ms,p99_writer_ms,lock_held_ms,lock_acquire_ms,overhead_ms,start_to_locked_ms,total_ms,peak_rss_kb\n");
+    let names: Vec<&str> = COLUMNS.iter().map(|c| c.1).collect();
+    let mut out = names.join(",") + "\n";
     for r in rows {
-        let q = |s: &str| format!("\"{}\"", s.replace('"', "\"\""));
-        let _ = writeln!(
-            out,
-            "{},{},{},{},{},{},{},{},{},{},{},{},{},{}",
-            q(&r.section),
-            q(&r.server),
-            q(&r.step),
-            q(&r.scenario),
-            q(&r.contender),
-            q(&r.outcome),
-            cell(r.worst_writer_ms),
-            cell(r.p99_writer_ms),
-            cell(r.lock_held_ms),
-            cell(r.lock_acquire_ms),
-            cell(r.overhead_ms),
-            cell(r.start_to_locked_ms),
-            cell(r.total_ms),
-            r.peak_rss_kb.map_or("-".into(), |k| k.to_string())
-        );
+        let cells = r.cells();
+        let fields: Vec<String> = cells
+            .iter()
+            .enumerate()
+            .map(|(i, c)| {
+                if i < TEXT_COLUMNS {
+                    format!("\"{}\"", c.replace('"', "\"\""))
+                } else {
+                    c.clone()
+                }
+            })
+            .collect();
+        let _ = writeln!(out, "{}", fields.join(","));
     }
     out
 }

@@ -96,13 +96,8 @@ impl Waiter for StdinWaiter {
             if Instant::now() >= deadline {
                 return WaitEnd::Deadline;
             }
-            let mut fds = [nix::poll::PollFd::new(
-                stdin.as_fd(),
-                nix::poll::PollFlags::POLLIN,
-            )];
-            match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
-                Ok(0) | Err(_) => continue,
-                Ok(_) => {}
+            if !readable_soon(&stdin) {
+                continue;
             }
             let mut chunk = [0u8; 512];
             match stdin.lock().read(&mut chunk) {
@@ -115,4 +110,14 @@ impl Waiter for StdinWaiter {
     }
 
     fn finished(&mut self, _code: u8, _message: Option<&str>, _report: &Report) {}
+}
+
+/// Whether `fd` has something to read (or is at EOF) within 100 ms; the
+/// waiting loops look at signals and deadlines between polls.
+pub(crate) fn readable_soon(fd: &impl AsFd) -> bool {
+    let mut fds = [nix::poll::PollFd::new(
+        fd.as_fd(),
+        nix::poll::PollFlags::POLLIN,
+    )];
+    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)), Ok(n) if n > 0)
 }

@@ -91,6 +91,13 @@ pub fn rfc3339(t: SystemTime) -> String {
 /// Write a file atomically: temp file in the same directory, fsync, rename.
 /// Readers see the old file or the new one, never a torn one.
 pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
+    // 0666 before the umask: what File::create gives.
+    write_atomic_mode(path, contents, 0o666)
+}
+
+/// `write_atomic` with the new file's mode (before the umask), e.g. 0600 for
+/// files only root may read.
+pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
     let dir = path
         .parent()
         .filter(|p| !p.as_os_str().is_empty())
@@ -108,6 +115,7 @@ pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
             .write(true)
             .create_new(true)
             .custom_flags(libc::O_NOFOLLOW)
+            .mode(mode)
             .open(&tmp)?;
         f.write_all(contents)?;
         f.sync_all()?;

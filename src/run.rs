@@ -176,12 +176,8 @@ impl<'a> Run<'a> {
             env.insert(key.to_string(), String::new());
         }
         // The filesystems this run freezes (hooks such as btrfs-snapshot must not write to them).
-        let frozen: Vec<String> = prepared
-            .freeze
-            .iter()
-            .map(|t| t.mountpoint.display().to_string())
-            .collect();
-        env.insert("MYSQL_QUIESCE_FROZEN".to_string(), frozen.join(":"));
+        let frozen = mount_list(prepared.freeze.iter().map(|t| &t.mountpoint), ":");
+        env.insert("MYSQL_QUIESCE_FROZEN".to_string(), frozen);
         let mut report = Report::new(run_id);
         report.lock.mode = plan::lock_name(cli.lock).to_string();
         Run {
@@ -555,17 +551,9 @@ impl<'a> Run<'a> {
         match result {
             Ok(f) => {
                 self.frozen_at = Some(Instant::now());
-                let names: Vec<String> = self
-                    .prepared
-                    .freeze
-                    .iter()
-                    .map(|t| t.mountpoint.display().to_string())
-                    .collect();
-                self.progress.info(format!(
-                    "froze {} in {}",
-                    names.join(", "),
-                    human(t0.elapsed())
-                ));
+                let names = mount_list(self.prepared.freeze.iter().map(|t| &t.mountpoint), ", ");
+                self.progress
+                    .info(format!("froze {names} in {}", human(t0.elapsed())));
                 Some(f)
             }
             Err(e) => {
@@ -644,15 +632,9 @@ impl<'a> Run<'a> {
             }
         }
         if all_ok {
-            let names: Vec<String> = results
-                .iter()
-                .map(|t| t.mountpoint.display().to_string())
-                .collect();
-            self.progress.info(format!(
-                "thawed {} in {}",
-                names.join(", "),
-                human(t0.elapsed())
-            ));
+            let names = mount_list(results.iter().map(|t| &t.mountpoint), ", ");
+            self.progress
+                .info(format!("thawed {names} in {}", human(t0.elapsed())));
         }
         if outcome.guardian_thawed_first {
             // We were stalled past the deadline (stopped, starved): the
@@ -825,6 +807,14 @@ impl<'a> Run<'a> {
         }
         code
     }
+}
+
+/// Mount points as one string, e.g. "/a, /b" for messages or "/a:/b" for hooks.
+fn mount_list<'m>(mounts: impl Iterator<Item = &'m std::path::PathBuf>, separator: &str) -> String {
+    mounts
+        .map(|m| m.display().to_string())
+        .collect::<Vec<_>>()
+        .join(separator)
 }
 
 /// The coordinates file: small, stable JSON that can live inside the

@@ -48,35 +48,30 @@ fn a_port_on_the_command_line_connects_over_tcp_to_that_server() {
 fn a_port_from_an_option_file_that_would_go_unused_is_refused_before_connecting() {
     let s = server!();
     let cnf = s.path("client.cnf");
+    let run_with_the_file = || {
+        common::mysql_quiesce()
+            .arg(format!("--defaults-file={}", cnf.display()))
+            .args(["-uroot", "--lock-file"])
+            .arg(s.path("run.lock"))
+            .args(["--", "true"])
+            .assert()
+    };
     std::fs::write(&cnf, format!("[client]\nport = {}\n", s.port)).unwrap();
-    common::mysql_quiesce()
-        .arg(format!("--defaults-file={}", cnf.display()))
-        .args(["-uroot", "--lock-file"])
-        .arg(s.path("run.lock"))
-        .args(["--", "true"])
-        .assert()
-        .code(78)
-        .stderr(
-            predicate::str::contains(format!(
-                "port {} (from {}:2) would not be used",
-                s.port,
-                cnf.display()
-            ))
-            .and(predicate::str::contains("protocol=TCP")),
-        );
+    run_with_the_file().code(78).stderr(
+        predicate::str::contains(format!(
+            "port {} (from {}:2) would not be used",
+            s.port,
+            cnf.display()
+        ))
+        .and(predicate::str::contains("protocol=TCP")),
+    );
     // Saying which server is meant makes it work.
     std::fs::write(
         &cnf,
         format!("[client]\nport = {}\nprotocol = TCP\n", s.port),
     )
     .unwrap();
-    common::mysql_quiesce()
-        .arg(format!("--defaults-file={}", cnf.display()))
-        .args(["-uroot", "--lock-file"])
-        .arg(s.path("run.lock"))
-        .args(["--", "true"])
-        .assert()
-        .success();
+    run_with_the_file().success();
 }
 
 /// A CA, and a server certificate it signed for 127.0.0.1, made with openssl.

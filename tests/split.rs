@@ -148,6 +148,21 @@ const RETRYING: &[&str] = &[
     "--max-lock-time=60",
 ];
 
+/// A `lock` client behind a 5 s write, caught mid-retry: its holder is
+/// taking the lock, and no attempt has succeeded. Returns the client and the
+/// long write's thread.
+fn lock_mid_retry(s: &TestServer) -> (Child, std::thread::JoinHandle<()>) {
+    let (_, blocker) = long_write(s, 5);
+    let client = spawn_lock(s, RETRYING);
+    wait_for(
+        Duration::from_secs(10),
+        "the holder never reported that it is taking the lock",
+        || status_json(s)["phase"] == "locking",
+    );
+    std::thread::sleep(Duration::from_millis(1500));
+    (client, blocker)
+}
+
 #[test]
 fn lock_then_unlock_holds_writes_in_between_and_exits_0() {
     let s = need!(TestServer::start());
@@ -505,14 +520,7 @@ fn a_failed_lock_leaves_nothing_behind() {
 #[test]
 fn sigterm_to_lock_while_it_retries_stops_its_holder_and_leaves_nothing_locked() {
     let s = need!(TestServer::start());
-    let (_, blocker) = long_write(&s, 5);
-    let mut client = spawn_lock(&s, RETRYING);
-    wait_for(
-        Duration::from_secs(10),
-        "the holder never reported that it is taking the lock",
-        || status_json(&s)["phase"] == "locking",
-    );
-    std::thread::sleep(Duration::from_millis(1500)); // mid-retry
+    let (mut client, blocker) = lock_mid_retry(&s);
     kill(Pid::from_raw(client.id() as i32), Signal::SIGTERM).unwrap();
     // One lock attempt (1 s) and the release; the bug this catches kept `lock`
     // waiting until the holder had the lock, then exiting 0.
@@ -536,14 +544,7 @@ fn sigterm_to_lock_while_it_retries_stops_its_holder_and_leaves_nothing_locked()
 #[test]
 fn a_lock_killed_outright_while_it_retries_makes_its_holder_give_up_and_say_why() {
     let s = need!(TestServer::start());
-    let (_, blocker) = long_write(&s, 5);
-    let mut client = spawn_lock(&s, RETRYING);
-    wait_for(
-        Duration::from_secs(10),
-        "the holder never reported that it is taking the lock",
-        || status_json(&s)["phase"] == "locking",
-    );
-    std::thread::sleep(Duration::from_millis(1500));
+    let (mut client, blocker) = lock_mid_retry(&s);
     kill(Pid::from_raw(client.id() as i32), Signal::SIGKILL).unwrap();
     client.wait().unwrap();
     // It gets SIGTERM when its parent dies and stops after the running attempt (1 s).

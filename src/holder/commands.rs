@@ -227,13 +227,8 @@ fn read_report(pipe: &impl AsFd) -> Report {
         if let Some(sig) = signals::received() {
             return Report::Signal(sig);
         }
-        let mut fds = [nix::poll::PollFd::new(
-            pipe.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)) {
-            Ok(0) | Err(_) => continue,
-            Ok(_) => {}
+        if !super::readable_soon(pipe) {
+            continue;
         }
         let mut chunk = [0u8; 4096];
         match nix::unistd::read(pipe, &mut chunk) {

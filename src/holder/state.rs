@@ -16,7 +16,7 @@
 use crate::exit;
 use anyhow::Context;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Write};
+use std::io::Read;
 use std::os::unix::fs::{DirBuilderExt, FileExt, MetadataExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -262,21 +262,7 @@ impl State {
 
     /// Written atomically (temp file, rename), mode 0600, never through a symlink.
     pub fn write_result(&self, v: &serde_json::Value) -> std::io::Result<()> {
-        let path = self.last_result();
-        let tmp = self
-            .dir
-            .join(format!(".last-result.json.{}", std::process::id()));
-        let _ = std::fs::remove_file(&tmp);
-        let result = (|| {
-            let mut f = nofollow(OpenOptions::new().write(true).create_new(true)).open(&tmp)?;
-            writeln!(f, "{v}")?;
-            f.sync_all()?;
-            std::fs::rename(&tmp, &path)
-        })();
-        if result.is_err() {
-            let _ = std::fs::remove_file(&tmp);
-        }
-        result
+        crate::report::write_atomic_mode(&self.last_result(), format!("{v}\n").as_bytes(), 0o600)
     }
 
     pub fn remove_result(&self) -> bool {

@@ -250,14 +250,12 @@ fn tls_mode(cli: &Cli, target: &ConnectTarget) -> anyhow::Result<(SslMode, Vec<S
     Ok((mode, warnings))
 }
 
-pub fn ssl_mode_name(mode: SslMode) -> &'static str {
-    match mode {
-        SslMode::Disabled => "DISABLED",
-        SslMode::Preferred => "PREFERRED",
-        SslMode::Required => "REQUIRED",
-        SslMode::VerifyCa => "VERIFY_CA",
-        SslMode::VerifyIdentity => "VERIFY_IDENTITY",
-    }
+/// The --ssl-mode value of a mode, as clap spells it (e.g. VERIFY_CA).
+pub fn ssl_mode_name(mode: SslMode) -> String {
+    use clap::ValueEnum;
+    mode.to_possible_value()
+        .map(|v| v.get_name().to_string())
+        .unwrap_or_default()
 }
 
 /// `Conn::new` bounded by --connect-timeout as a whole (TCP connect, TLS and
