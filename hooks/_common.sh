@@ -31,9 +31,19 @@ snapshot_name() {
     echo "$1-${MYSQL_QUIESCE_RUN_ID:-$(date -u +%Y%m%dT%H%M%SZ)-$$}"
 }
 
-# One line describing the snapshot: run id and the binary-log point it matches.
+# exact: true when the coordinates are an exact restore point (read while commits were blocked).
+# With --lock=instance or tables-for-backup they are not (MYSQL_QUIESCE_COORDINATES_EXACT=0),
+# and a snapshot must never be labelled with them as if they were: point-in-time recovery from
+# such a label would replay transactions the snapshot already holds.
+exact() { [ "${MYSQL_QUIESCE_COORDINATES_EXACT:-0}" = 1 ]; }
+
+# One line describing the snapshot: run id and the binary-log point it matches (if exact).
 description() {
-    echo "mysql-quiesce run ${MYSQL_QUIESCE_RUN_ID:-none}: binlog ${MYSQL_QUIESCE_BINLOG_FILE:-none}:${MYSQL_QUIESCE_BINLOG_POS:-none} gtid ${MYSQL_QUIESCE_GTID:-none}"
+    if exact; then
+        echo "mysql-quiesce run ${MYSQL_QUIESCE_RUN_ID:-none}: binlog ${MYSQL_QUIESCE_BINLOG_FILE:-none}:${MYSQL_QUIESCE_BINLOG_POS:-none} gtid ${MYSQL_QUIESCE_GTID:-none}"
+    else
+        echo "mysql-quiesce run ${MYSQL_QUIESCE_RUN_ID:-none}: no exact binlog position (lock ${MYSQL_QUIESCE_LOCK:-unknown})"
+    fi
 }
 
 # value_of OPTION ARG: the value of --option=value or --option value (sets SHIFT).

@@ -387,25 +387,18 @@ pub struct Cli {
     pub verbose: u8,
 
     // ---------------------------------------------------------------- run control
-    /// Lock file that keeps two runs from overlapping on this machine.
-    #[arg(
-        global = true,
-        long,
-        value_name = "PATH",
-        default_value = "/run/lock/mysql-quiesce.lock",
-        help_heading = "Run control"
-    )]
-    pub lock_file: PathBuf,
+    /// Lock file that keeps two runs from overlapping on this machine [default: run.lock in the
+    /// state directory]. Must be a regular file of ours that nobody else can write; never followed
+    /// through a symbolic link.
+    #[arg(global = true, long, value_name = "PATH", help_heading = "Run control")]
+    pub lock_file: Option<PathBuf>,
 
-    /// Directory for the state of `lock`/`unlock`/`status` (holder socket, flock, log, last result); must be ours, mode 0700.
-    #[arg(
-        global = true,
-        long,
-        value_name = "DIR",
-        default_value = "/run/mysql-quiesce",
-        help_heading = "Run control"
-    )]
-    pub state_dir: PathBuf,
+    /// Directory for state: the run lock, notes about a stopped replica SQL thread, and the holder
+    /// of `lock`/`unlock`/`status` (socket, flock, log, last result). Must be ours, mode 0700
+    /// [default: /run/mysql-quiesce for root; $XDG_RUNTIME_DIR/mysql-quiesce, else
+    /// /tmp/mysql-quiesce-UID, for other users].
+    #[arg(global = true, long, value_name = "DIR", help_heading = "Run control")]
+    pub state_dir: Option<PathBuf>,
 
     /// Connect and verify privileges, hooks and freeze targets; lock and freeze nothing.
     #[arg(global = true, long, help_heading = "Run control")]
@@ -451,12 +444,9 @@ pub enum Sub {
         #[arg(value_enum)]
         what: Generated,
     },
-    /// Internal: the guardian process that thaws filesystems if the main process dies.
+    /// Internal: the guardian process that kills hooks and thaws filesystems if the run dies or stalls.
     #[command(hide = true, name = "__guardian")]
     Guardian {
-        /// Thaw everything this many seconds from now (monotonic clock), whatever happens.
-        #[arg(long)]
-        seconds: f64,
         /// Mount points, in the order they will be frozen.
         mountpoints: Vec<PathBuf>,
     },
@@ -468,6 +458,15 @@ pub enum Generated {
     Bash,
     Zsh,
     Fish,
+}
+
+impl Cli {
+    /// --state-dir, or the default for the user we run as.
+    pub fn state_dir(&self) -> PathBuf {
+        self.state_dir
+            .clone()
+            .unwrap_or_else(crate::state::default_dir)
+    }
 }
 
 /// The clap command, for option-file key lookup, man page and completions.

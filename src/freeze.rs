@@ -1,34 +1,24 @@
-//! Filesystem freeze with FIFREEZE/FITHAW, validation of freeze targets, and
-//! the guardian: a separate process that thaws whatever we froze if we die
-//! (even by SIGKILL or the OOM killer) or the deadline passes.
-//!
-//! Why a separate process: the kernel never thaws a filesystem by itself, not
-//! even when the freezing process dies, and every writer on it hangs in
-//! uninterruptible sleep until someone thaws it. The guardian learns over a
-//! pipe what is being frozen and thawed; end-of-file on that pipe without a
-//! "done" means we are gone, so it thaws at once. It answers "deadline" on
-//! its stdout when it thawed at its deadline, so that a run it overtook is
-//! never reported as a success.
+//! Filesystem freeze with FIFREEZE/FITHAW and validation of freeze targets.
+//! What we freeze is announced to the guardian (`guardian`) before the ioctl,
+//! so that it thaws if we die or stall past the deadline: the kernel never
+//! thaws a filesystem by itself, and every writer on it hangs until someone does.
 //!
 //! Filesystems are told apart by identity (the superblock's device number),
 //! never by mount-point path: FIFREEZE freezes a whole superblock, so a bind
 //! mount of `/` is `/`, and two mounts of one filesystem are one target.
 
 use crate::exit;
+use crate::guardian::Link;
 use nix::errno::Errno;
 use std::ffi::{CStr, CString};
 use std::fmt;
 use std::fs::File;
-use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::raw::c_int;
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::MetadataExt;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{self, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 // linux/fs.h: #define FIFREEZE _IOWR('X', 119, int), FITHAW _IOWR('X', 120, int).
 nix::ioctl_readwrite!(fifreeze, b'X', 119, c_int);
@@ -405,126 +395,6 @@ pub struct Thawed {
     pub error: Option<String>,
 }
 
-/// What `FrozenSet::thaw` did.
-#[derive(Debug, Clone)]
-pub struct ThawOutcome {
-    /// One entry per filesystem, in thaw order (the reverse of freeze order).
-    pub thawed: Vec<Thawed>,
-    /// The guardian thawed at its deadline before we did: the snapshot may
-    /// have been taken partly unfrozen, so the run must not succeed.
-    pub guardian_thawed_first: bool,
-}
-
-/// The guardian process and the pipes to and from it.
-#[derive(Debug)]
-struct Guardian {
-    child: Child,
-    pipe: Option<ChildStdin>,
-    /// Lines it writes back: "ready", then "deadline" if it thawed at its deadline.
-    replies: Receiver<String>,
-    thawed_at_deadline: bool,
-}
-
-impl Guardian {
-    fn start(exe: &Path, targets: &[Target], within: Duration) -> anyhow::Result<Guardian> {
-        let mut child = Command::new(exe)
-            .arg0("mysql-quiesce")
-            .arg("__guardian")
-            .arg(format!("--seconds={:.3}", within.as_secs_f64()))
-            .args(targets.iter().map(|t| &t.mountpoint))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::inherit())
-            .spawn()
-            .map_err(|e| {
-                exit::fail(
-                    exit::SOFTWARE,
-                    format!(
-                        "cannot start the freeze guardian {}: {e}; nothing was frozen",
-                        exe.display()
-                    ),
-                )
-            })?;
-        let stdout = child.stdout.take().expect("piped");
-        let (tx, replies) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line.trim().to_string()).is_err() {
-                    break;
-                }
-            }
-        });
-        // Freeze nothing until the guardian has its mount points open.
-        match replies.recv_timeout(Duration::from_secs(10)) {
-            Ok(line) if line == "ready" => Ok(Guardian {
-                pipe: child.stdin.take(),
-                child,
-                replies,
-                thawed_at_deadline: false,
-            }),
-            _ => {
-                let _ = child.kill();
-                let _ = child.wait();
-                Err(exit::fail(
-                    exit::SOFTWARE,
-                    "the freeze guardian did not start; nothing was frozen",
-                ))
-            }
-        }
-    }
-
-    fn tell(&mut self, message: &str) {
-        if let Some(pipe) = &mut self.pipe {
-            let _ = writeln!(pipe, "{message}");
-            let _ = pipe.flush();
-        }
-    }
-
-    fn note(&mut self, line: &str) {
-        if line == "deadline" {
-            self.thawed_at_deadline = true;
-        }
-    }
-
-    /// Nothing is left frozen: tell it we are done, wait for it to exit, and
-    /// say whether it thawed at its deadline before that.
-    fn finish(mut self) -> bool {
-        self.tell("done");
-        drop(self.pipe.take());
-        let end = Instant::now() + Duration::from_secs(2);
-        let mut exited = false;
-        while Instant::now() < end {
-            if let Ok(Some(_)) = self.child.try_wait() {
-                exited = true;
-                break;
-            }
-            std::thread::sleep(Duration::from_millis(5));
-        }
-        if !exited {
-            let _ = self.child.kill();
-            let _ = self.child.wait();
-        }
-        // It has exited, so its replies end soon: read them all.
-        while let Ok(line) = self.replies.recv_timeout(Duration::from_secs(1)) {
-            self.note(&line);
-        }
-        self.thawed_at_deadline
-    }
-
-    /// Something may still be frozen: leave the guardian running with its
-    /// pipe open. It thaws when we exit (end of file) or at its deadline.
-    fn abandon(mut self) -> bool {
-        while let Ok(line) = self.replies.try_recv() {
-            self.note(&line);
-        }
-        if let Some(pipe) = self.pipe.take() {
-            std::mem::forget(pipe);
-        }
-        self.thawed_at_deadline
-    }
-}
-
 /// Filesystems frozen by us, in freeze order. Dropping it thaws them (reverse
 /// order); the guardian thaws them if this process dies first.
 #[derive(Debug)]
@@ -533,23 +403,18 @@ pub struct FrozenSet {
     dirs: Vec<File>,
     /// Index into `targets` of every filesystem we froze, in order.
     frozen: Vec<usize>,
-    guardian: Option<Guardian>,
+    guardian: Link,
 }
 
-/// Start the guardian, then freeze `targets` in order. On a failure part way,
-/// thaw what was frozen and return the error (EBUSY: frozen by someone else,
-/// which we never thaw). At `deadline` the guardian thaws regardless.
-pub fn freeze_all(targets: &[Target], deadline: Instant) -> anyhow::Result<FrozenSet> {
-    // Not current_exe(): a package upgrade may have replaced the file since
-    // we started; /proc/self/exe is the binary we are running.
-    freeze_all_with(targets, deadline, Path::new("/proc/self/exe"))
-}
-
-/// `freeze_all` with the guardian's executable given (tests pass the binary).
-pub fn freeze_all_with(
+/// Freeze `targets` in order, each announced to the guardian first (which
+/// must be alive: `Guardian::ensure_alive`). On a failure part way, thaw what
+/// was frozen and return the error (EBUSY: frozen by someone else, which we
+/// never thaw). `targets` are the ones the guardian was started with, in the
+/// same order.
+pub fn freeze_all(
     targets: &[Target],
     deadline: Instant,
-    guardian_exe: &Path,
+    guardian: Link,
 ) -> anyhow::Result<FrozenSet> {
     let mut dirs = Vec::new();
     let root_dev = std::fs::metadata("/").map(|m| m.dev()).ok();
@@ -576,13 +441,11 @@ pub fn freeze_all_with(
         }
         dirs.push(dir);
     }
-    let within = deadline.saturating_duration_since(Instant::now());
-    let guardian = Guardian::start(guardian_exe, targets, within)?;
     let mut set = FrozenSet {
         targets: targets.to_vec(),
         dirs,
         frozen: Vec::new(),
-        guardian: Some(guardian),
+        guardian,
     };
     for i in 0..set.targets.len() {
         let mountpoint = set.targets[i].mountpoint.display().to_string();
@@ -593,9 +456,9 @@ pub fn freeze_all_with(
             ))
         } else {
             // Announce first: if we die right after the ioctl, the guardian still knows.
-            set.tell(&format!("freezing {i}"));
+            set.guardian.tell(&format!("freezing {i}"));
             freeze_fd(&set.dirs[i]).map_err(|e| {
-                set.tell(&format!("failed {i}"));
+                set.guardian.tell(&format!("failed {i}"));
                 let fs_type = &set.targets[i].fs_type;
                 match e {
                     Errno::EBUSY => (
@@ -629,7 +492,6 @@ pub fn freeze_all_with(
                         left.join(", ")
                     )
                 };
-                set.release_guardian(left.is_empty());
                 return Err(exit::fail(code, format!("{why}; {state}")));
             }
         }
@@ -638,19 +500,13 @@ pub fn freeze_all_with(
 }
 
 impl FrozenSet {
-    fn tell(&mut self, message: &str) {
-        if let Some(g) = &mut self.guardian {
-            g.tell(message);
-        }
-    }
-
     /// Thaw what we froze, in reverse order; keep track for Drop.
     fn thaw_frozen(&mut self) -> Vec<Thawed> {
         let mut results = Vec::new();
         while let Some(i) = self.frozen.pop() {
             let error = thaw_fd(&self.dirs[i]).err().map(|e| e.to_string());
             if error.is_none() {
-                self.tell(&format!("thawed {i}"));
+                self.guardian.tell(&format!("thawed {i}"));
             }
             results.push(Thawed {
                 mountpoint: self.targets[i].mountpoint.clone(),
@@ -660,223 +516,27 @@ impl FrozenSet {
         results
     }
 
-    /// Dismiss the guardian only when nothing is left frozen; otherwise leave
-    /// it to thaw when we exit or at its deadline. Whether it thawed at its
-    /// deadline before we did.
-    fn release_guardian(&mut self, nothing_left_frozen: bool) -> bool {
-        match self.guardian.take() {
-            Some(g) if nothing_left_frozen => g.finish(),
-            Some(g) => g.abandon(),
-            None => false,
-        }
-    }
-
-    /// Thaw in reverse order and release the guardian.
-    pub fn thaw(mut self) -> ThawOutcome {
-        let thawed = self.thaw_frozen();
-        let all_thawed = thawed.iter().all(|t| t.error.is_none());
-        let guardian_thawed_first = self.release_guardian(all_thawed);
-        ThawOutcome {
-            thawed,
-            guardian_thawed_first,
-        }
+    /// Thaw in reverse order. One entry per filesystem, in thaw order; what
+    /// could not be thawed stays announced, so the guardian thaws it when we
+    /// exit or at its deadline.
+    pub fn thaw(mut self) -> Vec<Thawed> {
+        self.thaw_frozen()
     }
 }
 
 impl Drop for FrozenSet {
     fn drop(&mut self) {
         // Panic path: thaw now, and say what happened (nobody else will).
-        let results = self.thaw_frozen();
-        let mut err = std::io::stderr().lock();
-        for t in &results {
-            let _ = match &t.error {
-                None => writeln!(err, "mysql-quiesce: emergency thaw: thawed {}", t.mountpoint.display()),
-                Some(e) => writeln!(
-                    err,
-                    "mysql-quiesce: error: emergency thaw: could not thaw {}: {e}; the guardian retries when \
-                     mysql-quiesce exits (if it stays frozen: `fsfreeze -u {}`)",
-                    t.mountpoint.display(),
-                    t.mountpoint.display()
+        for t in self.thaw_frozen() {
+            let m = t.mountpoint.display();
+            crate::messages::emergency(&match &t.error {
+                None => format!("emergency thaw: thawed {m}"),
+                Some(e) => format!(
+                    "error: emergency thaw: could not thaw {m}: {e}; the guardian retries when mysql-quiesce \
+                     exits (if it stays frozen: `fsfreeze -u {m}`)"
                 ),
-            };
+            });
         }
-        drop(err);
-        self.release_guardian(results.iter().all(|t| t.error.is_none()));
-    }
-}
-
-/// Entry point of the hidden `__guardian` subcommand: thaw the mount points
-/// announced as frozen when our pipe reaches end of file, or `seconds` from
-/// now (monotonic clock: a wall-clock step cannot bring it forward).
-/// Returns the exit status.
-pub fn guardian_main(seconds: f64, mountpoints: &[PathBuf]) -> i32 {
-    use nix::sys::signal::{signal, SigHandler, Signal};
-    let deadline = Instant::now() + Duration::from_secs_f64(seconds.clamp(0.0, 1e9));
-    // `ps` and `pkill` show it by name, not as "exe" (/proc/self/exe).
-    let _ = nix::sys::prctl::set_name(c"mysql-quiesce");
-    // Its own session: Ctrl-C on the terminal, or a signal to the run's
-    // process group, must not reach it.
-    let _ = nix::unistd::setsid();
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGQUIT,
-        Signal::SIGPIPE,
-    ] {
-        // SAFETY: SIG_IGN installs no handler code.
-        unsafe {
-            let _ = signal(sig, SigHandler::SigIgn);
-        }
-    }
-    let mut dirs = Vec::new();
-    for m in mountpoints {
-        match File::open(m) {
-            Ok(f) => dirs.push(f),
-            Err(e) => {
-                guardian_log(&[format!("cannot open {}: {e}", m.display())]);
-                return 1;
-            }
-        }
-    }
-    let mut out = std::io::stdout();
-    let _ = writeln!(out, "ready").and_then(|()| out.flush());
-
-    // announced[i]: we were told it is being frozen and not told it was thawed.
-    // ours[i]: we thawed it since (at the deadline).
-    let mut announced = vec![false; dirs.len()];
-    let mut ours = vec![false; dirs.len()];
-    let stdin = std::io::stdin();
-    let mut buffer = Vec::new();
-    loop {
-        let now = Instant::now();
-        // After the deadline, keep checking: a freeze announced late is thawed too.
-        let wait = if now >= deadline {
-            Duration::from_millis(200)
-        } else {
-            (deadline - now).min(Duration::from_secs(1))
-        };
-        let ms = wait.as_micros().div_ceil(1000).min(1000) as u16;
-        let mut fds = [nix::poll::PollFd::new(
-            stdin.as_fd(),
-            nix::poll::PollFlags::POLLIN,
-        )];
-        match nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(ms)) {
-            Ok(0) => {
-                // Messages are handled before the deadline is acted on: a
-                // "thawed" already sent is never overtaken.
-                if Instant::now() >= deadline {
-                    let pending: Vec<bool> =
-                        (0..dirs.len()).map(|i| announced[i] && !ours[i]).collect();
-                    if pending.contains(&true) {
-                        let notes =
-                            thaw_marked(&dirs, mountpoints, &pending, "--max-lock-time passed");
-                        for (i, p) in pending.iter().enumerate() {
-                            ours[i] |= *p;
-                        }
-                        let _ = writeln!(out, "deadline").and_then(|()| out.flush());
-                        guardian_log(&notes);
-                    }
-                }
-                continue;
-            }
-            Err(Errno::EINTR) => continue,
-            Ok(_) => {}
-            Err(e) => {
-                let notes = thaw_marked(
-                    &dirs,
-                    mountpoints,
-                    &announced,
-                    &format!("poll failed ({e})"),
-                );
-                guardian_log(&notes);
-                return 1;
-            }
-        }
-        let mut chunk = [0u8; 256];
-        // Straight from the fd: data left in Stdin's buffer would be invisible to poll.
-        let n = match nix::unistd::read(stdin.as_fd(), &mut chunk) {
-            Ok(n) => n,
-            Err(Errno::EINTR | Errno::EAGAIN) => continue,
-            Err(_) => 0,
-        };
-        if n == 0 {
-            // The main process is gone without saying "done": thaw now (also
-            // what we thawed at the deadline: it may have been frozen again).
-            let notes = thaw_marked(
-                &dirs,
-                mountpoints,
-                &announced,
-                "mysql-quiesce exited without thawing",
-            );
-            guardian_log(&notes);
-            return 0;
-        }
-        buffer.extend_from_slice(&chunk[..n]);
-        let mut unexpected = Vec::new();
-        while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
-            let line: Vec<u8> = buffer.drain(..=pos).collect();
-            let line = String::from_utf8_lossy(&line);
-            let mut words = line.split_whitespace();
-            let (verb, index) = (
-                words.next().unwrap_or(""),
-                words.next().and_then(|w| w.parse::<usize>().ok()),
-            );
-            match (verb, index) {
-                ("done", _) => {
-                    // "done" comes only when nothing is left frozen; if
-                    // something is still marked, thawing it is the safe side.
-                    let notes = thaw_marked(&dirs, mountpoints, &announced, "told we are done");
-                    guardian_log(&notes);
-                    return 0;
-                }
-                ("freezing", Some(i)) if i < dirs.len() => {
-                    announced[i] = true;
-                    ours[i] = false;
-                }
-                ("thawed" | "failed", Some(i)) if i < dirs.len() => announced[i] = false,
-                _ => unexpected.push(format!("ignoring unexpected message {:?}", line.trim())),
-            }
-        }
-        guardian_log(&unexpected);
-    }
-}
-
-/// Thaw every marked filesystem, in reverse order, before anything else; the
-/// log lines are returned for afterwards (logging can block or fail).
-fn thaw_marked(dirs: &[File], mountpoints: &[PathBuf], marked: &[bool], why: &str) -> Vec<String> {
-    let mut notes = Vec::new();
-    for i in (0..dirs.len()).rev().filter(|i| marked[*i]) {
-        let m = mountpoints[i].display();
-        notes.push(match thaw_fd(&dirs[i]) {
-            Ok(()) => format!("{why}: thawed {m}"),
-            Err(e) => format!("{why}: could not thaw {m}: {e}; run `fsfreeze -u {m}`"),
-        });
-    }
-    notes
-}
-
-/// Log lines on stderr, never panicking (a closed pipe) and never waiting
-/// more than a second per line (a pipe nobody reads).
-fn guardian_log(lines: &[String]) {
-    let stderr = std::io::stderr();
-    for line in lines {
-        let mut fds = [nix::poll::PollFd::new(
-            stderr.as_fd(),
-            nix::poll::PollFlags::POLLOUT,
-        )];
-        let ready = matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(1000u16)), Ok(n) if n > 0)
-            && fds[0]
-                .revents()
-                .is_some_and(|r| r.contains(nix::poll::PollFlags::POLLOUT));
-        if !ready {
-            return;
-        }
-        let text = format!(
-            "mysql-quiesce guardian (pid {}): {line}\n",
-            std::process::id()
-        );
-        let _ = stderr.lock().write_all(text.as_bytes());
     }
 }
 

@@ -18,7 +18,6 @@
 mod commands;
 mod process;
 mod service;
-mod state;
 
 pub use commands::{lock_command, status_command, unlock_command};
 pub use process::HolderWaiter;
@@ -35,6 +34,34 @@ use std::time::Instant;
 pub const HOLDER_FD: &str = "MYSQL_QUIESCE_HOLDER_FD";
 /// The holder's inherited descriptor of the state flock (holder.lock).
 pub const HOLDER_LOCK_FD: &str = "MYSQL_QUIESCE_HOLDER_LOCK_FD";
+/// A pipe the holder reads the password from (given to `lock` on its command
+/// line, by prompt, in a file or the environment).
+pub const HOLDER_PASSWORD_FD: &str = "MYSQL_QUIESCE_HOLDER_PASSWORD_FD";
+
+/// In the holder: the password `lock` passed on, if any (it has the command
+/// line's precedence: it is what `lock` itself resolved). The variable is
+/// removed so that hooks do not see it.
+pub fn inherited_password() -> anyhow::Result<Option<String>> {
+    let Some(fd) = std::env::var(HOLDER_PASSWORD_FD).ok() else {
+        return Ok(None);
+    };
+    std::env::remove_var(HOLDER_PASSWORD_FD);
+    let fd: i32 = fd.parse().map_err(|_| {
+        crate::exit::fail(crate::exit::SOFTWARE, format!("bad {HOLDER_PASSWORD_FD}"))
+    })?;
+    // SAFETY: `lock` created this descriptor for us alone; we own it now.
+    let mut pipe = std::fs::File::from(unsafe {
+        <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd)
+    });
+    let mut password = String::new();
+    pipe.read_to_string(&mut password).map_err(|e| {
+        crate::exit::fail(
+            crate::exit::SOFTWARE,
+            format!("reading the password from `mysql-quiesce lock`: {e}"),
+        )
+    })?;
+    Ok(Some(password))
+}
 
 /// How waiting for the release ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -69,6 +96,51 @@ fn shell_pair(k: &str, v: &str) -> String {
 /// `hold`: one ready line on stdout, then wait for EOF on stdin or SIGTERM/SIGINT.
 pub struct StdinWaiter;
 
+impl StdinWaiter {
+    /// Before anything is locked: EOF on stdin is the release request, so a
+    /// stdin that is already at its end (/dev/null, a regular file, closed)
+    /// would lock and release at once. Refuse it (exit 64). Whatever is
+    /// read here is ignored anyway.
+    pub fn check_stdin() -> anyhow::Result<()> {
+        let stdin = std::io::stdin();
+        let refuse = |what: &str| {
+            crate::exit::fail(
+                crate::exit::USAGE,
+                format!(
+                    "`hold` releases when its stdin reaches end of file, and stdin {what}: it would lock and \
+                     release at once. Give it a stdin that stays open until the release, e.g. a pipe from a \
+                     coprocess (see docs/frameworks/hold-coprocess.sh), or use `lock`/`unlock`. Nothing was locked"
+                ),
+            )
+        };
+        let meta = match nix::sys::stat::fstat(stdin.as_fd()) {
+            Ok(m) => m,
+            Err(_) => return Err(refuse("is closed")),
+        };
+        match meta.st_mode & libc::S_IFMT {
+            libc::S_IFREG => return Err(refuse("is a regular file")),
+            libc::S_IFCHR => {
+                let null = nix::sys::stat::stat("/dev/null").map(|n| n.st_rdev).ok();
+                if Some(meta.st_rdev) == null {
+                    return Err(refuse("is /dev/null"));
+                }
+            }
+            _ => {}
+        }
+        let mut fds = [nix::poll::PollFd::new(
+            stdin.as_fd(),
+            nix::poll::PollFlags::POLLIN,
+        )];
+        if matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::ZERO), Ok(n) if n > 0) {
+            let mut chunk = [0u8; 512];
+            if matches!(nix::unistd::read(stdin.as_fd(), &mut chunk), Ok(0)) {
+                return Err(refuse("is already at end of file"));
+            }
+        }
+        Ok(())
+    }
+}
+
 impl Waiter for StdinWaiter {
     fn ready(&mut self, env: &BTreeMap<String, String>) -> Result<(), String> {
         let pairs: Vec<String> = env.iter().map(|(k, v)| shell_pair(k, v)).collect();
@@ -93,11 +165,10 @@ impl Waiter for StdinWaiter {
                     WaitEnd::Signal(sig)
                 };
             }
-            if Instant::now() >= deadline {
-                return WaitEnd::Deadline;
-            }
-            if !readable_soon(&stdin) {
-                continue;
+            match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
+                crate::wait::Woke::Timeout => return WaitEnd::Deadline,
+                crate::wait::Woke::Signal => continue,
+                crate::wait::Woke::Ready(_) => {}
             }
             let mut chunk = [0u8; 512];
             match stdin.lock().read(&mut chunk) {
@@ -110,14 +181,4 @@ impl Waiter for StdinWaiter {
     }
 
     fn finished(&mut self, _code: u8, _message: Option<&str>, _report: &Report) {}
-}
-
-/// Whether `fd` has something to read (or is at EOF) within 100 ms; the
-/// waiting loops look at signals and deadlines between polls.
-pub(crate) fn readable_soon(fd: &impl AsFd) -> bool {
-    let mut fds = [nix::poll::PollFd::new(
-        fd.as_fd(),
-        nix::poll::PollFlags::POLLIN,
-    )];
-    matches!(nix::poll::poll(&mut fds, nix::poll::PollTimeout::from(100u16)), Ok(n) if n > 0)
 }

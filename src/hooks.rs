@@ -3,12 +3,16 @@
 //! to our stdout (snapshot phase) or to our stderr (every other phase).
 
 use crate::exit;
+use crate::guardian::Link;
 use crate::signals;
+use crate::wait::{ChildWait, Watched};
 use nix::sys::signal::{killpg, Signal};
 use nix::unistd::Pid;
 use serde::Serialize;
+use std::os::fd::AsFd;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -135,47 +139,82 @@ impl Ending {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug)]
 pub struct HookRun {
     pub ending: Ending,
     pub duration: Duration,
+    /// A hook stopped at the deadline is not waited for while the lock is
+    /// held: its SIGTERM grace, SIGKILL and reaping go on in this thread.
+    /// It hangs up this channel when done; the run waits for that (bounded)
+    /// before exiting.
+    pub stopping: Option<std::sync::mpsc::Receiver<()>>,
 }
 
 /// Time a stopped hook gets between SIGTERM and SIGKILL.
-const GRACE: Duration = Duration::from_secs(2);
+pub const GRACE: Duration = Duration::from_secs(2);
 /// How long we wait for a SIGKILLed hook to be reaped before leaving it to a
 /// background thread: a process blocked on a frozen filesystem cannot die
 /// until the thaw, and the thaw must not wait for it.
 const REAP_WAIT: Duration = Duration::from_secs(1);
-const POLL: Duration = Duration::from_millis(10);
+/// A process group has no descriptor that says when its last member is gone:
+/// after the leader has exited, the rest of the group is checked this often
+/// (only while a stopped hook's grace runs).
+const GROUP_CHECK: Duration = Duration::from_millis(10);
 
 /// Run one hook to its end. `env` is added to the inherited environment, from
 /// which MYSQL_PWD is removed. A termination signal that arrives while the
-/// hook runs stops it (`Ending::Interrupted`).
-pub fn run(hook: &Hook, env: &[(String, String)], limits: Limits) -> HookRun {
+/// hook runs stops it (`Ending::Interrupted`). The hook's process announces
+/// itself to `guardian`, which kills it if we die.
+pub fn run(
+    hook: &Hook,
+    env: &[(String, String)],
+    limits: Limits,
+    guardian: Option<&Link>,
+) -> HookRun {
     let started = Instant::now();
     let signals_before = signals::count();
-    let expression = match &hook.program {
-        Program::Shell(s) => duct::cmd("/bin/sh", ["-c", s.as_str()]),
-        Program::Argv(v) => duct::cmd(&v[0], &v[1..]),
+    let mut cmd = match &hook.program {
+        Program::Shell(s) => {
+            let mut c = Command::new("/bin/sh");
+            c.arg("-c").arg(s);
+            c
+        }
+        Program::Argv(v) => {
+            let mut c = Command::new(&v[0]);
+            c.args(&v[1..]);
+            c
+        }
     };
-    let mut expression = expression
-        .stdin_null()
+    cmd.stdin(Stdio::null())
         .env_remove("MYSQL_PWD")
-        .unchecked()
-        .before_spawn(|cmd| {
-            // Its own process group, so a timeout reaches grandchildren too.
-            cmd.process_group(0);
+        .envs(env.iter().map(|(k, v)| (k, v)));
+    if hook.stdout == Stdout::ToStderr {
+        match std::io::stderr().as_fd().try_clone_to_owned() {
+            Ok(fd) => {
+                cmd.stdout(Stdio::from(fd));
+            }
+            Err(e) => {
+                return HookRun {
+                    ending: Ending::SpawnFailed(format!("cannot pass on stderr: {e}")),
+                    duration: started.elapsed(),
+                    stopping: None,
+                }
+            }
+        }
+    }
+    // Its own process group, so a timeout reaches grandchildren too.
+    cmd.process_group(0);
+    let announce = guardian.map_or(-1, Link::raw_fd);
+    // SAFETY: only async-signal-safe calls (signal, getpid, write) between fork and exec.
+    unsafe {
+        cmd.pre_exec(move || {
+            signals::reset_in_child();
+            crate::guardian::announce_in_child(announce);
             Ok(())
         });
-    if hook.stdout == Stdout::ToStderr {
-        expression = expression.stdout_to_stderr();
     }
-    for (k, v) in env {
-        expression = expression.env(k, v);
-    }
-    let handle = match expression.start() {
-        Ok(h) => h,
+    let child = match cmd.spawn() {
+        Ok(c) => c,
         Err(e) => {
             let program = match &hook.program {
                 Program::Shell(_) => "/bin/sh".to_string(),
@@ -191,40 +230,53 @@ pub fn run(hook: &Hook, env: &[(String, String)], limits: Limits) -> HookRun {
             return HookRun {
                 ending,
                 duration: started.elapsed(),
+                stopping: None,
             };
         }
     };
-    let pgid = handle.pids().first().map(|p| *p as i32);
+    let mut child = Watched::new(child);
     let timeout_at = started + limits.timeout;
+    let wake_at = limits.deadline.map_or(timeout_at, |d| d.min(timeout_at));
     let ending = loop {
-        match handle.try_wait() {
-            Ok(Some(output)) => break status_ending(&output.status),
-            Ok(None) => {}
+        match child.wait(true, Some(wake_at)) {
+            Ok(ChildWait::Exited(status)) => {
+                let duration = started.elapsed();
+                done(guardian, child.id());
+                return HookRun {
+                    ending: status_ending(&status),
+                    duration,
+                    stopping: None,
+                };
+            }
+            Ok(ChildWait::Signal) if signals::count() > signals_before => {
+                break Ending::Interrupted(signals::received().unwrap_or(libc::SIGTERM));
+            }
+            Ok(ChildWait::Signal) => continue,
+            Ok(ChildWait::Timeout) if limits.deadline.is_some_and(|d| Instant::now() >= d) => {
+                break Ending::DeadlineExceeded
+            }
+            Ok(ChildWait::Timeout) if Instant::now() >= timeout_at => break Ending::TimedOut,
+            Ok(ChildWait::Timeout) => continue,
             Err(e) => break Ending::SpawnFailed(format!("waiting for the hook: {e}")),
         }
-        let now = Instant::now();
-        let stop = if signals::count() > signals_before {
-            Some(Ending::Interrupted(
-                signals::received().unwrap_or(libc::SIGTERM),
-            ))
-        } else if limits.deadline.is_some_and(|d| now >= d) {
-            Some(Ending::DeadlineExceeded)
-        } else if now >= timeout_at {
-            Some(Ending::TimedOut)
-        } else {
-            None
-        };
-        if let Some(ending) = stop {
-            if let Some(pgid) = pgid {
-                stop_group(pgid, handle);
-            }
-            break ending;
-        }
-        std::thread::sleep(POLL);
     };
+    let duration = started.elapsed();
+    // Past the deadline the lock must go now: the hook's grace runs in the background.
+    let wait_until = match ending {
+        Ending::DeadlineExceeded => Some(Instant::now()),
+        _ => limits.deadline,
+    };
+    let stopping = stop_group(child, guardian.cloned(), wait_until);
     HookRun {
         ending,
-        duration: started.elapsed(),
+        duration,
+        stopping,
+    }
+}
+
+fn done(guardian: Option<&Link>, pid: u32) {
+    if let Some(g) = guardian {
+        g.tell(&format!("hook-done {pid}"));
     }
 }
 
@@ -238,32 +290,73 @@ fn status_ending(status: &std::process::ExitStatus) -> Ending {
 }
 
 /// SIGTERM the whole group, SIGKILL after the grace, and reap for a bounded
-/// time; whatever is left is reaped by a background thread.
-fn stop_group(pgid: i32, handle: duct::Handle) {
-    let group = Pid::from_raw(pgid);
-    let _ = killpg(group, Signal::SIGTERM);
-    let end = Instant::now() + GRACE;
-    while Instant::now() < end {
-        if matches!(handle.try_wait(), Ok(Some(_))) && !group_alive(group) {
-            return;
-        }
-        std::thread::sleep(POLL);
+/// time. We wait for that here at most until `until` (when given): what is
+/// left goes on in a background thread, returned for the run to join.
+fn stop_group(
+    mut child: Watched,
+    guardian: Option<Link>,
+    until: Option<Instant>,
+) -> Option<std::sync::mpsc::Receiver<()>> {
+    let pgid = child.id() as i32;
+    let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
+    let grace_end = Instant::now() + GRACE;
+    let in_time = |t: Instant| until.is_none_or(|u| t <= u);
+    if in_time(grace_end + REAP_WAIT) {
+        finish_stop(&mut child, pgid, grace_end, guardian.as_ref());
+        return None;
     }
-    let _ = killpg(group, Signal::SIGKILL);
-    let end = Instant::now() + REAP_WAIT;
-    while Instant::now() < end {
-        if matches!(handle.try_wait(), Ok(Some(_))) {
-            return;
+    if let Some(u) = until {
+        // Whatever part of the grace fits before `until`.
+        if wait_group(&mut child, pgid, u.min(grace_end)) {
+            done(guardian.as_ref(), child.id());
+            return None;
         }
-        std::thread::sleep(POLL);
     }
-    std::thread::spawn(move || {
-        let _ = handle.wait();
-    });
+    let (hang_up, stopped) = std::sync::mpsc::channel::<()>();
+    let spawned = std::thread::Builder::new()
+        .name("hook-stopper".into())
+        .spawn(move || {
+            finish_stop(&mut child, pgid, grace_end, guardian.as_ref());
+            drop(hang_up);
+        });
+    // Without a thread the guardian SIGKILLs the group when we exit.
+    spawned.is_ok().then_some(stopped)
 }
 
-fn group_alive(group: Pid) -> bool {
-    killpg(group, None).is_ok()
+/// The rest of a stop: wait for the group until `grace_end`, SIGKILL it,
+/// reap the leader (a process stuck on a frozen filesystem dies at the thaw).
+fn finish_stop(child: &mut Watched, pgid: i32, grace_end: Instant, guardian: Option<&Link>) {
+    if !wait_group(child, pgid, grace_end) {
+        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+        if !matches!(
+            child.wait(false, Some(Instant::now() + REAP_WAIT)),
+            Ok(ChildWait::Exited(_))
+        ) {
+            let _ = child.child.wait();
+        }
+    }
+    done(guardian, child.id());
+}
+
+/// Wait until the leader has exited and the group is empty, or `end`.
+fn wait_group(child: &mut Watched, pgid: i32, end: Instant) -> bool {
+    if !matches!(child.wait(false, Some(end)), Ok(ChildWait::Exited(_))) {
+        return false;
+    }
+    loop {
+        if !group_alive(pgid) {
+            return true;
+        }
+        let now = Instant::now();
+        if now >= end {
+            return false;
+        }
+        std::thread::sleep(GROUP_CHECK.min(end - now));
+    }
+}
+
+fn group_alive(pgid: i32) -> bool {
+    killpg(Pid::from_raw(pgid), None).is_ok()
 }
 
 /// Resolve a program name on PATH (or a path with '/'); it must be an
@@ -340,6 +433,10 @@ fn is_assignment(word: &str) -> bool {
 mod tests {
     use super::*;
 
+    fn run_hook(hook: &Hook, env: &[(String, String)], limits: Limits) -> HookRun {
+        run(hook, env, limits, None)
+    }
+
     fn limits(secs: f64) -> Limits {
         Limits {
             timeout: Duration::from_secs_f64(secs),
@@ -358,10 +455,15 @@ mod tests {
     #[test]
     fn exit_status_is_passed_through() {
         assert_eq!(
-            run(&shell("exit 3"), &[], limits(10.0)).ending,
+            run_hook(&shell("exit 3"), &[], limits(10.0)).ending,
             Ending::Exited(3)
         );
-        assert_eq!(run(&shell("true"), &[], limits(10.0)).ending.exit_code(), 0);
+        assert_eq!(
+            run_hook(&shell("true"), &[], limits(10.0))
+                .ending
+                .exit_code(),
+            0
+        );
         assert_eq!(Ending::Exited(3).exit_code(), 3);
         assert_eq!(Ending::Exited(-1).exit_code(), 1);
     }
@@ -372,7 +474,7 @@ mod tests {
         let out = dir.path().join("out");
         let cmd = format!("cat; echo \"$MYSQL_QUIESCE_PHASE\" > {}", out.display());
         let env = [("MYSQL_QUIESCE_PHASE".to_string(), "pre".to_string())];
-        assert!(run(&shell(&cmd), &env, limits(10.0)).ending.success());
+        assert!(run_hook(&shell(&cmd), &env, limits(10.0)).ending.success());
         assert_eq!(std::fs::read_to_string(out).unwrap(), "pre\n");
     }
 
@@ -387,7 +489,7 @@ mod tests {
             pidfile.display()
         );
         let t = Instant::now();
-        let r = run(&shell(&cmd), &[], limits(0.3));
+        let r = run_hook(&shell(&cmd), &[], limits(0.3));
         assert_eq!(r.ending, Ending::TimedOut);
         assert_eq!(r.ending.exit_code(), 124);
         assert!(t.elapsed() < Duration::from_secs(5));
@@ -405,12 +507,38 @@ mod tests {
         assert!(!marker.exists());
     }
 
+    /// Whether `pid` is still a live process (a zombie is dead).
+    fn alive(pid: i32) -> bool {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|s| s.rsplit_once(") ").map(|(_, r)| !r.starts_with('Z')))
+            .unwrap_or(false)
+    }
+
     #[test]
     fn a_hook_that_ignores_sigterm_is_killed_after_the_grace() {
+        let dir = tempfile::tempdir().unwrap();
+        let pids = dir.path().join("pids");
+        let cmd = format!(
+            "trap '' TERM; sleep 30 & echo \"$$ $!\" > {}; wait",
+            pids.display()
+        );
         let t = Instant::now();
-        let r = run(&shell("trap '' TERM; sleep 30"), &[], limits(0.2));
+        let r = run_hook(&shell(&cmd), &[], limits(0.3));
         assert_eq!(r.ending, Ending::TimedOut);
+        assert!(t.elapsed() >= GRACE, "SIGKILL came before the grace ended");
         assert!(t.elapsed() < GRACE + REAP_WAIT + Duration::from_secs(2));
+        let text = std::fs::read_to_string(&pids).unwrap();
+        for pid in text.split_whitespace().map(|p| p.parse::<i32>().unwrap()) {
+            let end = Instant::now() + Duration::from_secs(1);
+            while alive(pid) && Instant::now() < end {
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            assert!(
+                !alive(pid),
+                "process {pid} of the hook survived SIGTERM + SIGKILL"
+            );
+        }
     }
 
     #[test]
@@ -420,7 +548,7 @@ mod tests {
             deadline: Some(Instant::now() + Duration::from_millis(200)),
         };
         assert_eq!(
-            run(&shell("sleep 30"), &[], l).ending,
+            run_hook(&shell("sleep 30"), &[], l).ending,
             Ending::DeadlineExceeded
         );
     }
@@ -432,12 +560,12 @@ mod tests {
             program: Program::Argv(v.iter().map(|s| s.to_string()).collect()),
             stdout: Stdout::ToStderr,
         };
-        let r = run(&argv(&["/nonexistent/prog"]), &[], limits(5.0));
+        let r = run_hook(&argv(&["/nonexistent/prog"]), &[], limits(5.0));
         assert_eq!(r.ending.exit_code(), 127);
         let dir = tempfile::tempdir().unwrap();
         let f = dir.path().join("plain");
         std::fs::write(&f, "x").unwrap();
-        let r = run(&argv(&[f.to_str().unwrap()]), &[], limits(5.0));
+        let r = run_hook(&argv(&[f.to_str().unwrap()]), &[], limits(5.0));
         assert_eq!(r.ending.exit_code(), 126);
     }
 

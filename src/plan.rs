@@ -7,7 +7,7 @@ use crate::cli::{Cli, LockMode};
 use crate::exit;
 use crate::freeze::{self, Protected, Target};
 use crate::hooks::{self, Ending};
-use crate::report::Progress;
+use crate::messages::Progress;
 use crate::runlock;
 use crate::server::connect::ConnectSpec;
 use crate::server::lock::LockConfig;
@@ -27,6 +27,12 @@ pub struct Prepared {
     pub freeze: Vec<Target>,
     /// COMMAND's resolved program.
     pub command_path: Option<PathBuf>,
+    /// --max-lock-time: the whole locked section.
+    pub max_lock_time: Duration,
+    /// --hook-timeout: each hook.
+    pub hook_timeout: Duration,
+    /// The state directory (run lock, replica notes, holder).
+    pub state_dir: PathBuf,
 }
 
 pub fn lock_name(mode: LockMode) -> &'static str {
@@ -135,9 +141,10 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         kill_after,
         pre_flush: cli.pre_flush,
         stop_replica_sql: cli.stop_replica_sql,
+        max_lock_time: seconds("max-lock-time", cli.max_lock_time, false)?,
+        state_dir: cli.state_dir(),
     };
-    seconds("max-lock-time", cli.max_lock_time, false)?;
-    seconds("hook-timeout", cli.hook_timeout, false)?;
+    let hook_timeout = seconds("hook-timeout", cli.hook_timeout, false)?;
     if cli.lock == LockMode::None && cli.coordinates_file.is_some() {
         return Err(exit::fail(
             exit::CONFIG,
@@ -164,7 +171,7 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
         }
         // `lock`'s holder writes its log there while holding the freeze.
         if matches!(cli.subcommand, Some(crate::cli::Sub::Lock { .. })) {
-            protected.push((cli.state_dir.join("holder.log"), Protected::HolderLog));
+            protected.push((cli.state_dir().join("holder.log"), Protected::HolderLog));
         }
         for out in redirected_outputs() {
             protected.push((out, Protected::Stream));
@@ -216,6 +223,9 @@ pub fn prepare(cli: &Cli) -> anyhow::Result<Prepared> {
     };
     Ok(Prepared {
         instances,
+        max_lock_time: lock.max_lock_time,
+        hook_timeout,
+        state_dir: lock.state_dir.clone(),
         lock,
         freeze: freeze_targets,
         command_path,
@@ -362,13 +372,20 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
     if let Err(e) = freeze::require_root(&p.freeze) {
         problem(exit::code_of(&e), format!("{e:#}"));
     }
-    match runlock::acquire(&cli.lock_file) {
+    match runlock::acquire(
+        cli.lock_file.as_deref(),
+        &crate::state::State::new(&p.state_dir),
+    ) {
         Ok(_released_at_end_of_scope) => {}
         Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
     }
     for (name, spec) in &p.instances {
         match LockSession::open(spec, &p.lock, progress) {
             Ok(mut s) => {
+                s.set_replica_note(
+                    crate::state::State::new(&p.state_dir).replica_note(name),
+                    progress,
+                );
                 progress.info(format!(
                     "{name}{}connected to {} (connection {}); lock: {}",
                     if name.is_empty() { "" } else { ": " },
@@ -394,6 +411,34 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
     code
 }
 
+/// Every `scheme://user:PASSWORD@host...` in `text` with the password
+/// replaced by `*****`.
+pub fn mask_url_password(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut rest = text;
+    while let Some(i) = rest.find("://") {
+        let (head, tail) = rest.split_at(i + 3);
+        out.push_str(head);
+        let authority_end = tail
+            .find(|c: char| {
+                c == '/' || c == '?' || c == '#' || c.is_whitespace() || c == '"' || c == '`'
+            })
+            .unwrap_or(tail.len());
+        let authority = &tail[..authority_end];
+        match (authority.rfind('@'), authority.find(':')) {
+            (Some(at), Some(colon)) if colon < at => {
+                out.push_str(&authority[..colon]);
+                out.push_str(":*****");
+                out.push_str(&authority[at..]);
+            }
+            _ => out.push_str(authority),
+        }
+        rest = &tail[authority_end..];
+    }
+    out.push_str(rest);
+    out
+}
+
 /// The environment-variable name of an instance: uppercase, every character
 /// other than A-Z and 0-9 replaced by `_`.
 pub fn instance_name(raw: &str) -> String {
@@ -412,7 +457,14 @@ pub fn instance_name(raw: &str) -> String {
 /// the socket file or host and port) or an option file whose [client] group
 /// says where the server is (named after the file); `NAME=SPEC` names it.
 fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
-    let bad = |why: String| exit::fail(exit::CONFIG, format!("--instance={spec}: {why}"));
+    // Messages never repeat a password someone put in the URL.
+    let shown = mask_url_password(spec);
+    let bad = |why: String| {
+        exit::fail(
+            exit::CONFIG,
+            format!("--instance={shown}: {}", mask_url_password(&why)),
+        )
+    };
     // NAME=SPEC names the instance explicitly.
     let (explicit, spec) = match spec.split_once('=') {
         Some((n, rest))
@@ -481,4 +533,28 @@ fn instance(cli: &Cli, spec: &str) -> anyhow::Result<(String, ConnectSpec)> {
         return Err(bad("cannot derive a name from it".into()));
     }
     Ok((name, ConnectSpec::from_cli(&c)?))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_password_in_an_instance_url_is_never_repeated_in_messages() {
+        assert_eq!(
+            mask_url_password("mysql://u:s3cr@t@db:3306/?socket=/s"),
+            "mysql://u:*****@db:3306/?socket=/s"
+        );
+        assert_eq!(mask_url_password("mysql://u@db/"), "mysql://u@db/");
+        assert_eq!(mask_url_password("/etc/a.cnf"), "/etc/a.cnf");
+        let cli = <Cli as clap::Parser>::try_parse_from(["mysql-quiesce"]).unwrap();
+        for spec in [
+            "mysql://u:hunter2@db:3306/",
+            "N=mysql://u:hunter2@db:99999999/",
+        ] {
+            let err = instance(&cli, spec).unwrap_err();
+            assert_eq!(exit::code_of(&err), exit::CONFIG);
+            assert!(!format!("{err:#}").contains("hunter2"), "{err:#}");
+        }
+    }
 }

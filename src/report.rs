@@ -1,58 +1,12 @@
-//! What the user sees: progress lines on stderr (`Progress`) and the JSON
-//! report (`Report`), plus the atomic file writes both output files use.
+//! What a run leaves behind: the JSON report (`Report`), the Prometheus
+//! metrics, and the atomic file writes both use. Progress lines are
+//! `messages`.
 
 use serde::Serialize;
-use std::fmt::Display;
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
-
-/// Progress and diagnostics, all on stderr: stdout belongs to the snapshot
-/// hooks and COMMAND.
-#[derive(Debug, Clone, Copy)]
-pub struct Progress {
-    pub quiet: bool,
-    pub verbose: u8,
-}
-
-impl Progress {
-    fn line(&self, text: std::fmt::Arguments<'_>) {
-        let mut err = std::io::stderr().lock();
-        let _ = writeln!(err, "mysql-quiesce: {text}");
-    }
-
-    /// A progress line (suppressed by -q).
-    pub fn info(&self, msg: impl Display) {
-        if !self.quiet {
-            self.line(format_args!("{msg}"));
-        }
-    }
-
-    /// A statement sent to the server (shown with -v).
-    pub fn sql(&self, stmt: &str) {
-        if self.verbose >= 1 && !self.quiet {
-            self.line(format_args!("SQL> {stmt}"));
-        }
-    }
-
-    /// Detail shown with -v.
-    pub fn detail(&self, msg: impl Display) {
-        if self.verbose >= 1 && !self.quiet {
-            self.line(format_args!("{msg}"));
-        }
-    }
-
-    /// Always shown.
-    pub fn warn(&self, msg: impl Display) {
-        self.line(format_args!("warning: {msg}"));
-    }
-
-    /// Always shown.
-    pub fn error(&self, msg: impl Display) {
-        self.line(format_args!("error: {msg}"));
-    }
-}
 
 /// Milliseconds, for progress lines: "231 ms", "2.40 s".
 pub fn human(d: Duration) -> String {
@@ -131,6 +85,24 @@ pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Re
     result
 }
 
+/// The metrics file a run replaces, for what it carries over. Never read
+/// through a symbolic link, from a FIFO (which would block) or a device, and
+/// never more than 1 MiB: the path is in a directory others may write to.
+pub fn read_previous_metrics(path: &Path) -> Option<String> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .ok()?;
+    if !file.metadata().ok()?.is_file() {
+        return None;
+    }
+    let mut text = String::new();
+    file.take(1 << 20).read_to_string(&mut text).ok()?;
+    Some(text)
+}
+
 /// One phase of the run.
 #[derive(Debug, Clone, Serialize)]
 pub struct PhaseRecord {
@@ -178,6 +150,8 @@ pub struct LockRecord {
 pub struct InstanceRecord {
     pub name: String,
     pub target: String,
+    /// The user the lock session logged in as.
+    pub user: String,
     pub server: crate::server::ServerInfo,
     pub connection_id: u32,
     /// The lock session's TLS cipher; null when not encrypted.

@@ -7,17 +7,20 @@
 use crate::cli::{Cli, LockMode, Sub};
 use crate::exit;
 use crate::freeze::{self, FrozenSet, Target};
+use crate::guardian::Guardian;
 use crate::holder::{self, WaitEnd, Waiter};
-use crate::hooks::{self, Hook, Limits, Phase, Program, Stdout};
+use crate::hooks::{self, Ending, Hook, Limits, Phase, Program, Stdout};
+use crate::messages::Progress;
 use crate::options;
 use crate::plan::{self, Prepared};
-use crate::report::{self, human, FreezeRecord, HookRecord, Progress, Report};
+use crate::report::{self, human, FreezeRecord, HookRecord, Report};
 use crate::runlock;
 use crate::server::{Coordinates, LockGroup, ServerInfo};
 use crate::signals;
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant, SystemTime};
 
 /// Process entry: load options, dispatch, return the exit status.
@@ -29,13 +32,9 @@ pub fn main_entry() -> u8 {
     if argv.get(1).is_some_and(|a| a == "__guardian") {
         return match Cli::try_parse_from(&argv) {
             Ok(Cli {
-                subcommand:
-                    Some(Sub::Guardian {
-                        seconds,
-                        mountpoints,
-                    }),
+                subcommand: Some(Sub::Guardian { mountpoints }),
                 ..
-            }) => freeze::guardian_main(seconds, &mountpoints).clamp(0, 255) as u8,
+            }) => crate::guardian::main(&mountpoints).clamp(0, 255) as u8,
             _ => exit::USAGE,
         };
     }
@@ -43,7 +42,17 @@ pub fn main_entry() -> u8 {
         Ok(loaded) => loaded,
         Err(e) => return load_error(e),
     };
-    let cli = loaded.cli;
+    let mut cli = loaded.cli;
+    if std::env::var_os(holder::HOLDER_FD).is_some() {
+        match holder::inherited_password() {
+            Ok(Some(pw)) => cli.password = Some(pw),
+            Ok(None) => {}
+            Err(e) => {
+                eprintln!("mysql-quiesce: error: {e:#}");
+                return exit::code_of(&e);
+            }
+        }
+    }
     let progress = Progress {
         quiet: cli.quiet,
         verbose: cli.verbose,
@@ -96,9 +105,15 @@ pub fn main_entry() -> u8 {
             }
         }
         Some(Sub::Lock { json }) => holder::lock_command(&cli, &original_argv, *json, &progress),
-        Some(Sub::Hold) => Run::new(&cli, prepared, progress)
-            .with_waiter(&mut holder::StdinWaiter)
-            .execute(),
+        Some(Sub::Hold) => match holder::StdinWaiter::check_stdin() {
+            Ok(()) => Run::new(&cli, prepared, progress)
+                .with_waiter(&mut holder::StdinWaiter)
+                .execute(),
+            Err(e) => {
+                progress.error(format!("{e:#}"));
+                exit::code_of(&e)
+            }
+        },
         _ => Run::new(&cli, prepared, progress).execute(),
     }
 }
@@ -151,6 +166,13 @@ struct Run<'a> {
     failure: Option<(u8, String)>,
     /// When the freeze completed (for frozen_ms).
     frozen_at: Option<Instant>,
+    /// Kills our hooks if we die, thaws if we die or stall (see `guardian`).
+    guardian: Option<Guardian>,
+    /// Something could not be thawed: the guardian must stay to retry.
+    left_frozen: bool,
+    /// Hooks stopped at the deadline whose grace runs in the background
+    /// (each hangs up its channel when done).
+    stopping: Vec<std::sync::mpsc::Receiver<()>>,
 }
 
 impl<'a> Run<'a> {
@@ -172,9 +194,12 @@ impl<'a> Run<'a> {
             "MYSQL_QUIESCE_BINLOG_FILE",
             "MYSQL_QUIESCE_BINLOG_POS",
             "MYSQL_QUIESCE_GTID",
+            "MYSQL_QUIESCE_COORDINATES_EXACT",
         ] {
             env.insert(key.to_string(), String::new());
         }
+        // Until coordinates are read under a lock that blocks commits, none is exact.
+        env.insert("MYSQL_QUIESCE_COORDINATES_EXACT".to_string(), "0".into());
         // The filesystems this run freezes (hooks such as btrfs-snapshot must not write to them).
         let frozen = mount_list(prepared.freeze.iter().map(|t| &t.mountpoint), ":");
         env.insert("MYSQL_QUIESCE_FROZEN".to_string(), frozen);
@@ -190,6 +215,9 @@ impl<'a> Run<'a> {
             failure: None,
             frozen_at: None,
             waiter: None,
+            guardian: None,
+            left_frozen: false,
+            stopping: Vec::new(),
         }
     }
 
@@ -202,10 +230,16 @@ impl<'a> Run<'a> {
         self.failure.is_none()
     }
 
-    /// Remember a failure; the first one decides the exit status.
+    /// Remember a failure; the first one decides the exit status, except
+    /// that a lost lock (65) beats any other: a snapshot that may exist must
+    /// not be trusted, whatever else went wrong.
     fn fail(&mut self, code: u8, message: String) {
         self.progress.error(&message);
-        if self.failure.is_none() {
+        let replaces = match &self.failure {
+            None => true,
+            Some((first, _)) => code == exit::INCONSISTENT && *first != exit::INCONSISTENT,
+        };
+        if replaces {
             self.failure = Some((code, message));
         }
     }
@@ -230,7 +264,7 @@ impl<'a> Run<'a> {
                 exit::TIMEOUT,
                 format!(
                     "--max-lock-time ({} s) passed; releasing everything",
-                    self.cli.max_lock_time
+                    self.prepared.max_lock_time.as_secs_f64()
                 ),
             );
         }
@@ -238,13 +272,30 @@ impl<'a> Run<'a> {
 
     fn execute(mut self) -> u8 {
         let cli = self.cli;
-        let _run_lock = match runlock::acquire(&cli.lock_file) {
+        let state = crate::state::State::new(&self.prepared.state_dir);
+        let _run_lock = match runlock::acquire(cli.lock_file.as_deref(), &state) {
             Ok(l) => l,
             Err(e) => {
                 self.fail_with(e);
                 return self.finish();
             }
         };
+        // Before any hook: hooks must not outlive us, whatever kills us.
+        // Not current_exe(): a package upgrade may have replaced the file
+        // since we started; /proc/self/exe is the binary we are running.
+        let mountpoints: Vec<PathBuf> = self
+            .prepared
+            .freeze
+            .iter()
+            .map(|t| t.mountpoint.clone())
+            .collect();
+        match Guardian::start(Path::new("/proc/self/exe"), &mountpoints) {
+            Ok(g) => self.guardian = Some(g),
+            Err(e) => {
+                self.fail_with(e);
+                return self.finish();
+            }
+        }
 
         // before: nothing is held yet; a failure stops the run here.
         self.hooks(Phase::Before, &cli.before, None);
@@ -263,7 +314,9 @@ impl<'a> Run<'a> {
 
         // lock; post hooks run whenever this succeeded, after hooks in any case.
         if self.lock(group.as_mut()) {
+            signals::ignore_job_control(true);
             self.locked_section(group.as_mut());
+            signals::ignore_job_control(false);
         }
         drop(group);
         self.hooks(Phase::After, &cli.after, None);
@@ -316,6 +369,7 @@ impl<'a> Run<'a> {
             self.report.instances.push(report::InstanceRecord {
                 name: m.name.clone(),
                 target: m.spec.target.to_string(),
+                user: m.spec.user.clone(),
                 server: s.info.clone(),
                 connection_id: s.connection_id,
                 tls: s.tls_cipher.clone(),
@@ -384,14 +438,20 @@ impl<'a> Run<'a> {
         }
     }
 
-    /// Everything between lock and unlock. The lock is held on entry.
+    /// Everything between lock and unlock. The lock is held on entry, and is
+    /// released at the deadline at the latest: by us, else by the guardian
+    /// (filesystems, hooks) and the server (the session's idle bound).
     fn locked_section(&mut self, mut group: Option<&mut LockGroup>) {
         let cli = self.cli;
         let locked_at = Instant::now();
-        let deadline = locked_at + Duration::from_secs_f64(cli.max_lock_time);
+        let deadline = locked_at + self.prepared.max_lock_time;
+        if let Some(g) = &self.guardian {
+            g.set_deadline(self.prepared.max_lock_time);
+        }
 
         if let Some(g) = group.as_deref_mut() {
             self.coordinates(g);
+            g.arm_deadline(deadline, &self.progress);
         }
 
         // pre, freeze, snapshot, thaw. A panic in here is caught, the
@@ -407,6 +467,7 @@ impl<'a> Run<'a> {
             self.hold(deadline);
             self.hooks(Phase::Snapshot, &cli.snapshot, Some(deadline));
             self.command(Some(deadline));
+            self.stalled_past(deadline, "the snapshot phase");
             if let Some(f) = frozen.take() {
                 in_freeze_code = true;
                 self.thaw(f);
@@ -414,31 +475,14 @@ impl<'a> Run<'a> {
             }
         }));
         if inner.is_err() {
-            let state = if let Some(f) = frozen.take() {
-                if self.thaw(f) {
-                    "the filesystems it had frozen are thawed"
-                } else {
-                    "not every filesystem could be thawed (see above)"
-                }
-            } else if in_freeze_code {
-                "it happened while freezing or thawing: what was thawed is logged above, and the guardian thaws \
-                 the rest when mysql-quiesce exits"
-            } else if self.report.frozen.is_empty() {
-                "nothing was frozen"
-            } else {
-                "the filesystems were already thawed"
-            };
-            self.fail(
-                exit::SOFTWARE,
-                format!("internal error (panic) in the locked section; {state}"),
-            );
+            self.after_panic(frozen.take(), in_freeze_code);
         }
 
         // verify: the snapshot was taken under the lock only if the session
         // that took it is still the same live connection. Before post, so
         // post and after hooks see MYSQL_QUIESCE_STATUS=failed if not.
         if let Some(g) = group.as_deref_mut() {
-            let lost = g.verify(&self.progress);
+            let lost = g.verify(Some(deadline), &self.progress);
             self.report.lock.verified = Some(lost.is_empty());
             if !lost.is_empty() {
                 self.fail(
@@ -452,10 +496,58 @@ impl<'a> Run<'a> {
             }
         }
 
-        // post: always, once locked.
-        self.hooks(Phase::Post, &cli.post, None);
+        // post: always, once locked; locked until the deadline, then released
+        // and the rest run unlocked (see `post_hooks`).
+        let mut group = group;
+        let mut released = false;
+        for cmd in &cli.post {
+            if !released && Instant::now() >= deadline {
+                self.stalled_past(deadline, "the post hooks");
+                self.release(group.take(), locked_at, deadline);
+                released = true;
+            }
+            let limit = (!released).then_some(deadline);
+            let ending = self.run_hook(
+                Hook {
+                    phase: Phase::Post,
+                    program: Program::Shell(cmd.clone()),
+                    stdout: Stdout::ToStderr,
+                },
+                limit,
+            );
+            if ending == Ending::DeadlineExceeded {
+                self.release(group.take(), locked_at, deadline);
+                released = true;
+            }
+        }
+        if !released {
+            self.stalled_past(deadline, "the locked section");
+            self.release(group, locked_at, deadline);
+        }
+    }
 
-        // unlock.
+    /// A wait that ended after the deadline without noticing it (we were
+    /// stopped, or stalled): the lock may have been taken away meanwhile (by
+    /// the guardian, or the server's idle bound), so this run must not succeed.
+    fn stalled_past(&mut self, deadline: Instant, what: &str) {
+        let now = Instant::now();
+        if self.ok() && now > deadline {
+            let late = now - deadline;
+            self.fail(
+                exit::TIMEOUT,
+                format!(
+                    "{what} ended {} after --max-lock-time ({} s) passed (was mysql-quiesce stopped or stalled?): \
+                     the lock and the freeze may have ended before the snapshot did; do not trust it",
+                    human(late),
+                    self.prepared.max_lock_time.as_secs_f64()
+                ),
+            );
+        }
+    }
+
+    /// Unlock, and tell the guardian that what runs from now on is not
+    /// locked (it must not stop those hooks at the deadline).
+    fn release(&mut self, group: Option<&mut LockGroup>, locked_at: Instant, deadline: Instant) {
         if let Some(g) = group {
             let (t0, wall) = (Instant::now(), SystemTime::now());
             let errors = g.release(&self.progress);
@@ -465,14 +557,45 @@ impl<'a> Run<'a> {
                 self.progress.warn(format!("{e:#}"));
             }
         }
+        if let Some(g) = &self.guardian {
+            g.link().tell("released");
+        }
         let held = locked_at.elapsed();
         self.report.lock.held_ms = Some(report::ms(held));
-        let what = if cli.lock == LockMode::None {
+        let what = if self.cli.lock == LockMode::None {
             "locked section took"
         } else {
             "unlocked; lock held"
         };
-        self.progress.info(format!("{what} {}", human(held)));
+        let past = if Instant::now() > deadline {
+            " (released at --max-lock-time)"
+        } else {
+            ""
+        };
+        self.progress.info(format!("{what} {}{past}", human(held)));
+    }
+
+    /// A panic in the locked section: thaw what is frozen and say in what
+    /// state things are.
+    fn after_panic(&mut self, frozen: Option<FrozenSet>, in_freeze_code: bool) {
+        let state = if let Some(f) = frozen {
+            if self.thaw(f) {
+                "the filesystems it had frozen are thawed"
+            } else {
+                "not every filesystem could be thawed (see above)"
+            }
+        } else if in_freeze_code {
+            "it happened while freezing or thawing: what was thawed is logged above, and the guardian thaws \
+             the rest when mysql-quiesce exits"
+        } else if self.report.frozen.is_empty() {
+            "nothing was frozen"
+        } else {
+            "the filesystems were already thawed"
+        };
+        self.fail(
+            exit::SOFTWARE,
+            format!("internal error (panic) in the locked section; {state}"),
+        );
     }
 
     fn coordinates(&mut self, g: &mut LockGroup) {
@@ -513,6 +636,12 @@ impl<'a> Run<'a> {
                 ("SOURCE_LOG_FILE", opt(&c.source_log_file)),
                 ("SOURCE_LOG_POS", num(c.source_log_position)),
                 ("GALERA_POSITION", opt(&c.galera_position)),
+                // 0: read while commits went on (instance, tables-for-backup):
+                // not a restore point; shipped hooks never tag it as one.
+                (
+                    "COORDINATES_EXACT",
+                    if c.exact { "1" } else { "0" }.to_string(),
+                ),
             ];
             self.export(i, name, &vars);
             if let Some(r) = self.report.instances.get_mut(i) {
@@ -545,7 +674,15 @@ impl<'a> Run<'a> {
             return None;
         }
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let result = freeze::freeze_all(&self.prepared.freeze, deadline);
+        let result = match self.guardian.as_mut() {
+            Some(g) => g
+                .ensure_alive()
+                .and_then(|()| freeze::freeze_all(&self.prepared.freeze, deadline, g.link())),
+            None => Err(exit::fail(
+                exit::SOFTWARE,
+                "no guardian: refusing to freeze",
+            )),
+        };
         self.report
             .phase("freeze", wall, t0.elapsed(), result.is_ok());
         match result {
@@ -588,7 +725,7 @@ impl<'a> Run<'a> {
                     format!(
                         "--max-lock-time ({} s) passed before the unlock: released everything by itself; a snapshot \
                          started after this point was not taken under the lock",
-                        self.cli.max_lock_time
+                        self.prepared.max_lock_time.as_secs_f64()
                     ),
                 ),
                 WaitEnd::Signal(sig) => self.fail(exit::signal(sig), format!("received signal {sig}; releasing everything")),
@@ -600,12 +737,13 @@ impl<'a> Run<'a> {
     /// Thaw; true when everything was thawed.
     fn thaw(&mut self, frozen: FrozenSet) -> bool {
         let (t0, wall) = (Instant::now(), SystemTime::now());
-        let outcome = frozen.thaw();
+        let results = frozen.thaw();
         if let Some(at) = self.frozen_at.take() {
             self.report.frozen_ms = Some(report::ms(at.elapsed()));
         }
-        let results = &outcome.thawed;
+        let results = &results;
         let all_ok = results.iter().all(|t| t.error.is_none());
+        self.left_frozen |= !all_ok;
         self.report.phase("thaw", wall, t0.elapsed(), all_ok);
         for t in results {
             let fs_type = self
@@ -636,7 +774,11 @@ impl<'a> Run<'a> {
             self.progress
                 .info(format!("thawed {names} in {}", human(t0.elapsed())));
         }
-        if outcome.guardian_thawed_first {
+        if self
+            .guardian
+            .as_mut()
+            .is_some_and(Guardian::acted_at_deadline)
+        {
             // We were stalled past the deadline (stopped, starved): the
             // snapshot may have gone on after the filesystems were thawed.
             self.fail(
@@ -644,7 +786,7 @@ impl<'a> Run<'a> {
                 format!(
                     "--max-lock-time ({} s) passed while frozen and the guardian thawed the filesystems before \
                      mysql-quiesce did: the snapshot may not have been taken frozen; do not trust it",
-                    self.cli.max_lock_time
+                    self.prepared.max_lock_time.as_secs_f64()
                 ),
             );
         }
@@ -697,7 +839,8 @@ impl<'a> Run<'a> {
         );
     }
 
-    fn run_hook(&mut self, hook: Hook, deadline: Option<Instant>) {
+    /// Run one hook; a failure is recorded. Returns how it ended.
+    fn run_hook(&mut self, hook: Hook, deadline: Option<Instant>) -> Ending {
         let mut env: Vec<(String, String)> = self
             .env
             .iter()
@@ -710,10 +853,12 @@ impl<'a> Run<'a> {
         }
         let wall = SystemTime::now();
         let limits = Limits {
-            timeout: Duration::from_secs_f64(self.cli.hook_timeout),
+            timeout: self.prepared.hook_timeout,
             deadline,
         };
-        let run = hooks::run(&hook, &env, limits);
+        let link = self.guardian.as_ref().map(Guardian::link);
+        let run = hooks::run(&hook, &env, limits, link.as_ref());
+        self.stopping.extend(run.stopping);
         let shown = hook.program.display();
         let code = run.ending.exit_code();
         self.report.hooks.push(HookRecord {
@@ -741,6 +886,23 @@ impl<'a> Run<'a> {
                 ),
             );
         }
+        run.ending
+    }
+
+    /// Hooks stopped at the deadline finish their grace; then the guardian
+    /// goes (or stays, when something could not be thawed).
+    fn dismiss_guardian(&mut self) {
+        let end = Instant::now() + hooks::GRACE + Duration::from_secs(2);
+        for stopped in self.stopping.drain(..) {
+            let _ = stopped.recv_timeout(end.saturating_duration_since(Instant::now()));
+        }
+        if let Some(g) = self.guardian.take() {
+            if self.left_frozen {
+                g.abandon();
+            } else {
+                g.finish();
+            }
+        }
     }
 
     /// Close the run: summary line, report file, exit status.
@@ -763,7 +925,7 @@ impl<'a> Run<'a> {
                 self.report.prometheus(
                     finished,
                     (self.cli.metrics_file.as_deref())
-                        .and_then(|p| std::fs::read_to_string(p).ok())
+                        .and_then(report::read_previous_metrics)
                         .as_deref(),
                 ),
             ),
@@ -779,6 +941,7 @@ impl<'a> Run<'a> {
                 }
             }
         }
+        self.dismiss_guardian();
         if let Some(waiter) = self.waiter.take() {
             waiter.finished(code, self.report.error.as_deref(), &self.report);
         }

@@ -1,44 +1,75 @@
 //! SIGINT, SIGTERM, SIGHUP and SIGQUIT: remembered, not acted on in the
-//! handler. The sequence and the hook runner poll `received()` and release
-//! everything in order before exiting with 128+N. The handlers stay
+//! handler. The handler records the signal and writes a byte to a self-pipe,
+//! so that every wait (`wait::until`) wakes at once; the sequence then
+//! releases everything in order before exiting with 128+N. The handlers stay
 //! installed, so a second signal cannot kill us halfway through a thaw.
+//!
+//! Job-control stops (SIGTSTP from Ctrl-Z, SIGTTIN/SIGTTOU for a background
+//! job touching the terminal) are ignored while the lock is held: a stopped
+//! process holding a lock stalls every writer.
 
-use signal_hook::consts::{SIGHUP, SIGINT, SIGQUIT, SIGTERM};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::sync::atomic::{AtomicI32, AtomicUsize, Ordering};
-use std::sync::Once;
-use std::time::{Duration, Instant};
+use std::sync::OnceLock;
 
 static FIRST: AtomicI32 = AtomicI32::new(0);
 static COUNT: AtomicUsize = AtomicUsize::new(0);
-static INSTALL: Once = Once::new();
+/// The self-pipe: (read end, write end), both non-blocking and close-on-exec.
+static PIPE: OnceLock<Result<(OwnedFd, OwnedFd), String>> = OnceLock::new();
+
+const TERMINATION: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
+const JOB_CONTROL: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 
 /// Start listening for the termination signals. Idempotent.
 pub fn install() -> anyhow::Result<()> {
-    let mut result = Ok(());
-    INSTALL.call_once(|| {
-        match signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP, SIGQUIT]) {
-            Ok(mut signals) => {
-                std::thread::Builder::new()
-                    .name("signals".into())
-                    .spawn(move || {
-                        for sig in signals.forever() {
-                            record(sig);
-                        }
-                    })
-                    .map(|_| ())
-                    .unwrap_or_else(|e| {
-                        result = Err(anyhow::anyhow!("starting the signal thread: {e}"))
-                    });
+    let pipe = PIPE.get_or_init(|| {
+        let (r, w) =
+            nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC | nix::fcntl::OFlag::O_NONBLOCK)
+                .map_err(|e| format!("creating the signal pipe: {e}"))?;
+        let raw_w = w.as_raw_fd();
+        for sig in TERMINATION {
+            // SAFETY: the handler only touches atomics and calls write(2), both
+            // async-signal-safe; the pipe's write end lives for the whole process
+            // (it is in a static that is never dropped).
+            unsafe {
+                signal_hook::low_level::register(sig, move || {
+                    record(sig);
+                    let _ = libc::write(raw_w, b"s".as_ptr().cast(), 1);
+                })
             }
-            Err(e) => result = Err(anyhow::anyhow!("installing signal handlers: {e}")),
+            .map_err(|e| format!("installing the handler of signal {sig}: {e}"))?;
         }
+        Ok((r, w))
     });
-    result
+    pipe.as_ref()
+        .map(|_| ())
+        .map_err(|e| anyhow::anyhow!("{e}"))
 }
 
 fn record(sig: i32) {
     let _ = FIRST.compare_exchange(0, sig, Ordering::SeqCst, Ordering::SeqCst);
     COUNT.fetch_add(1, Ordering::SeqCst);
+}
+
+/// The read end of the self-pipe: readable once a termination signal has
+/// arrived (until `drain`). None before `install`.
+pub fn wake_fd() -> Option<BorrowedFd<'static>> {
+    match PIPE.get() {
+        Some(Ok((r, _))) => {
+            // SAFETY: the descriptor lives in a static for the whole process.
+            Some(unsafe { BorrowedFd::borrow_raw(r.as_raw_fd()) })
+        }
+        _ => None,
+    }
+}
+
+/// Empty the self-pipe, so that a wait does not wake again for a signal it
+/// has already seen (`count` tells whether a new one arrived).
+pub fn drain() {
+    if let Some(fd) = wake_fd() {
+        let mut buf = [0u8; 64];
+        while matches!(nix::unistd::read(fd, &mut buf), Ok(n) if n > 0) {}
+    }
 }
 
 /// The first termination signal received, if any.
@@ -52,6 +83,7 @@ pub fn received() -> Option<i32> {
 /// Take the first signal and forget it: for `hold`, where SIGTERM/SIGINT is
 /// the ordinary way to ask for the release, not a failure.
 pub fn take() -> Option<i32> {
+    drain();
     match FIRST.swap(0, Ordering::SeqCst) {
         0 => None,
         sig => Some(sig),
@@ -64,18 +96,27 @@ pub fn count() -> usize {
     COUNT.load(Ordering::SeqCst)
 }
 
-/// Sleep up to `d`; returns early (with the signal) when one arrives.
-pub fn wait_timeout(d: Duration) -> Option<i32> {
-    let end = Instant::now() + d;
-    loop {
-        if let Some(sig) = received() {
-            return Some(sig);
+/// Ignore (true) or restore the default action of (false) the job-control
+/// stop signals. Hooks start with the default action (`reset_in_child`).
+pub fn ignore_job_control(ignore: bool) {
+    let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
+    for sig in JOB_CONTROL {
+        // SAFETY: SIG_IGN/SIG_DFL install no handler code.
+        unsafe {
+            libc::signal(sig, action);
         }
-        let left = end.saturating_duration_since(Instant::now());
-        if left.is_zero() {
-            return None;
+    }
+}
+
+/// In a forked child before exec: the default action for the job-control
+/// signals, which an ignored disposition would otherwise pass on through exec.
+/// Async-signal-safe.
+pub fn reset_in_child() {
+    for sig in JOB_CONTROL {
+        // SAFETY: signal(2) is async-signal-safe.
+        unsafe {
+            libc::signal(sig, libc::SIG_DFL);
         }
-        std::thread::sleep(left.min(Duration::from_millis(20)));
     }
 }
 
@@ -83,4 +124,7 @@ pub fn wait_timeout(d: Duration) -> Option<i32> {
 #[doc(hidden)]
 pub fn simulate(sig: i32) {
     record(sig);
+    if let Some(Ok((_, w))) = PIPE.get() {
+        let _ = nix::unistd::write(w, b"s");
+    }
 }

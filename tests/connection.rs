@@ -271,3 +271,155 @@ fn a_server_with_a_short_wait_timeout_does_not_drop_the_idle_lock_session() {
         .success();
     assert_eq!(json(&report)["lock"]["verified"], true);
 }
+
+/// Which of two servers (and as whom) a connection reached, and the message
+/// when it failed.
+type Reached = Result<(&'static str, String), String>;
+
+/// The real `mariadb` client with the option file `cnf` and `env`: which
+/// server (by server id: 1 is "A", 2 is "B") and which user.
+fn real_client(cnf: &Path, env: &[(&str, String)]) -> Reached {
+    let out = Command::new("mariadb")
+        .arg(format!("--defaults-file={}", cnf.display()))
+        .args(["-N", "-B", "-e", "SELECT @@server_id, CURRENT_USER()"])
+        .env_remove("MYSQL_HOST")
+        .env_remove("MYSQL_TCP_PORT")
+        .env_remove("MYSQL_UNIX_PORT")
+        .env_remove("MYSQL_PWD")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("the mariadb client is installed");
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let mut fields = text.split_whitespace();
+    let server = match fields.next() {
+        Some("1") => "A",
+        Some("2") => "B",
+        other => panic!("unexpected server id {other:?}"),
+    };
+    let user = fields
+        .next()
+        .unwrap_or("")
+        .split('@')
+        .next()
+        .unwrap()
+        .to_string();
+    Ok((server, user))
+}
+
+/// mysql-quiesce with the same file and environment: which server its lock
+/// session reached (from the report's target) and as whom.
+fn our_tool(cnf: &Path, env: &[(&str, String)], a: &str, b: &str, dir: &Path) -> Reached {
+    let report = dir.join(format!("report-{}.json", common::process::unique()));
+    let out = common::mysql_quiesce()
+        .arg(format!("--defaults-file={}", cnf.display()))
+        .arg(format!("--lock-file={}", dir.join("run.lock").display()))
+        .arg(format!("--state-dir={}", dir.join("state").display()))
+        .arg(format!("--report={}", report.display()))
+        .args(["--", "true"])
+        .env_remove("MYSQL_HOST")
+        .env_remove("MYSQL_TCP_PORT")
+        .env_remove("MYSQL_UNIX_PORT")
+        .env_remove("MYSQL_PWD")
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .unwrap();
+    if !out.status.success() {
+        return Err(String::from_utf8_lossy(&out.stderr).into_owned());
+    }
+    let r = json(&report);
+    let target = r["instances"][0]["target"].as_str().unwrap().to_string();
+    let server = if target == a {
+        "A"
+    } else if target == b {
+        "B"
+    } else {
+        panic!("locked {target}, neither {a} nor {b}")
+    };
+    Ok((
+        server,
+        r["instances"][0]["user"].as_str().unwrap().to_string(),
+    ))
+}
+
+#[test]
+fn each_environment_variable_ranks_below_option_files_exactly_as_in_the_mysql_client() {
+    let a = server!();
+    // B listens on the same port as A, on another loopback address.
+    let b = server!(
+        "--server-id=2".to_string(),
+        "--bind-address=127.0.0.2".to_string(),
+        format!("--port={}", a.port)
+    );
+    a.sql(
+        "CREATE USER pw@'%' IDENTIFIED BY 'filepw'; GRANT RELOAD, BINLOG MONITOR ON *.* TO pw@'%'",
+    );
+    let dir = a.dir.path();
+    let a_sock = format!("socket {}", a.socket.display());
+    let b_sock = format!("socket {}", b.socket.display());
+    // (what, option file, environment, (A's target, B's target) as reported)
+    type Case<'a> = (&'a str, String, Vec<(&'a str, String)>, (String, String));
+    let cases: Vec<Case> = vec![
+        (
+            "MYSQL_UNIX_PORT against socket=",
+            format!("[client]\nuser=root\nsocket={}\n", a.socket.display()),
+            vec![("MYSQL_UNIX_PORT", b.socket.display().to_string())],
+            (a_sock.clone(), b_sock.clone()),
+        ),
+        (
+            "MYSQL_UNIX_PORT where no file says",
+            "[client]\nuser=root\n".to_string(),
+            vec![("MYSQL_UNIX_PORT", b.socket.display().to_string())],
+            (a_sock.clone(), b_sock.clone()),
+        ),
+        (
+            "MYSQL_HOST against host=",
+            format!("[client]\nuser=root\nhost=127.0.0.1\nport={}\n", a.port),
+            vec![("MYSQL_HOST", "127.0.0.2".to_string())],
+            (
+                format!("127.0.0.1:{}", a.port),
+                format!("127.0.0.2:{}", a.port),
+            ),
+        ),
+        (
+            "MYSQL_TCP_PORT against port=",
+            format!("[client]\nuser=root\nhost=127.0.0.1\nport={}\n", a.port),
+            vec![("MYSQL_TCP_PORT", b.port.to_string())],
+            (
+                format!("127.0.0.1:{}", a.port),
+                format!("127.0.0.1:{}", b.port),
+            ),
+        ),
+        (
+            "MYSQL_PWD against password=",
+            format!(
+                "[client]\nuser=pw\npassword=filepw\nsocket={}\n",
+                a.socket.display()
+            ),
+            vec![("MYSQL_PWD", "wrong".to_string())],
+            (a_sock.clone(), b_sock.clone()),
+        ),
+        (
+            "MYSQL_PWD where no file says",
+            format!("[client]\nuser=pw\nsocket={}\n", a.socket.display()),
+            vec![("MYSQL_PWD", "filepw".to_string())],
+            (a_sock.clone(), b_sock.clone()),
+        ),
+    ];
+    for (what, text, env, (ta, tb)) in cases {
+        let cnf = dir.join("case.cnf");
+        std::fs::write(&cnf, text).unwrap();
+        let theirs = real_client(&cnf, &env);
+        let ours = our_tool(&cnf, &env, &ta, &tb, dir);
+        match (&theirs, &ours) {
+            (Ok(t), Ok(o)) => assert_eq!(t, o, "{what}: the mysql client reached {t:?}, we {o:?}"),
+            (Err(_), Err(_)) => {}
+            _ => panic!("{what}: the mysql client got {theirs:?}, we {ours:?}"),
+        }
+        // Each case is one where the file (or, without one, the environment)
+        // must win: the client reaching A as the file's user shows it.
+        assert!(theirs.is_ok(), "{what}: {theirs:?}");
+    }
+}

@@ -479,39 +479,39 @@ fn killing_the_locking_connection_mid_snapshot_is_reported_as_inconsistent() {
 }
 
 #[test]
-fn option_file_groups_and_precedence_command_line_over_environment_over_files() {
+fn option_file_groups_and_precedence_command_line_over_files_over_environment() {
     let s = server!();
     let log = s.path("log");
     let cnf = s.path("my.cnf");
     std::fs::write(
         &cnf,
         format!(
-            "[client]\nuser = root\nsocket = /nonexistent/from-file\ndefault-character-set = utf8mb4\n\
+            "[client]\nuser = root\nsocket = {socket}\ndefault-character-set = utf8mb4\n\
              [mysql-quiesce]\npre = echo one >> {log}\npre = \"echo two >> {log}\"\nlock-file = {lock}\n",
+            socket = s.socket.display(),
             log = log.display(),
             lock = s.path("l").display()
         ),
     )
     .unwrap();
     let defaults = format!("--defaults-file={}", cnf.display());
-    // File alone: its socket is wrong, so connecting fails with 69.
-    common::mysql_quiesce()
-        .arg(&defaults)
-        .assert()
-        .code(69)
-        .stderr(predicate::str::contains("from-file"));
-    // Environment beats the file.
-    common::mysql_quiesce()
-        .arg(&defaults)
-        .env("MYSQL_UNIX_PORT", &s.socket)
-        .assert()
-        .success();
-    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
-    // The command line beats the environment, and its --pre replaces the file's list.
+    // The file beats the environment (as in the mysql client): a stray
+    // MYSQL_UNIX_PORT must not send the lock to another server.
     common::mysql_quiesce()
         .arg(&defaults)
         .env("MYSQL_UNIX_PORT", "/nonexistent/from-env")
-        .arg(format!("--socket={}", s.socket.display()))
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "one\ntwo\n");
+    // The command line beats the file, and its --pre replaces the file's list.
+    common::mysql_quiesce()
+        .arg(&defaults)
+        .arg("--socket=/nonexistent/from-command-line")
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("from-command-line"));
+    common::mysql_quiesce()
+        .arg(&defaults)
         .args(["--pre", &format!("echo three >> {}", log.display())])
         .assert()
         .success();

@@ -24,6 +24,8 @@ const ENV: &[(&str, &str)] = &[
     ("MYSQL_QUIESCE_BINLOG_FILE", "binlog.000007"),
     ("MYSQL_QUIESCE_BINLOG_POS", "1234"),
     ("MYSQL_QUIESCE_GTID", "0-1-99"),
+    ("MYSQL_QUIESCE_COORDINATES_EXACT", "1"),
+    ("MYSQL_QUIESCE_LOCK", "backup-stage"),
 ];
 
 fn run_hook(name: &str, args: &[&str], path: &str, extra_env: &[(&str, &str)]) -> Output {
@@ -186,6 +188,23 @@ fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
         ]
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name}\n"));
+
+    // Inexact coordinates: labelled as such, never with a position.
+    let r = Recorder::new(&[("gcloud", "Created")]);
+    let out = run_hook(
+        "gcloud-disk-snapshot",
+        &["--disk", "d", "--zone", "z"],
+        &r.path(),
+        &[("MYSQL_QUIESCE_COORDINATES_EXACT", "0")],
+    );
+    assert!(out.status.success());
+    let argv = r.argv();
+    let labels = &argv[argv.iter().position(|a| a == "--labels").unwrap() + 1];
+    assert_eq!(
+        labels,
+        "mysql-quiesce-run-id=20261123t230000z-42-abcdef,mysql-quiesce-coordinates=inexact"
+    );
+    assert!(!argv.iter().any(|a| a.contains("1234")), "{argv:?}");
 }
 
 #[test]
@@ -614,6 +633,35 @@ fn aws_ebs_snapshot_creates_tagged_snapshots_against_a_local_ec2_endpoint() {
     }
     assert!(!tags.contains("gtid-truncated"), "{tags}");
     assert_eq!(snapshot_field(&moto, &ids[0], "Description"), DESCRIPTION);
+
+    // Inexact coordinates (--lock=instance): never tagged as a restore point.
+    let out = aws_hook(&moto, &["--volume-id", &volume], |c| {
+        c.env("MYSQL_QUIESCE_COORDINATES_EXACT", "0")
+            .env("MYSQL_QUIESCE_LOCK", "instance");
+    });
+    let ids = snapshot_ids(&out);
+    let tags = tags_of(&moto, &ids[0]);
+    assert!(
+        tags.contains("mysql-quiesce:coordinates\tinexact"),
+        "{tags}"
+    );
+    for absent in [
+        "binlog-file",
+        "binlog-pos",
+        "mysql-quiesce:gtid",
+        "1234",
+        "0-1-99",
+    ] {
+        assert!(
+            !tags.contains(absent),
+            "{absent} tagged although inexact:\n{tags}"
+        );
+    }
+    let description = snapshot_field(&moto, &ids[0], "Description");
+    assert_eq!(
+        description,
+        "mysql-quiesce run 20261123T230000Z-42-abcdef: no exact binlog position (lock instance)"
+    );
 
     // All volumes of an instance at once, the boot volume included when asked.
     let instance = new_instance(&moto, None);

@@ -599,3 +599,52 @@ fn when_one_instance_cannot_be_locked_the_others_are_released_and_the_run_exits_
     );
     assert!(a.write_succeeds(1) && b.write_succeeds(1));
 }
+
+#[test]
+fn a_replica_sql_thread_left_stopped_by_a_killed_run_is_reported_by_the_next_run_and_check() {
+    let Some((_source, replica)) = replica_pair() else {
+        return;
+    };
+    let pidfile = replica.path("snapshot-pid");
+    let run = common::process::Running::start(
+        &replica,
+        &[
+            "--stop-replica-sql".into(),
+            "--snapshot".into(),
+            format!("echo $$ > {}; sleep 30", pidfile.display()),
+        ],
+    );
+    common::process::wait_for(&pidfile, &run);
+    nix::sys::signal::kill(run.pid(), nix::sys::signal::Signal::SIGKILL).unwrap();
+    drop(run);
+    let sql_running = || -> String {
+        let row: mysql::Row = replica
+            .conn()
+            .query_first("SHOW SLAVE STATUS")
+            .unwrap()
+            .unwrap();
+        row.get("Slave_SQL_Running").unwrap()
+    };
+    assert_eq!(sql_running(), "No", "nobody could have started it again");
+    for args in [vec!["--check"], vec!["--", "true"]] {
+        replica
+            .mq()
+            .args(&args)
+            .assert()
+            .stderr(predicate::str::contains(
+                "the replica SQL thread is STOPPED",
+            ))
+            .stderr(predicate::str::contains("run `START REPLICA SQL_THREAD`"));
+    }
+    replica.sql("START SLAVE SQL_THREAD");
+    replica
+        .mq()
+        .arg("--check")
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("STOPPED").not());
+    assert!(
+        !replica.path("state/replica-sql-stopped.json").exists(),
+        "the note outlived the thread's restart"
+    );
+}

@@ -10,10 +10,10 @@
 mod common;
 
 use common::loopfs::{BindMount, FsKind, LoopFs};
+use common::process::{guardian_for, guardian_of, proc_stat, unique, wait_for, Running, BIN};
 use common::server::TestServer;
 use mysql_quiesce::freeze;
 use nix::sys::signal::{kill, killpg, Signal};
-use nix::unistd::Pid;
 use predicates::prelude::*;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::fs::PermissionsExt;
@@ -21,8 +21,6 @@ use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-const BIN: &str = env!("CARGO_BIN_EXE_mysql-quiesce");
 
 fn json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).expect("report written"))
@@ -55,73 +53,6 @@ fn released(fs: &LoopFs, s: &TestServer) {
     assert!(s.write_succeeds(2), "the server is still locked");
 }
 
-/// A mysql-quiesce run in the background, in a process group of its own,
-/// with stderr in a file. Dropped while still running (the test failed), it
-/// is SIGKILLed, and its guardian thaws.
-struct Running {
-    child: Child,
-    stderr: PathBuf,
-}
-
-impl Running {
-    fn start(s: &TestServer, args: &[String]) -> Running {
-        let stderr = s.path(&format!("stderr-{}", unique()));
-        let child = Command::new(BIN)
-            .args(s.args())
-            .args(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(&stderr).unwrap())
-            .process_group(0)
-            .spawn()
-            .unwrap();
-        Running { child, stderr }
-    }
-
-    fn pid(&self) -> Pid {
-        Pid::from_raw(self.child.id() as i32)
-    }
-
-    fn stderr(&self) -> String {
-        std::fs::read_to_string(&self.stderr).unwrap_or_default()
-    }
-
-    /// Exit code (None if killed by a signal), bounded so a hang fails the test.
-    fn wait(&mut self) -> Option<i32> {
-        let t = Instant::now();
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            assert!(
-                t.elapsed() < Duration::from_secs(60),
-                "mysql-quiesce did not finish within 60 s:\n{}",
-                self.stderr()
-            );
-            std::thread::sleep(Duration::from_millis(10));
-        }
-    }
-}
-
-impl Drop for Running {
-    fn drop(&mut self) {
-        if let Ok(None) = self.child.try_wait() {
-            let _ = self.child.kill();
-            let end = Instant::now() + Duration::from_secs(5);
-            while Instant::now() < end && matches!(self.child.try_wait(), Ok(None)) {
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        }
-    }
-}
-
-fn unique() -> u128 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos()
-}
-
 /// A run freezing `fss` whose snapshot hook first touches a marker (in a
 /// directory that is not frozen) and then runs `then`.
 fn snapshot_run(s: &TestServer, fss: &[&LoopFs], extra: &[&str], then: &str) -> (Running, PathBuf) {
@@ -131,50 +62,6 @@ fn snapshot_run(s: &TestServer, fss: &[&LoopFs], extra: &[&str], then: &str) -> 
     args.push("--snapshot".into());
     args.push(format!("touch {} && {then}", marker.display()));
     (Running::start(s, &args), marker)
-}
-
-fn wait_for(marker: &Path, run: &Running) {
-    let t = Instant::now();
-    while !marker.exists() {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "{} never appeared:\n{}",
-            marker.display(),
-            run.stderr()
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-}
-
-/// /proc/PID/stat: (state, parent pid), or None when it is gone.
-fn proc_stat(pid: i32) -> Option<(char, i32)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split(' ');
-    let state = fields.next()?.chars().next()?;
-    Some((state, fields.next()?.parse().ok()?))
-}
-
-/// The guardian a run started (a child running `__guardian`).
-fn guardian_of(run: Pid) -> Option<Pid> {
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let is_guardian = cmdline.split(|b| *b == 0).any(|w| w == b"__guardian");
-        (is_guardian && proc_stat(pid)?.1 == run.as_raw()).then(|| Pid::from_raw(pid))
-    })
-}
-
-/// The guardian (started by anyone) that watches `mountpoint`.
-fn guardian_for(mountpoint: &Path) -> Option<Pid> {
-    let wanted = mountpoint.as_os_str().as_encoded_bytes();
-    std::fs::read_dir("/proc").ok()?.flatten().find_map(|e| {
-        let pid: i32 = e.file_name().to_str()?.parse().ok()?;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-        let mut words = cmdline.split(|b| *b == 0);
-        let matches = words.clone().any(|w| w == b"__guardian") && words.any(|w| w == wanted);
-        (matches && proc_stat(pid)?.0 != 'Z').then(|| Pid::from_raw(pid))
-    })
 }
 
 #[test]
@@ -635,13 +522,20 @@ fn a_thaw_that_fails_leaves_the_guardian_to_thaw_at_its_deadline() {
     let fs = need!(LoopFs::new(FsKind::Ext4));
     let targets = freeze::validate(&[fs.mountpoint().to_path_buf()], &[], false).unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
-    let set = freeze::freeze_all_with(&targets, deadline, Path::new(BIN)).unwrap();
+    let mut guardian =
+        mysql_quiesce::guardian::Guardian::start(Path::new(BIN), &[fs.mountpoint().to_path_buf()])
+            .unwrap();
+    guardian.set_deadline(Duration::from_secs(2));
+    guardian.ensure_alive().unwrap();
+    let set = freeze::freeze_all(&targets, deadline, guardian.link()).unwrap();
     assert!(!fs.probe_writable(Duration::from_millis(200)), "not frozen");
     {
         // FITHAW fails with EPERM: the panic path (Drop) cannot thaw.
         let _no_admin = WithoutCapSysAdmin::new();
         drop(set);
     }
+    // As a run does when something could not be thawed: the guardian stays.
+    guardian.abandon();
     // The guardian thaws whatever is marked frozen when told "done": still
     // frozen means it was not dismissed (and the fault was injected).
     assert!(

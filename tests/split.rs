@@ -34,7 +34,7 @@ fn lock(s: &TestServer, extra: &[&str]) -> String {
 fn var(output: &str, key: &str) -> String {
     output
         .lines()
-        .find_map(|l| l.strip_prefix(&format!("{key}=")))
+        .find_map(|l| l.strip_prefix(&format!("export {key}=")))
         .unwrap_or_else(|| panic!("{key} missing in:\n{output}"))
         .trim_matches('\'')
         .to_string()
@@ -635,11 +635,24 @@ fn hold_releases_when_stdin_closes() {
 #[test]
 fn hold_with_stdin_closed_before_ready_releases_right_after_ready_and_exits_0() {
     let s = need!(TestServer::start());
-    let mut child = hold_command(&s, &["--max-lock-time=60"])
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .spawn()
-        .unwrap();
+    // Open when `hold` starts (so it is not refused), closed before READY:
+    // the pre hook waits until the test has closed it.
+    let closed = s.path("closed");
+    let mut child = hold_command(
+        &s,
+        &[
+            "--max-lock-time=60",
+            "--pre",
+            &format!("while [ ! -e {} ]; do sleep 0.05; done", closed.display()),
+        ],
+    )
+    .stdin(Stdio::piped())
+    .stdout(Stdio::piped())
+    .spawn()
+    .unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    drop(child.stdin.take());
+    std::fs::write(&closed, "").unwrap();
     let mut line = String::new();
     BufReader::new(child.stdout.as_mut().unwrap())
         .read_line(&mut line)
@@ -973,4 +986,67 @@ fn the_coprocess_example_holds_the_lock_around_existing_snapshot_lines() {
         .unwrap();
     assert_eq!(status.code(), Some(0));
     assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn after_the_documented_eval_of_lock_every_shipped_hook_sees_the_variables() {
+    let s = server!();
+    // Recorders in place of the tools the hooks drive.
+    let tools = s.path("tools");
+    std::fs::create_dir(&tools).unwrap();
+    let log = s.path("tool-args");
+    for tool in ["lvcreate", "zfs", "gcloud", "ec2-create-snapshot"] {
+        let p = tools.join(tool);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\necho 'SNAPSHOT snap-1 vol-1'\n",
+                log.display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::fs::Permissions::from_mode(0o755)).unwrap();
+    }
+    let hooks = format!("{}/hooks", env!("CARGO_MANIFEST_DIR"));
+    let seen = s.path("seen");
+    let script = format!(
+        r#"set -eu
+vars=$({bin} {args} lock) || exit
+eval "$vars"
+sh -c 'echo "$MYSQL_QUIESCE_BINLOG_FILE:$MYSQL_QUIESCE_BINLOG_POS exact=$MYSQL_QUIESCE_COORDINATES_EXACT phase=$MYSQL_QUIESCE_PHASE run=$MYSQL_QUIESCE_RUN_ID"' > {seen}
+export PATH={tools}:$PATH
+{hooks}/lvm-snapshot --vg vg0 --lv mysql --size 1G
+{hooks}/zfs-snapshot --dataset tank/mysql
+{hooks}/gcloud-disk-snapshot --disk d1 --zone z1
+{hooks}/ec2-create-snapshot --volume-id vol-1
+{bin} {args} unlock
+"#,
+        bin = BIN,
+        args = s.args().join(" "),
+        seen = seen.display(),
+        tools = tools.display(),
+        hooks = hooks,
+    );
+    let out = Command::new("sh").arg("-c").arg(&script).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{stderr}");
+    let seen = std::fs::read_to_string(&seen).unwrap();
+    assert!(seen.starts_with("binlog."), "{seen}");
+    assert!(seen.contains(" exact=1 phase=snapshot run="), "{seen}");
+    let run_id = seen.trim().rsplit("run=").next().unwrap().to_string();
+    assert!(!run_id.is_empty(), "{seen}");
+    // No hook complained that nothing is locked, and each named its snapshot
+    // after the run that holds the lock.
+    assert!(!stderr.contains("not run by mysql-quiesce"), "{stderr}");
+    let args = std::fs::read_to_string(&log).unwrap();
+    for tool in ["lvcreate", "zfs", "gcloud", "ec2-create-snapshot"] {
+        let line = args
+            .lines()
+            .find(|l| l.starts_with(tool))
+            .unwrap_or_else(|| panic!("{tool} was not run:\n{args}\n{stderr}"));
+        assert!(
+            line.contains(&run_id),
+            "{tool} did not get the run id: {line}"
+        );
+    }
 }

@@ -2,12 +2,12 @@
 //! or has failed), `unlock` and `status`. Every wait here is bounded and ends
 //! with a message that says what is still held and what to do.
 
-use super::state::{self, Owner, Probe, State};
-use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD};
+use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD, HOLDER_PASSWORD_FD};
 use crate::cli::Cli;
 use crate::exit;
-use crate::report::Progress;
+use crate::messages::Progress;
 use crate::signals;
+use crate::state::{self, Owner, Probe, State};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -41,7 +41,7 @@ pub fn lock_command(cli: &Cli, argv: &[OsString], json: bool, progress: &Progres
 }
 
 fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir);
+    let state = State::new(&cli.state_dir());
     // From here on no other `lock` can start a holder; the holder inherits it.
     let (lock_file, dead) = state.acquire()?;
     if let Some(owner) = &dead {
@@ -73,19 +73,33 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
-    if let Some(pw) = &cli.password {
-        // It cannot prompt; the environment is readable by root only.
-        cmd.env("MYSQL_PWD", pw);
-    }
-    let fds = [write_end.as_raw_fd(), lock_file.as_raw_fd()];
+    // The password (it cannot prompt) goes through a pipe: not in its argv
+    // (`ps`), not in its environment (hooks would inherit it), and with the
+    // command line's precedence whatever the option files say.
+    let password_pipe = match &cli.password {
+        Some(pw) => {
+            let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+                .map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot create a pipe: {e}")))?;
+            let mut w = File::from(w);
+            w.write_all(pw.as_bytes()).map_err(|e| {
+                exit::fail(exit::SOFTWARE, format!("cannot pass the password on: {e}"))
+            })?;
+            drop(w);
+            cmd.env(HOLDER_PASSWORD_FD, r.as_raw_fd().to_string());
+            Some(r)
+        }
+        None => None,
+    };
+    let mut fds = vec![write_end.as_raw_fd(), lock_file.as_raw_fd()];
+    fds.extend(password_pipe.as_ref().map(|r| r.as_raw_fd()));
     // SAFETY: only async-signal-safe calls between fork and exec.
     unsafe {
         cmd.pre_exec(move || {
             // Detached from our session so that it outlives us and the terminal.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
             // The two descriptors it inherits (both are close-on-exec here).
-            for fd in fds {
-                if libc::fcntl(fd, libc::F_SETFD, 0) != 0 {
+            for fd in &fds {
+                if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
                 }
             }
@@ -99,6 +113,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     }
     let spawned = cmd.spawn();
     drop(write_end);
+    drop(password_pipe);
     let mut child =
         spawned.map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot start the holder: {e}")))?;
     let pid = child.id();
@@ -168,8 +183,11 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     let printed = if json {
         writeln!(out, "{}", serde_json::Value::Object(env))
     } else {
-        env.iter()
-            .try_for_each(|(k, val)| writeln!(out, "{}", shell_pair(k, val.as_str().unwrap_or(""))))
+        // `export`: after `eval`, the shell's child processes (the snapshot
+        // command, the shipped hooks) must see them too.
+        env.iter().try_for_each(|(k, val)| {
+            writeln!(out, "export {}", shell_pair(k, val.as_str().unwrap_or("")))
+        })
     }
     .and_then(|()| out.flush());
     if let Err(e) = printed {
@@ -227,7 +245,7 @@ fn read_report(pipe: &impl AsFd) -> Report {
         if let Some(sig) = signals::received() {
             return Report::Signal(sig);
         }
-        if !super::readable_soon(pipe) {
+        if crate::wait::until(&[pipe.as_fd()], true, None) != crate::wait::Woke::Ready(0) {
             continue;
         }
         let mut chunk = [0u8; 4096];
@@ -288,7 +306,7 @@ pub fn unlock_command(cli: &Cli, progress: &Progress) -> u8 {
 }
 
 fn unlock(cli: &Cli, progress: &Progress) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir);
+    let state = State::new(&cli.state_dir());
     match state.probe(false)? {
         Probe::Absent => Ok(no_holder(&state, progress)),
         Probe::Free { file, owner } => after_holder(&state, &file, owner, progress),
@@ -486,7 +504,7 @@ pub fn status_command(cli: &Cli, json: bool, progress: &Progress) -> u8 {
 const NOT_RUNNING: u8 = 3;
 
 fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir);
+    let state = State::new(&cli.state_dir());
     let (dead, waiting) = match state.probe(false)? {
         Probe::Absent => (None, false),
         Probe::Free { owner, .. } => (owner, state.read_result()?.is_some()),

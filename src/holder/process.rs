@@ -4,12 +4,12 @@
 //! stops answering, so an `unlock` at any moment gets the right answer.
 
 use super::service::{self, Phase, Shared};
-use super::state::{self, State};
 use super::{WaitEnd, Waiter, HOLDER_FD, HOLDER_LOCK_FD};
 use crate::cli::Cli;
 use crate::exit;
 use crate::report::{self, Report};
 use crate::signals;
+use crate::state::{self, State};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
@@ -66,7 +66,7 @@ impl HolderWaiter {
                 format!("the state flock handed to the holder is not held: {e}"),
             )
         })?;
-        let state = State::new(&cli.state_dir);
+        let state = State::new(&cli.state_dir());
         let started = SystemTime::now();
         state::write_owner(&lock_file, std::process::id(), &report::rfc3339(started))?;
         // We hold the flock: any socket there is a dead holder's.
@@ -96,7 +96,7 @@ impl HolderWaiter {
             max_lock_time: cli.max_lock_time,
             expect_within,
         }));
-        service::spawn(listener, shared.clone(), State::new(&cli.state_dir))?;
+        service::spawn(listener, shared.clone(), State::new(&cli.state_dir()))?;
         Ok(HolderWaiter {
             state,
             lock_file,

@@ -9,9 +9,9 @@
 //! `unlock`: either the outcome (`{"code": ..}`) at once, or first
 //! `{"ack": true, "expect_within": SECONDS}` and then the outcome.
 
-use super::state::State;
 use crate::exit;
 use crate::report;
+use crate::state::State;
 use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};

@@ -18,6 +18,10 @@ pub struct Entry {
     pub value: Option<String>,
     /// "FILE:LINE", for messages.
     pub origin: String,
+    /// Why someone other than root could have written this line (the file or
+    /// its directory is not root's alone); None when only root could. Keys
+    /// that run commands as root must come from such files (`merge`).
+    pub untrusted: Option<String>,
 }
 
 /// Where option files come from (injectable so tests never read the machine's files).
@@ -27,6 +31,9 @@ pub struct Roots {
     pub global: Vec<PathBuf>,
     /// The user's home directory (~/.my.cnf).
     pub home: Option<PathBuf>,
+    /// We run as root: keys that run commands or choose what is frozen or
+    /// written are taken only from files only root can write.
+    pub as_root: bool,
 }
 
 impl Default for Roots {
@@ -34,8 +41,45 @@ impl Default for Roots {
         Roots {
             global: vec!["/etc/my.cnf".into(), "/etc/mysql/my.cnf".into()],
             home: std::env::var_os("HOME").map(PathBuf::from),
+            as_root: nix::unistd::geteuid().is_root(),
         }
     }
+}
+
+/// Why someone other than root could have written `path` (given its
+/// metadata): the file is not root's, or group/others can write it, or its
+/// directory lets someone else replace it. None when only root could.
+pub fn untrusted(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+    use std::os::unix::fs::MetadataExt;
+    let shown = path.display();
+    if meta.uid() != 0 {
+        return Some(format!("{shown} belongs to uid {}, not root", meta.uid()));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Some(format!(
+            "{shown} is writable by group or others (mode {:04o})",
+            meta.mode() & 0o7777
+        ));
+    }
+    let real = path.canonicalize().ok()?;
+    let dir = real.parent()?;
+    let d = std::fs::metadata(dir).ok()?;
+    if d.uid() != 0 {
+        return Some(format!(
+            "its directory {} belongs to uid {}, who can replace it",
+            dir.display(),
+            d.uid()
+        ));
+    }
+    // A sticky directory (/tmp) lets nobody else replace root's file.
+    if d.mode() & 0o022 != 0 && d.mode() & 0o1000 == 0 {
+        return Some(format!(
+            "its directory {} is writable by group or others (mode {:04o}), who can replace it",
+            dir.display(),
+            d.mode() & 0o7777
+        ));
+    }
+    None
 }
 
 /// The option-file options of the command line.
@@ -136,6 +180,7 @@ fn read_file(
         )
     })?;
     let text = String::from_utf8_lossy(&text);
+    let untrusted = untrusted(path, &meta);
     read.push(path.to_path_buf());
     let mut group: Option<String> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -198,6 +243,7 @@ fn read_file(
             key: key.to_string(),
             value,
             origin,
+            untrusted: untrusted.clone(),
         });
     }
     Ok(())
@@ -352,12 +398,39 @@ mod tests {
     }
 
     #[test]
+    fn a_file_is_trusted_only_if_root_alone_could_have_written_it() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+        let f = write(dir.path(), "a.cnf", "[mysql-quiesce]\npre=x\n");
+        std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+        let check = |p: &Path| untrusted(p, &std::fs::metadata(p).unwrap());
+        if nix::unistd::geteuid().is_root() {
+            assert_eq!(check(&f), None);
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();
+            assert!(check(&f).unwrap().contains("writable by group or others"));
+            std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
+            nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(65534)), None).unwrap();
+            assert!(check(&f).unwrap().contains("belongs to uid 65534"));
+            nix::unistd::chown(&f, Some(nix::unistd::Uid::from_raw(0)), None).unwrap();
+            // Root's file in a directory someone else may write to can be replaced.
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
+            assert!(check(&f).unwrap().contains("writable by group or others"));
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o1777)).unwrap();
+            assert_eq!(check(&f), None, "a sticky directory protects root's file");
+        } else {
+            assert!(check(&f).unwrap().contains("not root"));
+        }
+    }
+
+    #[test]
     fn search_order_global_home_env_extra_then_user_file() {
         let dir = tempfile::tempdir().unwrap();
         let extra = write(dir.path(), "extra.cnf", "");
         let roots = Roots {
             global: vec!["/g1".into(), "/g2".into()],
             home: Some("/home/u".into()),
+            as_root: false,
         };
         let env = |k: &str| match k {
             "MYSQL_HOME" => Some("/mh".to_string()),

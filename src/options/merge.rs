@@ -1,6 +1,8 @@
 //! Option-file entries and environment variables become `--name=value`
 //! arguments of the one clap definition, placed before the command line so
-//! that later sources win: files < environment < command line.
+//! that later sources win, as in the mysql client: environment < option
+//! files < command line ("values in option files take precedence over values
+//! in environment variables", MySQL manual).
 //!
 //! Repeatable options (--pre, --freeze, ...) are lists: a list given on the
 //! command line replaces the list from the files and environment instead of
@@ -29,6 +31,24 @@ const CONNECTION_KEYS: &[&str] = &[
     "ssl-ca",
     "ssl-cert",
     "ssl-key",
+];
+
+/// Keys that run commands, or choose what is frozen or where root writes:
+/// when we run as root they are taken only from files only root can write
+/// (the pattern of CVE-2016-6662, a config file turned into code execution).
+pub const PRIVILEGED_KEYS: &[&str] = &[
+    "before",
+    "pre",
+    "snapshot",
+    "post",
+    "after",
+    "freeze",
+    "force-freeze",
+    "state-dir",
+    "lock-file",
+    "report",
+    "coordinates-file",
+    "metrics-file",
 ];
 
 /// One argument derived from a file or the environment.
@@ -60,6 +80,7 @@ fn truthy(v: &str) -> Option<bool> {
 pub fn entries_to_args(
     entries: &[Entry],
     suffix: Option<&str>,
+    as_root: bool,
     cmd: &clap::Command,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Derived>> {
@@ -133,6 +154,21 @@ pub fn entries_to_args(
                 format!("{}: unknown option `{key}` in [{}]; see `mysql-quiesce --help` for the options", e.origin, e.group),
             ));
         };
+        if as_root && PRIVILEGED_KEYS.contains(&key.as_str()) {
+            if let Some(why) = &e.untrusted {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!(
+                        "{}: `{key}` is not taken from this file: mysql-quiesce runs as root, and {why}, so \
+                         someone other than root could make root run commands or write files with it. Nothing \
+                         was done. Move the line to a file only root can write (owned by root, not writable by \
+                         group or others, in a directory likewise), e.g. /etc/mysql-quiesce/*.cnf, or give it on \
+                         the command line",
+                        e.origin
+                    ),
+                ));
+            }
+        }
         let id = arg.get_id().to_string();
         match arg.get_action() {
             ArgAction::SetTrue | ArgAction::Count => {
@@ -275,13 +311,20 @@ mod tests {
             key: key.into(),
             value: value.map(str::to_string),
             origin: "f.cnf:1".into(),
+            untrusted: None,
         }
     }
 
     fn args(entries: &[Entry]) -> anyhow::Result<Vec<String>> {
         let mut notes = Vec::new();
-        entries_to_args(entries, Some("-prod"), &crate::cli::command(), &mut notes)
-            .map(|v| v.into_iter().map(|d| d.arg).collect())
+        entries_to_args(
+            entries,
+            Some("-prod"),
+            false,
+            &crate::cli::command(),
+            &mut notes,
+        )
+        .map(|v| v.into_iter().map(|d| d.arg).collect())
     }
 
     #[test]
@@ -373,6 +416,43 @@ mod tests {
                 .is_empty()
         );
         assert!(args(&[entry("mysql-quiesce", "defaults-file", Some("/x"))]).is_err());
+    }
+
+    #[test]
+    fn as_root_command_keys_from_a_file_others_could_write_are_refused_naming_file_and_key() {
+        let mut pre = entry("mysql-quiesce", "pre", Some("touch /x"));
+        pre.untrusted = Some("f.cnf belongs to uid 65534, not root".into());
+        let run = |e: &Entry, as_root: bool| {
+            let mut notes = Vec::new();
+            entries_to_args(
+                std::slice::from_ref(e),
+                None,
+                as_root,
+                &crate::cli::command(),
+                &mut notes,
+            )
+        };
+        let err = run(&pre, true).unwrap_err();
+        assert_eq!(exit::code_of(&err), exit::CONFIG);
+        let msg = err.to_string();
+        assert!(msg.starts_with("f.cnf:1: `pre` is not taken"), "{msg}");
+        assert!(msg.contains("uid 65534"), "{msg}");
+        // Not as root, or from a root-only file: taken.
+        assert!(run(&pre, false).is_ok());
+        pre.untrusted = None;
+        assert!(run(&pre, true).is_ok());
+        // Connection keys keep the mysql client's rule.
+        let mut user = entry("client", "user", Some("u"));
+        user.untrusted = Some("x".into());
+        assert!(run(&user, true).is_ok());
+        for key in PRIVILEGED_KEYS {
+            let mut e = entry("mysql-quiesce", key, Some("/v"));
+            if *key == "force-freeze" {
+                e.value = None;
+            }
+            e.untrusted = Some("x".into());
+            assert!(run(&e, true).is_err(), "{key} taken from an untrusted file");
+        }
     }
 
     #[test]

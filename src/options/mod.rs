@@ -1,6 +1,6 @@
-//! Where options come from: the command line, the environment and MySQL option
-//! files, merged with the precedence command line > environment > option
-//! files > built-in defaults.
+//! Where options come from: the command line, MySQL option files and the
+//! environment, merged with the mysql client's precedence: command line >
+//! option files > environment > built-in defaults.
 //!
 //! Option files are read the way MySQL/MariaDB client programs read them
 //! (`files`); their entries become `--name=value` arguments of the one clap
@@ -70,13 +70,15 @@ pub fn load_with(
         let list: Vec<String> = read.iter().map(|p| p.display().to_string()).collect();
         notes.push(format!("option files read: {}", list.join(", ")));
     }
-    let mut derived = merge::entries_to_args(
+    // The environment first: option files override it, as in the mysql client.
+    let mut derived = merge::environment_args(env);
+    derived.extend(merge::entries_to_args(
         &entries,
         selection.group_suffix.as_deref(),
+        roots.as_root,
         &cmd,
         &mut notes,
-    )?;
-    derived.extend(merge::environment_args(env));
+    )?);
     merge::validate(&derived, &cmd)?;
     // --skip-X on the command line turns off a switch the files set.
     derived.retain(|d| !switched_off.contains(&d.id));
@@ -268,6 +270,7 @@ mod tests {
             files::Roots {
                 global: vec![self.dir.path().join("global.cnf")],
                 home: Some(self.dir.path().join("home")),
+                as_root: false,
             }
         }
 
@@ -284,7 +287,7 @@ mod tests {
     }
 
     #[test]
-    fn later_files_override_earlier_then_environment_then_command_line() {
+    fn later_files_override_earlier_and_the_environment_and_the_command_line_overrides_all() {
         let f = Fixture::new(
             "[client]\nsocket=/global\nuser=g\n",
             "[client]\nsocket=/user\n",
@@ -292,7 +295,13 @@ mod tests {
         let l = f.load(&[], &[]).unwrap();
         assert_eq!(l.cli.socket.as_deref(), Some(Path::new("/user")));
         assert_eq!(l.cli.user.as_deref(), Some("g"));
+        // Option files beat the environment (the mysql client's rule) ...
         let l = f.load(&[], &[("MYSQL_UNIX_PORT", "/env")]).unwrap();
+        assert_eq!(l.cli.socket.as_deref(), Some(Path::new("/user")));
+        // ... which is used where no file says anything.
+        let l = f
+            .load(&["--no-defaults"], &[("MYSQL_UNIX_PORT", "/env")])
+            .unwrap();
         assert_eq!(l.cli.socket.as_deref(), Some(Path::new("/env")));
         let l = f
             .load(&["-S", "/cli"], &[("MYSQL_UNIX_PORT", "/env")])
@@ -350,21 +359,31 @@ mod tests {
     }
 
     #[test]
-    fn host_and_port_from_the_environment_override_files_and_name_their_origin() {
-        let f = Fixture::new("[client]\nhost=filehost\nport=3310\n", "");
-        let l = f
-            .load(
-                &[],
-                &[("MYSQL_HOST", "envhost"), ("MYSQL_TCP_PORT", "3311")],
-            )
-            .unwrap();
+    fn host_port_and_password_from_a_file_beat_the_environment_which_fills_in_the_rest() {
+        let f = Fixture::new("[client]\nhost=filehost\nport=3310\npassword=filepw\n", "");
+        let env = [
+            ("MYSQL_HOST", "envhost"),
+            ("MYSQL_TCP_PORT", "3311"),
+            ("MYSQL_PWD", "envpw"),
+        ];
+        let l = f.load(&[], &env).unwrap();
+        assert_eq!(l.cli.host.as_deref(), Some("filehost"));
+        assert_eq!(l.cli.port, Some(3310));
+        assert_eq!(l.cli.password.as_deref(), Some("filepw"));
+        assert!(l
+            .cli
+            .port_origin
+            .as_deref()
+            .unwrap()
+            .ends_with("global.cnf:3"));
+        let l = f.load(&["--no-defaults"], &env).unwrap();
         assert_eq!(l.cli.host.as_deref(), Some("envhost"));
-        assert_eq!(l.cli.port, Some(3311));
+        assert_eq!(l.cli.password.as_deref(), Some("envpw"));
         assert_eq!(
             l.cli.port_origin.as_deref(),
             Some("environment variable MYSQL_TCP_PORT")
         );
-        let l = f.load(&["-P3312"], &[("MYSQL_TCP_PORT", "3311")]).unwrap();
+        let l = f.load(&["-P3312"], &env).unwrap();
         assert_eq!(l.cli.port, Some(3312));
         assert_eq!(l.cli.port_origin.as_deref(), Some("the command line"));
     }

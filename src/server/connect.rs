@@ -4,7 +4,7 @@
 
 use crate::cli::{Cli, Protocol, SslMode};
 use crate::exit;
-use crate::report::Progress;
+use crate::messages::Progress;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, SslOpts};
 use std::fmt;

@@ -8,7 +8,7 @@ use super::connect::ConnectSpec;
 use super::lock::{AttemptError, LockConfig, LockSession};
 use super::Coordinates;
 use crate::exit;
-use crate::report::Progress;
+use crate::messages::Progress;
 use crate::signals;
 use std::time::{Duration, Instant};
 
@@ -33,8 +33,10 @@ impl LockGroup {
     ) -> anyhow::Result<LockGroup> {
         let mut members = Vec::new();
         for (name, spec) in specs {
-            let session =
+            let mut session =
                 LockSession::open(spec, cfg, progress).map_err(|e| in_instance(name, e))?;
+            let note = crate::state::State::new(&cfg.state_dir).replica_note(name);
+            session.set_replica_note(note, progress);
             members.push(Member {
                 name: name.clone(),
                 spec: spec.clone(),
@@ -153,13 +155,20 @@ impl LockGroup {
             .collect()
     }
 
+    /// Bound every lock session on the server side (see `LockSession::arm_deadline`).
+    pub fn arm_deadline(&mut self, deadline: Instant, progress: &Progress) {
+        for m in &mut self.members {
+            m.session.arm_deadline(deadline, progress);
+        }
+    }
+
     /// Verify every instance; the reasons of those whose lock was lost.
-    pub fn verify(&mut self, progress: &Progress) -> Vec<String> {
+    pub fn verify(&mut self, deadline: Option<Instant>, progress: &Progress) -> Vec<String> {
         self.members
             .iter_mut()
             .filter_map(|m| {
                 m.session
-                    .verify(progress)
+                    .verify(deadline, progress)
                     .err()
                     .map(|why| format!("{}{why}", Self::label(&m.name)))
             })

@@ -16,11 +16,22 @@ use super::guard::{self, Running};
 use super::strategy::{self, Strategy};
 use crate::cli::{LockMode, QueryType};
 use crate::exit;
-use crate::report::Progress;
+use crate::messages::Progress;
 use mysql::prelude::Queryable;
 use mysql::Conn;
-use std::sync::mpsc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
+
+/// While locked, the lock session's idle timeout (`wait_timeout`) is the time
+/// left until the deadline plus this, rounded up to whole seconds: if our
+/// process stops (SIGSTOP, a cgroup freezer, a stall of any kind) the server
+/// itself drops the session, and with it the lock, between 1 and 2 s after
+/// the deadline. The run releases by itself at the deadline, well before.
+pub const IDLE_MARGIN: Duration = Duration::from_secs(1);
+/// When the watchdog session KILLs the lock session if we have not released
+/// by then (our process is stuck, say, or a proxy ignores wait_timeout).
+pub const KILL_MARGIN: Duration = Duration::from_secs(1);
 
 /// How the lock is taken and given back.
 #[derive(Debug, Clone)]
@@ -42,12 +53,21 @@ pub struct LockConfig {
     pub pre_flush: bool,
     /// --stop-replica-sql.
     pub stop_replica_sql: bool,
+    /// --max-lock-time (bounds the lock session's idle time).
+    pub max_lock_time: Duration,
+    /// Where a run notes that it stopped a replica SQL thread, so that the
+    /// next run can say so if this one dies before starting it again.
+    pub state_dir: std::path::PathBuf,
 }
 
 pub struct LockSession {
     conn: Conn,
-    /// Second connection: KILL QUERY for overrunning attempts, diagnostics.
-    watchdog: Conn,
+    /// Second connection: KILL QUERY for overrunning attempts, diagnostics,
+    /// and the deadline killer while locked.
+    watchdog: Arc<Mutex<Conn>>,
+    watchdog_id: u32,
+    /// Armed while the lock is held (see `arm_deadline`).
+    killer: Option<DeadlineKiller>,
     pub connection_id: u32,
     pub info: ServerInfo,
     /// The TLS cipher of the lock session; None when it is not encrypted.
@@ -56,6 +76,10 @@ pub struct LockSession {
     held: bool,
     /// The replica SQL thread we stopped and must start again.
     replica_stopped: bool,
+    /// Written while a replica SQL thread we stopped is stopped (see
+    /// `State::replica_note`): if we die before starting it again, the next
+    /// run and --check say so.
+    replica_note: Option<std::path::PathBuf>,
 }
 
 pub(crate) enum AttemptError {
@@ -90,19 +114,28 @@ impl LockSession {
                 .filter(|c| !c.is_empty())
         };
         let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
-        let set = format!("SET SESSION lock_wait_timeout = {server_wait}");
+        // Until the lock is taken and `arm_deadline` tightens it: long enough
+        // for the idle pauses between attempts, short enough that a process
+        // stopped right after locking loses the lock soon after its deadline.
+        let idle = (cfg.max_lock_time + cfg.retry_delay + cfg.wait + 2 * IDLE_MARGIN)
+            .as_secs_f64()
+            .ceil() as u64;
+        let set = format!("SET SESSION lock_wait_timeout = {server_wait}, wait_timeout = {idle}");
         progress.sql(&set);
         conn.query_drop(&set)
             .map_err(|e| sql_error("setting lock_wait_timeout", &e))?;
         let mut session = LockSession {
             connection_id: conn.connection_id(),
             conn,
-            watchdog,
+            watchdog_id: watchdog.connection_id(),
+            watchdog: Arc::new(Mutex::new(watchdog)),
+            killer: None,
             info,
             tls_cipher,
             strategy,
             held: false,
             replica_stopped: false,
+            replica_note: None,
         };
         if cfg.guard.is_some() || cfg.kill_after.is_some() {
             let granted = session.granted()?;
@@ -125,6 +158,43 @@ impl LockSession {
         &self.strategy
     }
 
+    fn watchdog(&self) -> MutexGuard<'_, Conn> {
+        self.watchdog.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// While locked: bound the lock session on the server side, so that the
+    /// lock ends near `deadline` even if our process never runs again. Sets
+    /// the session's idle timeout (re-armed after every statement we send on
+    /// it: `coordinates`, `verify`) and starts the deadline killer.
+    pub fn arm_deadline(&mut self, deadline: Instant, progress: &Progress) {
+        self.bound_idle(deadline, progress);
+        if self.killer.is_none() {
+            self.killer = Some(DeadlineKiller::start(
+                self.watchdog.clone(),
+                self.connection_id,
+                deadline + KILL_MARGIN,
+            ));
+        }
+    }
+
+    /// `SET SESSION wait_timeout` to the time left plus the margin.
+    fn bound_idle(&mut self, deadline: Instant, progress: &Progress) {
+        let left = deadline.saturating_duration_since(Instant::now()) + IDLE_MARGIN;
+        let secs = left.as_secs_f64().ceil().max(1.0) as u64;
+        let set = format!("SET SESSION wait_timeout = {secs}");
+        progress.sql(&set);
+        if let Err(e) = self.conn.query_drop(&set) {
+            progress.warn(format!(
+                "could not bound the lock session's idle time ({e}); the watchdog session ends it at the deadline instead"
+            ));
+        }
+    }
+
+    /// Stop the deadline killer; whether it had to KILL the lock session.
+    pub fn disarm_deadline(&mut self) -> bool {
+        self.killer.take().is_some_and(DeadlineKiller::stop)
+    }
+
     /// One bounded attempt (guard, optional pre-flush, the lock statements).
     /// On `GaveUp` or `Fatal` the caller runs `cleanup_after_attempt`.
     pub(crate) fn try_lock(
@@ -141,8 +211,13 @@ impl LockSession {
     /// statement under the watchdog, sharing one budget.
     fn attempt(&mut self, cfg: &LockConfig, progress: &Progress) -> Result<(), AttemptError> {
         if let Some(min) = cfg.guard {
-            let ours = [self.connection_id, self.watchdog.connection_id()];
-            match guard::running(&mut self.watchdog, cfg.query_type, min.as_secs_f64(), &ours) {
+            let ours = [self.connection_id, self.watchdog_id];
+            match guard::running(
+                &mut self.watchdog(),
+                cfg.query_type,
+                min.as_secs_f64(),
+                &ours,
+            ) {
                 Ok(long) if !long.is_empty() => {
                     return Err(AttemptError::GaveUp(format!(
                         "not tried: --long-query-guard sees {}",
@@ -188,7 +263,7 @@ impl LockSession {
         let started = Instant::now();
         let outcome = run_bounded(
             &mut self.conn,
-            &mut self.watchdog,
+            &mut self.watchdog.lock().unwrap_or_else(|p| p.into_inner()),
             self.connection_id,
             stmt,
             budget,
@@ -268,8 +343,8 @@ impl LockSession {
     /// Statements running for a second or more when an attempt gave up: what
     /// the user needs to know to fix the stall.
     fn blockers(&mut self) -> String {
-        let ours = [self.connection_id, self.watchdog.connection_id()];
-        match guard::running(&mut self.watchdog, QueryType::All, 1.0, &ours) {
+        let ours = [self.connection_id, self.watchdog_id];
+        match guard::running(&mut self.watchdog(), QueryType::All, 1.0, &ours) {
             Ok(rows) if !rows.is_empty() => {
                 format!(" (waiting behind {})", list(&rows[..rows.len().min(3)]))
             }
@@ -304,8 +379,27 @@ impl LockSession {
     }
 
     /// Whether the lock is still ours: the same live session that took it.
-    /// Err says why not (the snapshot is then not consistent).
-    pub fn verify(&mut self, progress: &Progress) -> Result<(), String> {
+    /// Err says why not (the snapshot is then not consistent). With a
+    /// deadline, the session's idle bound is re-armed afterwards.
+    pub fn verify(&mut self, deadline: Option<Instant>, progress: &Progress) -> Result<(), String> {
+        let result = self.check_alive(progress);
+        if result.is_ok() {
+            if let Some(d) = deadline {
+                self.bound_idle(d, progress);
+            }
+        } else if self
+            .killer
+            .as_ref()
+            .is_some_and(|k| k.fired.load(Ordering::SeqCst))
+        {
+            return result.map_err(|why| {
+                format!("{why} (the watchdog session ended it after --max-lock-time: mysql-quiesce was stalled)")
+            });
+        }
+        result
+    }
+
+    fn check_alive(&mut self, progress: &Progress) -> Result<(), String> {
         let id = self.connection_id;
         let mut check = || -> mysql::Result<Option<u64>> {
             progress.sql("SELECT CONNECTION_ID()");
@@ -330,6 +424,7 @@ impl LockSession {
     /// Release the lock. When the connection is already gone the server has
     /// released it; that is reported by `verify`, not here.
     pub fn release(&mut self, progress: &Progress) -> anyhow::Result<()> {
+        self.disarm_deadline();
         let released = if self.held {
             self.held = false;
             progress.sql(self.strategy.unlock);
@@ -369,28 +464,89 @@ impl LockSession {
         }
     }
 
-    pub(crate) fn stop_replica_sql(&mut self, progress: &Progress) -> anyhow::Result<()> {
-        let (show, stop, _) = self.replica_statements();
+    /// Whether the replica SQL thread runs; None when this is no replica.
+    fn replica_sql_running(&mut self) -> anyhow::Result<Option<bool>> {
+        let (show, _, _) = self.replica_statements();
         let rows: Vec<mysql::Row> = self.conn.query(show).map_err(|e| sql_error(show, &e))?;
-        let running = rows.first().is_some_and(|r| {
+        Ok(rows.first().map(|r| {
             ["Replica_SQL_Running", "Slave_SQL_Running"]
                 .iter()
                 .any(|col| {
                     r.get_opt::<String, _>(*col).and_then(Result::ok).as_deref() == Some("Yes")
                 })
-        });
-        if !running {
+        }))
+    }
+
+    /// Where to note a replica SQL thread we stop; says now if an earlier
+    /// run left such a note and the thread is still stopped (that run died
+    /// before it could start it again: SIGKILL, OOM kill, power loss).
+    pub fn set_replica_note(&mut self, path: std::path::PathBuf, progress: &Progress) {
+        if let Ok(text) = std::fs::read_to_string(&path) {
+            match self.replica_sql_running() {
+                Ok(Some(false)) => {
+                    let (_, _, start) = self.replica_statements();
+                    let note: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
+                    progress.warn(format!(
+                        "the replica SQL thread is STOPPED: a mysql-quiesce run (pid {}) stopped it for \
+                         --stop-replica-sql at {} and died before starting it again. Replication is not applying \
+                         changes: run `{start}` (this warning ends once it runs; note: {})",
+                        note["pid"],
+                        note["stopped_at"].as_str().unwrap_or("?"),
+                        path.display()
+                    ));
+                }
+                // Started again by someone, or no replica any more.
+                Ok(_) => {
+                    let _ = std::fs::remove_file(&path);
+                }
+                Err(e) => progress.warn(format!("cannot read the replica status: {e:#}")),
+            }
+        }
+        self.replica_note = Some(path);
+    }
+
+    pub(crate) fn stop_replica_sql(&mut self, progress: &Progress) -> anyhow::Result<()> {
+        let (_, stop, _) = self.replica_statements();
+        if self.replica_sql_running()? != Some(true) {
             progress
                 .warn("--stop-replica-sql: no replica SQL thread is running here; nothing to stop");
             return Ok(());
         }
+        if let Some(note) = &self.replica_note {
+            let text = format!(
+                "{{\"pid\": {}, \"stopped_at\": \"{}\", \"connection_id\": {}}}\n",
+                std::process::id(),
+                crate::report::rfc3339(std::time::SystemTime::now()),
+                self.connection_id
+            );
+            let dir = crate::state::State::new(note.parent().unwrap_or(std::path::Path::new(".")));
+            let written = dir.check(true).map_err(|e| format!("{e:#}")).and_then(|_| {
+                crate::report::write_atomic_mode(note, text.as_bytes(), 0o600)
+                    .map_err(|e| e.to_string())
+            });
+            if let Err(e) = written {
+                progress.warn(format!(
+                    "cannot write {} ({e}): if this run dies, nothing will remind you to start the replica SQL \
+                     thread again",
+                    note.display()
+                ));
+            }
+        }
         progress.sql(stop);
-        self.conn
-            .query_drop(stop)
-            .map_err(|e| sql_error(stop, &e))?;
+        let stopped = self.conn.query_drop(stop).map_err(|e| sql_error(stop, &e));
+        if stopped.is_err() {
+            self.remove_replica_note();
+        }
+        stopped?;
         self.replica_stopped = true;
         progress.info("stopped the replica SQL thread");
         Ok(())
+    }
+
+    fn remove_replica_note(&self) {
+        if let Some(note) = &self.replica_note {
+            let _ = std::fs::remove_file(note);
+        }
     }
 
     pub(crate) fn restart_replica_sql(&mut self, progress: &Progress) {
@@ -403,9 +559,12 @@ impl LockSession {
         let result = self
             .conn
             .query_drop(start)
-            .or_else(|_| self.watchdog.query_drop(start));
+            .or_else(|_| self.watchdog().query_drop(start));
         match result {
-            Ok(()) => progress.info("started the replica SQL thread again"),
+            Ok(()) => {
+                self.remove_replica_note();
+                progress.info("started the replica SQL thread again")
+            }
             Err(e) => progress.error(format!(
                 "could not start the replica SQL thread again: {e}; run `{start}` by hand"
             )),
@@ -467,17 +626,58 @@ impl LockSession {
 
 impl Drop for LockSession {
     fn drop(&mut self) {
+        self.disarm_deadline();
         // Panic path: unlock if we can; closing the connection releases it anyway.
         if self.held {
             let _ = self.conn.query_drop(self.strategy.unlock);
         }
         if self.replica_stopped {
             let (_, _, start) = self.replica_statements();
-            let _ = self
+            let started = self
                 .conn
                 .query_drop(start)
-                .or_else(|_| self.watchdog.query_drop(start));
+                .or_else(|_| self.watchdog().query_drop(start));
+            if started.is_ok() {
+                self.remove_replica_note();
+            }
         }
+    }
+}
+
+/// A thread holding the watchdog session that KILLs the lock session at
+/// `at` unless stopped first: the deadline holds even when our main thread is
+/// stuck (a process stopped as a whole is covered by the idle bound).
+struct DeadlineKiller {
+    cancel: mpsc::Sender<()>,
+    thread: std::thread::JoinHandle<()>,
+    fired: Arc<AtomicBool>,
+}
+
+impl DeadlineKiller {
+    fn start(watchdog: Arc<Mutex<Conn>>, victim: u32, at: Instant) -> DeadlineKiller {
+        let (cancel, cancelled) = mpsc::channel::<()>();
+        let fired = Arc::new(AtomicBool::new(false));
+        let flag = fired.clone();
+        let thread = std::thread::spawn(move || {
+            let left = at.saturating_duration_since(Instant::now());
+            if cancelled.recv_timeout(left) == Err(mpsc::RecvTimeoutError::Timeout) {
+                let mut conn = watchdog.lock().unwrap_or_else(|p| p.into_inner());
+                if conn.query_drop(format!("KILL CONNECTION {victim}")).is_ok() {
+                    flag.store(true, Ordering::SeqCst);
+                }
+            }
+        });
+        DeadlineKiller {
+            cancel,
+            thread,
+            fired,
+        }
+    }
+
+    fn stop(self) -> bool {
+        let _ = self.cancel.send(());
+        let _ = self.thread.join();
+        self.fired.load(Ordering::SeqCst)
     }
 }
 

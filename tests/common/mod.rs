@@ -29,6 +29,7 @@ macro_rules! server {
 
 pub mod load;
 pub mod loopfs;
+pub mod process;
 pub mod server;
 
 /// The binary under test, with a timeout so a hang fails instead of blocking CI.

@@ -1,4 +1,7 @@
-//! The state directory of `lock`/`unlock`/`status` (default /run/mysql-quiesce).
+//! The state directory (default /run/mysql-quiesce for root, a per-user
+//! directory otherwise: `default_dir`): the run lock (`run.lock`), the
+//! notes of a replica SQL thread a run stopped, and the state of
+//! `lock`/`unlock`/`status`.
 //!
 //! Whether a holder lives is decided by an flock on `holder.lock`, never by a
 //! pid: the `lock` command takes it before it touches anything, hands the same
@@ -24,6 +27,30 @@ use std::time::{Duration, Instant};
 pub struct State {
     pub dir: PathBuf,
 }
+
+/// Where state lives when --state-dir is not given: /run/mysql-quiesce for
+/// root (a directory only root can create). Another user (say the mysql user
+/// running `--lock=none` or split mode) gets a directory of its own:
+/// $XDG_RUNTIME_DIR/mysql-quiesce, else /tmp/mysql-quiesce-UID (its owner
+/// and mode are checked like any state directory, so one planted by someone
+/// else is refused, never used).
+pub fn default_dir() -> PathBuf {
+    let euid = nix::unistd::geteuid();
+    if euid.is_root() {
+        return PathBuf::from(ROOT_DIR);
+    }
+    if let Some(runtime) = std::env::var_os("XDG_RUNTIME_DIR").map(PathBuf::from) {
+        let ours = std::fs::symlink_metadata(&runtime)
+            .is_ok_and(|m| m.is_dir() && m.uid() == euid.as_raw() && m.mode() & 0o077 == 0);
+        if ours {
+            return runtime.join("mysql-quiesce");
+        }
+    }
+    PathBuf::from(format!("/tmp/mysql-quiesce-{}", euid.as_raw()))
+}
+
+/// Root's state directory.
+pub const ROOT_DIR: &str = "/run/mysql-quiesce";
 
 /// Who holds (or held) the flock, from the file's contents.
 #[derive(Debug, Clone)]
@@ -75,6 +102,19 @@ impl State {
     }
     pub fn last_result(&self) -> PathBuf {
         self.dir.join("last-result.json")
+    }
+    /// The default run lock (see `runlock`).
+    pub fn run_lock(&self) -> PathBuf {
+        self.dir.join("run.lock")
+    }
+    /// The note a run leaves while a replica SQL thread it stopped is stopped.
+    pub fn replica_note(&self, instance: &str) -> PathBuf {
+        if instance.is_empty() {
+            self.dir.join("replica-sql-stopped.json")
+        } else {
+            self.dir
+                .join(format!("replica-sql-stopped.{instance}.json"))
+        }
     }
 
     /// Check the directory (and create it if `create`). False when it does
