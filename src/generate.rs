@@ -34,10 +34,12 @@ Binary\-log file/position and GTID, read under the lock; \-\-coordinates\-file w
 FITHAW, in reverse order. Always.
 .TP
 9. post hooks
-\-\-post CMD, still locked. Always run once locked.
+\-\-post CMD, still locked until \-\-max\-lock\-time: a post hook still running then is cut (exit 124), the lock
+is released at once, and the remaining post hooks run unlocked. Always run once locked.
 .TP
 10. verify and unlock
-The lock session must be the same live connection, else exit 65: the snapshot is not consistent.
+Before the post hooks, the lock session must be the same live connection, else exit 65: the snapshot is not
+consistent. Unlock after the post hooks (or at the deadline).
 .TP
 11. after hooks
 \-\-after CMD. Always run once connecting was attempted.
@@ -92,7 +94,8 @@ The snapshot COMMAND's or the first failing hook's own non-zero status, passed t
 Usage error.
 .TP
 \fB65\fR
-Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot.
+Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot. Takes
+precedence over any other failure.
 .TP
 \fB69\fR
 Cannot connect to the server. From \fBunlock\fR: nothing to unlock (no holder is running and no result is
@@ -121,11 +124,13 @@ COMMAND not executable, not found.
 Terminated by signal N (after releasing everything).
 .SH ENVIRONMENT
 Read: \fBMYSQL_HOST\fR, \fBMYSQL_TCP_PORT\fR, \fBMYSQL_UNIX_PORT\fR, \fBMYSQL_PWD\fR, \fBMYSQL_HOME\fR, \fBMARIADB_HOME\fR, \fBMYSQL_GROUP_SUFFIX\fR.
-Precedence: command line, then environment, then option files, then built-in defaults.
+Precedence, as in the mysql client: command line, then option files, then environment, then built-in defaults.
 .PP
 Given to every hook: \fBMYSQL_QUIESCE_PHASE\fR, \fBMYSQL_QUIESCE_RUN_ID\fR, \fBMYSQL_QUIESCE_LOCK\fR, \fBMYSQL_QUIESCE_CONNECTION_ID\fR,
 \fBMYSQL_QUIESCE_SERVER_FLAVOR\fR, \fBMYSQL_QUIESCE_SERVER_VERSION\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_FILE\fR, \fBMYSQL_QUIESCE_SOURCE_LOG_POS\fR
 (on a replica: the SQL thread's executed position), \fBMYSQL_QUIESCE_GALERA_POSITION\fR (uuid:seqno), \fBMYSQL_QUIESCE_BINLOG_FILE\fR, \fBMYSQL_QUIESCE_BINLOG_POS\fR, \fBMYSQL_QUIESCE_GTID\fR;
+\fBMYSQL_QUIESCE_COORDINATES_EXACT\fR (1 when those are an exact restore point, read while commits were blocked;
+0 with \fBinstance\fR, \fBtables\-for\-backup\fR and \fBnone\fR: never label a snapshot with them as a restore point);
 \fBMYSQL_QUIESCE_FROZEN\fR (the mount points frozen in this run, colon-separated);
 in post and after hooks also \fBMYSQL_QUIESCE_STATUS\fR=ok|failed. \fBMYSQL_PWD\fR is never passed to hooks.
 .PP
@@ -136,7 +141,8 @@ With \-\-instance, the same variables per locked server: \fBMYSQL_QUIESCE_\fR\fI
 \fINAME\fR is the name given as \-\-instance=NAME=SPEC, else the option file's name or the URL's socket file name
 (or host_port), uppercased, other characters replaced by _.
 .PP
-\fBMYSQL_QUIESCE_HOLDER_FD\fR is internal (set by \fBlock\fR for the holder process it starts); do not set it.
+\fBMYSQL_QUIESCE_HOLDER_FD\fR, \fBMYSQL_QUIESCE_HOLDER_LOCK_FD\fR and \fBMYSQL_QUIESCE_HOLDER_PASSWORD_FD\fR are
+internal (set by \fBlock\fR for the holder process it starts); do not set them.
 .PP
 The hooks in /usr/share/mysql\-quiesce/hooks/ also read their tools' own environment, e.g. aws\-ebs\-snapshot:
 \fBAWS_REGION\fR, \fBAWS_DEFAULT_REGION\fR, \fBAWS_ENDPOINT_URL\fR, \fBAWS_EC2_METADATA_SERVICE_ENDPOINT\fR,
@@ -145,7 +151,10 @@ The hooks in /usr/share/mysql\-quiesce/hooks/ also read their tools' own environ
 .TP
 /etc/my.cnf, /etc/mysql/my.cnf, $MARIADB_HOME/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf
 Option files, groups [client], [client\-server], [client\-mariadb] (connection options) and [mysql\-quiesce]
-(every long option, e.g. \fBpre = ...\fR, repeatable).
+(every long option, e.g. \fBpre = ...\fR, repeatable). Run as root, the keys that run commands or choose what
+is frozen or written (before, pre, snapshot, post, after, freeze, force\-freeze, state\-dir, lock\-file,
+report, coordinates\-file, metrics\-file) are taken only from files root alone can write (owned by root, not
+writable by group or others, in a directory likewise); from any other file they are refused with exit status 78.
 .TP
 /etc/mysql\-quiesce/mysql\-quiesce.cnf
 The packages' commented example option file: mode 0600 (it may hold a password) and a conffile
@@ -168,14 +177,7 @@ both shipped disabled: \fBsystemctl enable \-\-now mysql\-quiesce.timer\fR.
 .TP
 /var/lib/mysql\-quiesce/last\-report.json
 The JSON report (\-\-report) of the service's last run.
-.TP
-/run/mysql\-quiesce/
-\-\-state\-dir of \fBlock\fR, \fBunlock\fR and \fBstatus\fR, root only (0700): holder.sock (the holder's control
-socket, 0600), holder.pid (pid and start time of the running holder), holder.log (its progress and errors),
-last\-result.json (the outcome of a holder that released by itself, kept for \fBunlock\fR).
-.TP
-/run/lock/mysql\-quiesce.lock
-\-\-lock\-file: keeps two runs on one machine from overlapping (the second exits 75).
+@STATE_FILES@
 .SH METRICS
 \-\-metrics\-file writes gauges in the Prometheus text format for node_exporter's textfile collector, atomically,
 after thaw and unlock: mysql_quiesce_last_run_timestamp_seconds, _last_run_success, _last_run_exit_code,
@@ -192,18 +194,22 @@ runs that stopped, and a timer that was never enabled:
 .SH SAFETY
 Everything acquired is released on every path. A failing or hanging hook (\-\-hook\-timeout) or an overrun of
 \-\-max\-lock\-time kills the hook's whole process group, thaws, runs the post hooks, unlocks and runs the after
-hooks. SIGINT, SIGTERM, SIGHUP and SIGQUIT do the same and exit 128+N. If mysql-quiesce itself is killed (SIGKILL,
-OOM), a guardian process started before the first freeze thaws every frozen filesystem at once, and the server
-drops the lock with the connection. Before the post hooks the lock session must still be the same live connection;
-if it was lost, the run exits 65 and the report says "consistent": false. The root filesystem, filesystems holding
-the current directory, an output file or a hook's program are never frozen. Only one run at a time per machine
-(\-\-lock\-file).
+hooks. SIGINT, SIGTERM, SIGHUP and SIGQUIT do the same and exit 128+N. A guardian process (mq\-guardian,
+oom_score_adj \-1000, in a session of its own) is started before the first hook: if mysql-quiesce is killed
+(SIGKILL, OOM) it kills every hook still running and thaws every frozen filesystem at once, and the server drops
+the lock with the connection. The deadline holds when mysql-quiesce cannot act (stopped, stuck): the lock
+session's idle timeout is the time left plus 1 s, a second session kills it 1 s after the deadline, and the
+guardian thaws and stops the hooks; such a run never exits 0. SIGTSTP, SIGTTIN and SIGTTOU are ignored while
+locked, and progress lines never wait for a stderr nobody reads. Before the post hooks the lock session must still
+be the same live connection; if it was lost, the run exits 65 (whatever else failed) and the report says
+"consistent": false. The root filesystem, filesystems holding the current directory, an output file or a hook's
+program are never frozen. Only one run at a time per machine (run.lock in the root-only state directory).
 .SH RECOVERY
 If a filesystem was left frozen (it never should be: a guardian process thaws it even when mysql-quiesce is killed),
 thaw it with \fBfsfreeze \-u MOUNTPOINT\fR. The database lock is released by the server when the connection closes.
 .SH "SPLIT MODE"
 \fBmysql-quiesce lock\fR starts a detached holder that locks (and freezes) and returns once everything is held,
-printing the MYSQL_QUIESCE_* variables; \fBmysql-quiesce unlock\fR releases and exits 0 only if the lock was held
+printing the MYSQL_QUIESCE_* variables as \fBexport KEY='value'\fR lines; \fBmysql-quiesce unlock\fR releases and exits 0 only if the lock was held
 continuously (65: lost; 124: released at \-\-max\-lock\-time before unlock; 69: nothing to unlock).
 \fBmysql-quiesce status\fR shows the holder (exit 3 if none). A \fBlock\fR stopped by SIGTERM, SIGINT or SIGHUP
 before it printed the variables (a framework timeout) stops its holder and exits 128+N; a \fBlock\fR killed outright
@@ -211,7 +217,9 @@ makes its holder release at once. Give \fBlock\fR retries (\-\-lock\-retries, \-
 \-\-lock\-wait\-timeout, \-\-connect\-timeout) that end before the framework's timeout. State lives in
 \-\-state\-dir, which must be ours with mode 0700; one holder at a time (an flock on holder.lock; a second
 \fBlock\fR exits 75). \fBmysql-quiesce hold\fR prints one READY line and holds until stdin reaches EOF or
-SIGTERM/SIGINT. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
+SIGTERM/SIGINT (a stdin already at its end, such as /dev/null, is refused with exit status 64). A run killed
+outright while it had stopped a replica SQL thread (\-\-stop\-replica\-sql) leaves it stopped; the next run and
+\-\-check say so until it runs again. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
 /usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
 .SH EXAMPLES
 .nf
@@ -233,6 +241,19 @@ eval "$vars"; take-snapshot; mysql-quiesce unlock
 mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
 .fi
 "#;
+
+/// The state directory's FILES entry, from the table the code uses.
+fn state_files() -> String {
+    let mut out = format!(
+        ".TP\n{}/\n\\-\\-state\\-dir, root only (0700; another user's default is $XDG_RUNTIME_DIR/mysql\\-quiesce, \
+         else /tmp/mysql\\-quiesce\\-UID). It holds:\n",
+        roff(crate::state::ROOT_DIR)
+    );
+    for (name, what) in crate::state::FILES {
+        out.push_str(&format!(".RS\n.TP\n{}\n{}\n.RE\n", roff(name), roff(what)));
+    }
+    out
+}
 
 /// Roff-escape text for a man page line.
 fn roff(text: &str) -> String {
@@ -329,7 +350,11 @@ pub fn man_page() -> Vec<u8> {
     out.extend_from_slice(PROCEDURE.as_bytes());
     man.render_options_section(&mut out).expect("render man");
     out.extend_from_slice(subcommands_section(&command()).as_bytes());
-    out.extend_from_slice(EXTRA_MAN.as_bytes());
+    out.extend_from_slice(
+        EXTRA_MAN
+            .replace("@STATE_FILES@\n", &state_files())
+            .as_bytes(),
+    );
     man.render_version_section(&mut out).expect("render man");
     out
 }
@@ -406,19 +431,17 @@ mod tests {
         let files = section(&page, "FILES");
         for path in [
             "/run/mysql\\-quiesce/",
-            "holder.sock",
-            "holder.pid",
-            "holder.log",
-            "last\\-result.json",
             "/etc/mysql\\-quiesce/mysql\\-quiesce.cnf",
             "/usr/share/mysql\\-quiesce/service.cnf",
             "/usr/share/mysql\\-quiesce/hooks/",
             "/var/lib/mysql\\-quiesce/last\\-report.json",
             "mysql\\-quiesce.service",
             "mysql\\-quiesce.timer",
-            "/run/lock/mysql\\-quiesce.lock",
         ] {
             assert!(files.contains(path), "FILES lacks {path}");
+        }
+        for (name, _) in crate::state::FILES {
+            assert!(files.contains(&roff(name)), "FILES lacks {name}");
         }
         let exit = section(&page, "\"EXIT STATUS\"");
         assert!(exit.contains(".TP\n\\fB3\\fR\n\\fBstatus\\fR only: no holder"));

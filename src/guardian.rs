@@ -8,6 +8,9 @@
 //! our own binary (`__guardian`), in a session of its own, ignoring signals,
 //! with oom_score_adj -1000. It learns over a pipe from us:
 //!
+//! - `open`: open the mount points it was started with (right before the
+//!   first freeze, so that it does not pin them for the whole run), answered
+//!   `ready`;
 //! - `freezing I` / `thawed I` / `failed I`: which filesystems are frozen;
 //! - `hook PGID` (written by the hook's own process between fork and exec, so
 //!   it arrives before the hook can do anything) / `hook-done PGID`;
@@ -38,6 +41,9 @@ use std::time::{Duration, Instant};
 
 /// Time a hook gets between SIGTERM and SIGKILL (the same as the run's).
 pub const GRACE: Duration = crate::hooks::GRACE;
+
+/// How long after the deadline the guardian acts if the run has not.
+pub const BACKSTOP_DELAY: Duration = Duration::from_millis(250);
 
 /// The process name the guardian shows (`ps`, `top`): not "mysql-quiesce",
 /// so that `pkill mysql-quiesce` aimed at a stuck run does not kill it too.
@@ -116,8 +122,8 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Start it (it opens `mountpoints`, the filesystems the run may freeze,
-    /// in freeze order). Returns at once; `ensure_alive` waits for it.
+    /// Start it with `mountpoints`, the filesystems the run may freeze, in
+    /// freeze order (opened by `ensure_alive`). Returns at once.
     pub fn start(exe: &Path, mountpoints: &[PathBuf]) -> anyhow::Result<Guardian> {
         let mut child = Command::new(exe)
             .arg0(PROCESS_NAME)
@@ -188,6 +194,9 @@ impl Guardian {
         if let Ok(Some(status)) = self.child.try_wait() {
             return Err(gone(format!("has exited ({status})")));
         }
+        if !self.ready {
+            self.link.tell("open");
+        }
         self.link.tell("ping");
         let end = Instant::now() + Duration::from_secs(10);
         loop {
@@ -205,10 +214,13 @@ impl Guardian {
         }
     }
 
-    /// Tell it where the locked section ends.
+    /// Tell it where the locked section ends. It acts a moment after that:
+    /// it is the backstop, and a run that can act releases at the deadline
+    /// by itself (its own report is the more precise one).
     pub fn set_deadline(&self, left: Duration) {
+        let at = left + BACKSTOP_DELAY;
         self.link
-            .tell(&format!("deadline {}", left.as_millis().max(1)));
+            .tell(&format!("deadline {}", at.as_millis().max(1)));
     }
 
     /// Whether it acted at its deadline (thawed, stopped hooks) so far.
@@ -379,23 +391,9 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
         }
     }
     let mut out = std::io::stdout();
-    let mut dirs = Vec::new();
-    let mut opened = true;
-    for m in mountpoints {
-        match File::open(m) {
-            Ok(f) => dirs.push(f),
-            Err(e) => {
-                log(&[format!("cannot open {}: {e}", m.display())]);
-                opened = false;
-            }
-        }
-    }
-    if opened {
-        let _ = writeln!(out, "ready").and_then(|()| out.flush());
-    }
-    let n = dirs.len();
+    let n = mountpoints.len();
     let mut w = Watch {
-        dirs,
+        dirs: Vec::new(),
         mountpoints: mountpoints.to_vec(),
         announced: vec![false; n],
         ours: vec![false; n],
@@ -458,7 +456,7 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
             let mut words = line.split_whitespace();
             let verb = words.next().unwrap_or("");
             let number = words.next().and_then(|x| x.parse::<u64>().ok());
-            let index = number.map(|x| x as usize).filter(|i| *i < n);
+            let index = number.map(|x| x as usize).filter(|i| *i < w.dirs.len());
             match (verb, number, index) {
                 ("done", _, _) => {
                     // "done" comes when nothing is left frozen and every hook
@@ -467,6 +465,13 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
                     log(&notes);
                     return 0;
                 }
+                ("open", _, _) if w.dirs.is_empty() => match open_all(mountpoints) {
+                    Ok(dirs) => {
+                        w.dirs = dirs;
+                        let _ = writeln!(out, "ready").and_then(|()| out.flush());
+                    }
+                    Err(e) => notes.push(e),
+                },
                 ("ping", _, _) => {
                     let _ = writeln!(out, "pong").and_then(|()| out.flush());
                 }
@@ -499,6 +504,13 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
         }
         log(&notes);
     }
+}
+
+fn open_all(mountpoints: &[PathBuf]) -> Result<Vec<File>, String> {
+    mountpoints
+        .iter()
+        .map(|m| File::open(m).map_err(|e| format!("cannot open {}: {e}", m.display())))
+        .collect()
 }
 
 /// Log lines on stderr, never panicking (a closed pipe) and never waiting

@@ -242,8 +242,16 @@ pub fn run(
             Ok(ChildWait::Exited(status)) => {
                 let duration = started.elapsed();
                 done(guardian, child.id());
+                let mut ending = status_ending(&status);
+                // Killed by a signal once the deadline had passed: the guardian
+                // stopped it there (it acts at the deadline too, as a backstop).
+                if matches!(ending, Ending::Signaled(_))
+                    && limits.deadline.is_some_and(|d| Instant::now() >= d)
+                {
+                    ending = Ending::DeadlineExceeded;
+                }
                 return HookRun {
-                    ending: status_ending(&status),
+                    ending,
                     duration,
                     stopping: None,
                 };

@@ -467,12 +467,15 @@ impl<'a> Run<'a> {
             self.hold(deadline);
             self.hooks(Phase::Snapshot, &cli.snapshot, Some(deadline));
             self.command(Some(deadline));
-            self.stalled_past(deadline, "the snapshot phase");
+            let snapshot_ended = Instant::now();
             if let Some(f) = frozen.take() {
                 in_freeze_code = true;
                 self.thaw(f);
                 in_freeze_code = false;
             }
+            // After the thaw, whose own report (the guardian thawed first) is
+            // the more precise one when it applies.
+            self.stalled_past(deadline, snapshot_ended, "the snapshot phase");
         }));
         if inner.is_err() {
             self.after_panic(frozen.take(), in_freeze_code);
@@ -502,7 +505,7 @@ impl<'a> Run<'a> {
         let mut released = false;
         for cmd in &cli.post {
             if !released && Instant::now() >= deadline {
-                self.stalled_past(deadline, "the post hooks");
+                self.stalled_past(deadline, Instant::now(), "the post hooks");
                 self.release(group.take(), locked_at, deadline);
                 released = true;
             }
@@ -521,7 +524,7 @@ impl<'a> Run<'a> {
             }
         }
         if !released {
-            self.stalled_past(deadline, "the locked section");
+            self.stalled_past(deadline, Instant::now(), "the locked section");
             self.release(group, locked_at, deadline);
         }
     }
@@ -529,10 +532,9 @@ impl<'a> Run<'a> {
     /// A wait that ended after the deadline without noticing it (we were
     /// stopped, or stalled): the lock may have been taken away meanwhile (by
     /// the guardian, or the server's idle bound), so this run must not succeed.
-    fn stalled_past(&mut self, deadline: Instant, what: &str) {
-        let now = Instant::now();
-        if self.ok() && now > deadline {
-            let late = now - deadline;
+    fn stalled_past(&mut self, deadline: Instant, ended: Instant, what: &str) {
+        if self.ok() && ended > deadline {
+            let late = ended - deadline;
             self.fail(
                 exit::TIMEOUT,
                 format!(

@@ -52,6 +52,23 @@ pub fn default_dir() -> PathBuf {
 /// Root's state directory.
 pub const ROOT_DIR: &str = "/run/mysql-quiesce";
 
+/// The files in the state directory and what each is: the code's paths
+/// below use these names, and the man page's FILES section lists them.
+pub const FILES: &[(&str, &str)] = &[
+    (RUN_LOCK, "the run lock: keeps two runs on one machine from overlapping, the second exits 75 (--lock-file puts it elsewhere)"),
+    (REPLICA_NOTE, "while a replica SQL thread a run stopped (--stop-replica-sql) is stopped: the next run and --check warn if that run died"),
+    (HOLDER_LOCK, "the holder's flock, held for its whole life, with its pid and start time"),
+    (HOLDER_SOCKET, "the holder's control socket (0600), served in every phase"),
+    (HOLDER_LOG, "the holder's progress and errors"),
+    (LAST_RESULT, "the outcome of a holder that released by itself, kept for unlock"),
+];
+const RUN_LOCK: &str = "run.lock";
+const REPLICA_NOTE: &str = "replica-sql-stopped.json";
+const HOLDER_LOCK: &str = "holder.lock";
+const HOLDER_SOCKET: &str = "holder.sock";
+const HOLDER_LOG: &str = "holder.log";
+const LAST_RESULT: &str = "last-result.json";
+
 /// Who holds (or held) the flock, from the file's contents.
 #[derive(Debug, Clone)]
 pub struct Owner {

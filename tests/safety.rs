@@ -431,7 +431,7 @@ fn the_guardian_thaws_everything_before_it_logs_even_to_a_closed_or_full_stderr(
         };
         let mut guardian = DirectGuardian {
             child: Command::new(BIN)
-                .args(["__guardian", "--seconds=60"])
+                .arg("__guardian")
                 .arg(a.mountpoint())
                 .arg(b.mountpoint())
                 .stdin(Stdio::piped())
@@ -440,6 +440,8 @@ fn the_guardian_thaws_everything_before_it_logs_even_to_a_closed_or_full_stderr(
                 .spawn()
                 .unwrap(),
         };
+        let mut pipe = guardian.child.stdin.take().unwrap();
+        pipe.write_all(b"open\ndeadline 60000\n").unwrap();
         let mut ready = String::new();
         BufReader::new(guardian.child.stdout.take().unwrap())
             .read_line(&mut ready)
@@ -447,7 +449,6 @@ fn the_guardian_thaws_everything_before_it_logs_even_to_a_closed_or_full_stderr(
         assert_eq!(ready, "ready\n", "{stderr_state}");
         a.freeze();
         b.freeze();
-        let mut pipe = guardian.child.stdin.take().unwrap();
         pipe.write_all(b"freezing 0\nfreezing 1\n").unwrap();
         // As if mysql-quiesce died: end of file.
         drop(pipe);

@@ -16,7 +16,7 @@ case $ready in
     READY*) ;;
     *) echo "unexpected line from mysql-quiesce: $ready" >&2; exit 70 ;;
 esac
-eval "${ready#READY }" # MYSQL_QUIESCE_BINLOG_FILE=... and friends
+eval "export ${ready#READY }" # MYSQL_QUIESCE_BINLOG_FILE=... and friends, for "$@" too
 echo "locked at ${MYSQL_QUIESCE_BINLOG_FILE:-?}:${MYSQL_QUIESCE_BINLOG_POS:-?}" >&2
 
 # Your existing lines go here (freeze/thaw too, if you do not use --freeze).
