@@ -397,8 +397,39 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("c.json");
         write_atomic(&p, b"old").unwrap();
+        // A reader that opened the old file (here: a hard link to it) keeps
+        // the old contents whole: the new file replaces it by rename, it is
+        // never truncated and rewritten in place.
+        let reader = dir.path().join("reader");
+        std::fs::hard_link(&p, &reader).unwrap();
         write_atomic(&p, b"new").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"new");
+        assert_eq!(std::fs::read(&reader).unwrap(), b"old");
+        std::fs::remove_file(&reader).unwrap();
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        // A symlink planted where the temp file goes is not followed.
+        let target = dir.path().join("target");
+        std::fs::write(&target, "untouched").unwrap();
+        let tmp = dir
+            .path()
+            .join(format!(".c.json.tmp.{}", std::process::id()));
+        std::os::unix::fs::symlink(&target, &tmp).unwrap();
+        write_atomic(&p, b"newer").unwrap();
+        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
+        assert_eq!(std::fs::read(&p).unwrap(), b"newer");
+    }
+
+    #[test]
+    fn previous_metrics_are_never_read_from_a_fifo_or_through_a_symlink() {
+        let dir = tempfile::tempdir().unwrap();
+        let fifo = dir.path().join("fifo");
+        nix::unistd::mkfifo(&fifo, nix::sys::stat::Mode::from_bits_truncate(0o600)).unwrap();
+        assert_eq!(read_previous_metrics(&fifo), None);
+        let real = dir.path().join("real");
+        std::fs::write(&real, "x 1\n").unwrap();
+        let link = dir.path().join("link");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        assert_eq!(read_previous_metrics(&link), None);
+        assert_eq!(read_previous_metrics(&real).as_deref(), Some("x 1\n"));
     }
 }

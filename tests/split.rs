@@ -972,10 +972,11 @@ fn the_azure_pre_and_post_scripts_hold_the_lock_between_them_and_fail_with_1() {
 #[test]
 fn the_coprocess_example_holds_the_lock_around_existing_snapshot_lines() {
     let s = need!(TestServer::start());
-    // The "existing snapshot line" proves writes are blocked while it runs.
+    // The "existing snapshot line" proves writes are blocked while it runs:
+    // only a lock wait timeout counts, and it must see the exported variables.
     let blocked = format!(
-        "! {} -e 'SET SESSION lock_wait_timeout=1; INSERT INTO probe.t VALUES (1)'",
-        s.client()
+        "[ -n \"$MYSQL_QUIESCE_BINLOG_FILE\" ] || exit 1; {}",
+        s.blocked_write_hook("probe.t")
     );
     let status = Command::new("bash")
         .arg(example("hold-coprocess.sh"))

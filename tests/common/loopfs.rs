@@ -123,21 +123,44 @@ impl LoopFs {
     /// Whether a write into the filesystem completes within `timeout`. The
     /// write runs in a child process: on a frozen filesystem it blocks in
     /// uninterruptible sleep until the thaw, and must never block the test.
+    ///
+    /// Only a write that is still waiting in the kernel (state D) counts as
+    /// "frozen"; a write that fails (read-only, full, unmounted) is not a
+    /// freeze and fails the test, so a broken probe cannot pass as a freeze.
     pub fn probe_writable(&self, timeout: Duration) -> bool {
         let file = self
             .mountpoint
             .join(format!("probe-{}", std::process::id()));
         let mut child = Command::new("sh")
             .arg("-c")
-            .arg(format!("echo probe > '{}'", file.display()))
+            .arg(format!(
+                "exec 2>/dev/null; echo probe > '{}'",
+                file.display()
+            ))
             .stdin(Stdio::null())
             .spawn()
             .unwrap();
         let end = Instant::now() + timeout;
-        while Instant::now() < end {
+        // Past `timeout`, give a slow start a little longer to reach the write.
+        let settle = end + Duration::from_secs(2);
+        loop {
             if let Ok(Some(status)) = child.try_wait() {
-                return status.success();
+                assert!(
+                    status.success(),
+                    "the probe write into {} failed ({status}): that is not a freeze",
+                    self.mountpoint.display()
+                );
+                return true;
             }
+            let now = Instant::now();
+            if now >= end && blocked_in_kernel(child.id()) {
+                break;
+            }
+            assert!(
+                now < settle,
+                "the probe write into {} neither finished nor waits in the kernel",
+                self.mountpoint.display()
+            );
             std::thread::sleep(Duration::from_millis(10));
         }
         self.stuck.lock().unwrap().push(child);
@@ -187,6 +210,15 @@ impl LoopFs {
             .lines()
             .any(|l| l.split(' ').nth(4) == Some(path.as_str()))
     }
+}
+
+/// Whether process `pid` sleeps uninterruptibly (state D): a writer held by a
+/// filesystem freeze.
+pub fn blocked_in_kernel(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('D')))
+        .unwrap_or(false)
 }
 
 /// Wait for a child at most `limit`; kill it if it is still there (a

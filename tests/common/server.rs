@@ -258,12 +258,18 @@ impl TestServer {
     }
 
     /// Whether a write from another session goes through within `wait` seconds
-    /// (the session's lock_wait_timeout), i.e. whether writes are blocked now.
+    /// (the session's lock_wait_timeout). False only when it timed out
+    /// waiting for a lock (error 1205): any other failure (server gone, bad
+    /// SQL) fails the test, so a broken probe cannot pass as "locked".
     pub fn write_succeeds(&self, wait_secs: u32) -> bool {
         let mut c = self.conn();
         c.query_drop(format!("SET SESSION lock_wait_timeout = {wait_secs}"))
             .unwrap();
-        c.query_drop("INSERT INTO probe.t VALUES (1)").is_ok()
+        match c.query_drop("INSERT INTO probe.t VALUES (1)") {
+            Ok(()) => true,
+            Err(mysql::Error::MySqlError(e)) if e.code == 1205 => false,
+            Err(e) => panic!("the probe write failed for another reason than a lock: {e}"),
+        }
     }
 
     /// Path of a file inside the server's temp dir (for reports etc.).
