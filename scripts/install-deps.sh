@@ -14,6 +14,7 @@ PACKAGES=(
     galera-4 # the wsrep provider: a single-node Galera cluster in tests/locking.rs
     xfsprogs e2fsprogs btrfs-progs util-linux # loop-mounted scratch filesystems, losetup, fsfreeze
     procps build-essential pkg-config ca-certificates
+    strace # tests watch (and fault) the real FIFREEZE/FITHAW calls
     openssl # certificates for the TLS tests
     debootstrap # scripts/server-matrix.sh (MySQL 9 / MariaDB 11 from Debian sid)
     python3 python3-venv # moto (local EC2 endpoint) and the AWS CLI for the hook tests

@@ -297,9 +297,11 @@ fn status_ending(status: &std::process::ExitStatus) -> Ending {
     }
 }
 
-/// SIGTERM the whole group, SIGKILL after the grace, and reap for a bounded
-/// time. We wait for that here at most until `until` (when given): what is
-/// left goes on in a background thread, returned for the run to join.
+/// SIGTERM the whole group, SIGKILL after the grace, and reap. Here we wait
+/// at most until `until` (when given) and never for a process stuck in the
+/// kernel (a write to the frozen filesystem cannot end before the thaw, and
+/// the thaw comes after this returns): what is left goes on in a background
+/// thread, whose channel hangs up when it is done.
 fn stop_group(
     mut child: Watched,
     guardian: Option<Link>,
@@ -308,59 +310,95 @@ fn stop_group(
     let pgid = child.id() as i32;
     let _ = killpg(Pid::from_raw(pgid), Signal::SIGTERM);
     let grace_end = Instant::now() + GRACE;
-    let in_time = |t: Instant| until.is_none_or(|u| t <= u);
-    if in_time(grace_end + REAP_WAIT) {
-        finish_stop(&mut child, pgid, grace_end, guardian.as_ref());
-        return None;
-    }
-    if let Some(u) = until {
-        // Whatever part of the grace fits before `until`.
-        if wait_group(&mut child, pgid, u.min(grace_end)) {
+    let inline_end = until.map_or(grace_end, |u| u.min(grace_end));
+    let mut killed = false;
+    match wait_group(&mut child, pgid, inline_end) {
+        GroupWait::Gone => {
             done(guardian.as_ref(), child.id());
             return None;
         }
+        // It cannot act on SIGTERM before the thaw: SIGKILL now (it takes
+        // effect when it wakes), and do not wait for it here.
+        GroupWait::Stuck => {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            killed = true;
+        }
+        GroupWait::Running if Instant::now() >= grace_end => {
+            let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            killed = true;
+            let reap_end = Instant::now() + REAP_WAIT;
+            let reap_end = until.map_or(reap_end, |u| u.min(reap_end));
+            if matches!(child.wait(false, Some(reap_end)), Ok(ChildWait::Exited(_))) {
+                done(guardian.as_ref(), child.id());
+                return None;
+            }
+        }
+        GroupWait::Running => {}
     }
     let (hang_up, stopped) = std::sync::mpsc::channel::<()>();
     let spawned = std::thread::Builder::new()
         .name("hook-stopper".into())
         .spawn(move || {
-            finish_stop(&mut child, pgid, grace_end, guardian.as_ref());
+            if !killed && wait_group(&mut child, pgid, grace_end) != GroupWait::Gone {
+                let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
+            }
+            // Blocks until it dies: at the latest when the filesystem thaws.
+            let _ = child.child.wait();
+            done(guardian.as_ref(), child.id());
             drop(hang_up);
         });
     // Without a thread the guardian SIGKILLs the group when we exit.
     spawned.is_ok().then_some(stopped)
 }
 
-/// The rest of a stop: wait for the group until `grace_end`, SIGKILL it,
-/// reap the leader (a process stuck on a frozen filesystem dies at the thaw).
-fn finish_stop(child: &mut Watched, pgid: i32, grace_end: Instant, guardian: Option<&Link>) {
-    if !wait_group(child, pgid, grace_end) {
-        let _ = killpg(Pid::from_raw(pgid), Signal::SIGKILL);
-        if !matches!(
-            child.wait(false, Some(Instant::now() + REAP_WAIT)),
-            Ok(ChildWait::Exited(_))
-        ) {
-            let _ = child.child.wait();
-        }
-    }
-    done(guardian, child.id());
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum GroupWait {
+    /// The leader has exited and the group is empty.
+    Gone,
+    /// The leader sleeps in the kernel (state D), e.g. on a frozen filesystem.
+    Stuck,
+    /// Still running at the end of the wait.
+    Running,
 }
 
-/// Wait until the leader has exited and the group is empty, or `end`.
-fn wait_group(child: &mut Watched, pgid: i32, end: Instant) -> bool {
-    if !matches!(child.wait(false, Some(end)), Ok(ChildWait::Exited(_))) {
-        return false;
+/// Wait until the leader has exited and the group is empty, or `end`; give
+/// up at once on a leader stuck in the kernel.
+fn wait_group(child: &mut Watched, pgid: i32, end: Instant) -> GroupWait {
+    // Whether it is stuck shows within moments of the SIGTERM.
+    let first = (Instant::now() + STUCK_CHECK).min(end);
+    if !matches!(child.wait(false, Some(first)), Ok(ChildWait::Exited(_))) {
+        if in_kernel_sleep(child.id()) {
+            return GroupWait::Stuck;
+        }
+        if !matches!(child.wait(false, Some(end)), Ok(ChildWait::Exited(_))) {
+            return if in_kernel_sleep(child.id()) {
+                GroupWait::Stuck
+            } else {
+                GroupWait::Running
+            };
+        }
     }
     loop {
         if !group_alive(pgid) {
-            return true;
+            return GroupWait::Gone;
         }
         let now = Instant::now();
         if now >= end {
-            return false;
+            return GroupWait::Running;
         }
         std::thread::sleep(GROUP_CHECK.min(end - now));
     }
+}
+
+/// How long after SIGTERM a leader is checked for being stuck in the kernel.
+const STUCK_CHECK: Duration = Duration::from_millis(50);
+
+/// Whether process `pid` is in uninterruptible sleep (state D).
+fn in_kernel_sleep(pid: u32) -> bool {
+    std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .ok()
+        .and_then(|s| s.rsplit_once(") ").map(|(_, rest)| rest.starts_with('D')))
+        .unwrap_or(false)
 }
 
 fn group_alive(pgid: i32) -> bool {

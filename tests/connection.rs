@@ -42,6 +42,34 @@ fn a_port_on_the_command_line_connects_over_tcp_to_that_server() {
         format!("127.0.0.1:{}", s.port),
         "{r:#}"
     );
+    // What the server saw, not what we say: the lock session came over TCP.
+    let seen = s.path("seen-host");
+    mq(s.dir.path())
+        .args(["-P", &s.port.to_string(), "--snapshot"])
+        .arg(format!(
+            "{} -N -e \"SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = $MYSQL_QUIESCE_CONNECTION_ID\" > {}",
+            s.client(),
+            seen.display()
+        ))
+        .assert()
+        .success();
+    let host = std::fs::read_to_string(&seen).unwrap();
+    assert!(
+        host.starts_with("127.0.0.1:"),
+        "the server saw the lock session from {host:?}"
+    );
+    // And a socket is a socket.
+    mq(s.dir.path())
+        .arg(format!("--socket={}", s.socket.display()))
+        .arg("--snapshot")
+        .arg(format!(
+            "{} -N -e \"SELECT HOST FROM information_schema.PROCESSLIST WHERE ID = $MYSQL_QUIESCE_CONNECTION_ID\" > {}",
+            s.client(),
+            seen.display()
+        ))
+        .assert()
+        .success();
+    assert_eq!(std::fs::read_to_string(&seen).unwrap().trim(), "localhost");
 }
 
 #[test]
@@ -204,6 +232,73 @@ fn tls_is_verified_against_the_given_ca_and_reported() {
             predicate::str::contains("cannot connect to 127.0.0.1")
                 .and(predicate::str::contains("Nothing was locked or frozen")),
         );
+}
+
+#[test]
+fn verify_identity_refuses_a_certificate_for_another_host_that_verify_ca_accepts() {
+    let certs = tempfile::tempdir().unwrap();
+    let p = pki(certs.path());
+    // A certificate from the right CA, but for 127.0.0.9: not the host we connect to.
+    let dir = certs.path();
+    openssl(
+        dir,
+        &[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=127.0.0.9",
+            "-keyout",
+            "other-host-key.pem",
+            "-out",
+            "other-host.csr",
+        ],
+    );
+    std::fs::write(dir.join("other.ext"), "subjectAltName = IP:127.0.0.9\n").unwrap();
+    openssl(
+        dir,
+        &[
+            "x509",
+            "-req",
+            "-in",
+            "other-host.csr",
+            "-CA",
+            "ca.pem",
+            "-CAkey",
+            "ca-key.pem",
+            "-CAcreateserial",
+            "-days",
+            "2",
+            "-extfile",
+            "other.ext",
+            "-out",
+            "other-host.pem",
+        ],
+    );
+    let s = server!(
+        format!("--ssl-ca={}", p.ca.display()),
+        format!("--ssl-cert={}", dir.join("other-host.pem").display()),
+        format!("--ssl-key={}", dir.join("other-host-key.pem").display()),
+    );
+    let tcp = [
+        "-h".to_string(),
+        "127.0.0.1".into(),
+        "-P".into(),
+        s.port.to_string(),
+    ];
+    let ca = format!("--ssl-ca={}", p.ca.display());
+    mq(s.dir.path())
+        .args(&tcp)
+        .args(["--ssl-mode=VERIFY_IDENTITY", &ca, "--", "true"])
+        .assert()
+        .code(69)
+        .stderr(predicate::str::contains("Nothing was locked or frozen"));
+    mq(s.dir.path())
+        .args(&tcp)
+        .args(["--ssl-mode=VERIFY_CA", &ca, "--", "true"])
+        .assert()
+        .success();
 }
 
 #[test]

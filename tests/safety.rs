@@ -728,7 +728,274 @@ fn bad_freeze_targets_are_refused_before_connecting() {
         .assert()
         .code(78)
         .stderr(predicate::str::contains("the program"));
+    // A hook's program, by its first word, the same.
+    base()
+        .arg(fs.arg())
+        .arg("--force-freeze")
+        .args(["--snapshot", &format!("{} --now", tool.display())])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("the program"));
+    // The coordinates and metrics files, like the report: refused unless forced.
+    for option in ["coordinates-file", "metrics-file"] {
+        base()
+            .arg(fs.arg())
+            .arg(arg(option, &fs.mountpoint().join("out")))
+            .assert()
+            .code(78)
+            .stderr(predicate::str::contains("the output file"));
+    }
+    // `lock`'s holder writes its log in the state directory while frozen:
+    // never overridable.
+    base()
+        .arg(arg("state-dir", &fs.mountpoint().join("state")))
+        .args(["lock", &fs.arg(), "--force-freeze"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("the lock holder's log"));
     assert!(fs.probe_writable(Duration::from_secs(5)));
+}
+
+#[test]
+fn a_hook_that_ignores_sigterm_gets_sigkill_two_seconds_later() {
+    let s = need!(TestServer::start());
+    let pidfile = fresh(&s, "hook-pid");
+    let started = Instant::now();
+    s.mq()
+        .args([
+            "--hook-timeout=0.5",
+            "--snapshot",
+            &format!(
+                "trap '' TERM; echo $$ > {}; while :; do sleep 0.1; done",
+                pidfile.display()
+            ),
+        ])
+        .assert()
+        .code(124);
+    let took = started.elapsed();
+    let pid: i32 = std::fs::read_to_string(&pidfile)
+        .unwrap()
+        .trim()
+        .parse()
+        .unwrap();
+    assert!(
+        proc_stat(pid).is_none_or(|(state, _)| state == 'Z'),
+        "the hook that ignored SIGTERM is still alive"
+    );
+    // Its timeout, then the 2 s grace after SIGTERM: not killed at once, not left running.
+    assert!(
+        took >= Duration::from_millis(2400),
+        "SIGKILL came before the grace: {took:?}"
+    );
+    assert!(took < Duration::from_secs(10), "{took:?}");
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn a_hook_stuck_writing_to_the_frozen_filesystem_does_not_keep_it_frozen() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let report = fresh(&s, "report.json");
+    let started = Instant::now();
+    // The hook blocks in the kernel on the frozen filesystem: SIGTERM and
+    // SIGKILL cannot end it before the thaw, so the run must thaw first.
+    s.mq()
+        .arg(fs.arg())
+        .arg(arg("report", &report))
+        .args([
+            "--hook-timeout=0.5",
+            "--snapshot",
+            &format!("echo x > {}/stuck", fs.mountpoint().display()),
+        ])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .code(124);
+    assert!(
+        started.elapsed() < Duration::from_secs(10),
+        "{:?}",
+        started.elapsed()
+    );
+    released(&fs, &s);
+    assert_eq!(outcome(&json(&report)), (Some(124), Some(false)));
+    // SIGTERM (Ctrl-C, a framework's timeout) while such a hook runs: the same,
+    // at once, not at --max-lock-time.
+    let stuck = fs.mountpoint().join("stuck-too");
+    let (mut run, marker) = snapshot_run(
+        &s,
+        &[&fs],
+        &["--max-lock-time=60"],
+        &format!("echo x > {}", stuck.display()),
+    );
+    wait_for(&marker, &run);
+    std::thread::sleep(Duration::from_millis(300));
+    let signalled = Instant::now();
+    kill(run.pid(), Signal::SIGTERM).unwrap();
+    assert_eq!(run.wait(), Some(143), "{}", run.stderr());
+    assert!(
+        signalled.elapsed() < Duration::from_secs(5),
+        "SIGTERM took {:?} to release",
+        signalled.elapsed()
+    );
+    released(&fs, &s);
+}
+
+#[test]
+fn with_force_freeze_the_output_files_on_the_frozen_filesystem_are_written_outside_the_freeze() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let out = |name: &str| fs.mountpoint().join(name);
+    // Written while frozen, any of them would hang the run (the bounded
+    // timeout fails the test); written before the freeze or after the thaw,
+    // the run ends and they hold what it did.
+    s.mq()
+        .arg(fs.arg())
+        .arg("--force-freeze")
+        .arg(arg("report", &out("report.json")))
+        .arg(arg("coordinates-file", &out("coordinates.json")))
+        .arg(arg("metrics-file", &out("metrics.prom")))
+        .args(["--snapshot", "true"])
+        .timeout(Duration::from_secs(30))
+        .assert()
+        .success();
+    assert_eq!(outcome(&json(&out("report.json"))), (Some(0), Some(true)));
+    assert!(json(&out("coordinates.json"))["binlog_file"].is_string());
+    assert!(std::fs::read_to_string(out("metrics.prom"))
+        .unwrap()
+        .contains("mysql_quiesce_last_run_success 1"));
+    released(&fs, &s);
+}
+
+#[test]
+fn a_filesystem_someone_else_thawed_during_the_snapshot_counts_as_thawed() {
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let report = fresh(&s, "report.json");
+    // FITHAW on a filesystem that is not frozen fails with EINVAL: that is
+    // "thawed", not an error.
+    s.mq()
+        .arg(fs.arg())
+        .arg(arg("report", &report))
+        .args([
+            "--snapshot",
+            &format!("fsfreeze -u {}", fs.mountpoint().display()),
+        ])
+        .assert()
+        .success();
+    let r = json(&report);
+    assert_eq!(outcome(&r), (Some(0), Some(true)));
+    assert_eq!(r["frozen"][0]["thaw_error"], serde_json::Value::Null);
+    released(&fs, &s);
+}
+
+/// strace(1), which the next tests use to watch (and fault) the real ioctls.
+fn strace() -> Option<PathBuf> {
+    which::which("strace").ok().or_else(|| {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and strace is not installed (scripts/install-deps.sh)"
+        );
+        eprintln!("SKIPPED: strace is not installed");
+        None
+    })
+}
+
+/// The FIFREEZE/FITHAW calls of a traced run, in order: (request, path).
+fn freeze_ioctls(trace: &str) -> Vec<(String, String)> {
+    trace
+        .lines()
+        .filter_map(|l| {
+            let call = &l[l.find("ioctl(")? + 6..];
+            let request = ["FIFREEZE", "FITHAW"]
+                .into_iter()
+                .find(|r| call.contains(r))?;
+            let path = call.split_once('<')?.1.split_once('>')?.0;
+            Some((request.to_string(), path.to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn the_kernel_sees_freezes_in_the_order_given_and_thaws_in_reverse() {
+    let Some(strace) = strace() else { return };
+    let s = need!(TestServer::start());
+    let a = need!(LoopFs::new(FsKind::Xfs));
+    let b = need!(LoopFs::new(FsKind::Ext4));
+    let trace = fresh(&s, "trace");
+    let out = Command::new(strace)
+        .args(["-f", "-y", "-e", "trace=ioctl", "-o"])
+        .arg(&trace)
+        .arg(BIN)
+        .args(s.args())
+        .args([a.arg(), b.arg()])
+        .args(["--snapshot", "true"])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let calls = freeze_ioctls(&std::fs::read_to_string(&trace).unwrap());
+    let (pa, pb) = (
+        a.mountpoint().display().to_string(),
+        b.mountpoint().display().to_string(),
+    );
+    assert_eq!(
+        calls,
+        [
+            ("FIFREEZE".to_string(), pa.clone()),
+            ("FIFREEZE".to_string(), pb.clone()),
+            ("FITHAW".to_string(), pb),
+            ("FITHAW".to_string(), pa),
+        ],
+        "the ioctls the kernel saw"
+    );
+    released(&a, &s);
+    released(&b, &s);
+}
+
+#[test]
+fn a_thaw_that_fails_on_the_normal_path_is_reported_and_left_to_the_guardian() {
+    let Some(strace) = strace() else { return };
+    let s = need!(TestServer::start());
+    let fs = need!(LoopFs::new(FsKind::Ext4));
+    let report = fresh(&s, "report.json");
+    let trace = fresh(&s, "trace");
+    // FITHAW fails with EPERM (injected; the call is not made): the
+    // filesystem stays frozen, the run must say so, and the guardian, left
+    // running, thaws it when the run exits.
+    let out = Command::new(strace)
+        .args([
+            "-f",
+            "-e",
+            "trace=ioctl",
+            "-e",
+            "inject=ioctl:error=EPERM:when=2",
+            "-o",
+        ])
+        .arg(&trace)
+        .arg(BIN)
+        .args(s.args())
+        .arg(fs.arg())
+        .arg(arg("report", &report))
+        .args(["--snapshot", "true"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(70), "{stderr}");
+    assert!(
+        stderr.contains(&format!("could not thaw {}", fs.mountpoint().display()))
+            && stderr.contains("fsfreeze -u"),
+        "{stderr}"
+    );
+    let r = json(&report);
+    assert_eq!(outcome(&r), (Some(70), Some(false)));
+    assert!(r["frozen"][0]["thaw_error"].is_string(), "{r:#}");
+    assert!(
+        fs.writable_within(Duration::from_secs(5)).is_some(),
+        "the guardian did not thaw after the run exited"
+    );
+    assert!(s.write_succeeds(1));
 }
 
 #[test]
