@@ -104,9 +104,14 @@ pub fn announce_in_child(fd: RawFd) {
     }
     buf[at] = b'\n';
     at += 1;
-    // SAFETY: write(2) on a descriptor we inherited, from a stack buffer.
+    // SAFETY: signal(2) and write(2) are async-signal-safe; the buffer is on
+    // our stack. A guardian that is gone must not kill the hook with SIGPIPE
+    // (std has reset it to the default action by now): ignored for the
+    // write, which then fails with EPIPE, and the default restored for exec.
     unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_IGN);
         let _ = libc::write(fd, buf.as_ptr().cast(), at);
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
@@ -171,6 +176,16 @@ impl Guardian {
 
     pub fn link(&self) -> Link {
         self.link.clone()
+    }
+
+    /// Whether it has exited (killed by someone): hooks started from now on
+    /// are not killed if we die, and nothing may be frozen.
+    pub fn is_gone(&mut self) -> bool {
+        matches!(self.child.try_wait(), Ok(Some(_)))
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
     }
 
     fn note(&mut self, line: &str) {

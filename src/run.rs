@@ -170,6 +170,8 @@ struct Run<'a> {
     guardian: Option<Guardian>,
     /// Something could not be thawed: the guardian must stay to retry.
     left_frozen: bool,
+    /// The guardian was found gone, and that was said.
+    guardian_gone_said: bool,
     /// Hooks stopped at the deadline whose grace runs in the background
     /// (each hangs up its channel when done).
     stopping: Vec<std::sync::mpsc::Receiver<()>>,
@@ -217,6 +219,7 @@ impl<'a> Run<'a> {
             waiter: None,
             guardian: None,
             left_frozen: false,
+            guardian_gone_said: false,
             stopping: Vec::new(),
         }
     }
@@ -313,11 +316,13 @@ impl<'a> Run<'a> {
         };
 
         // lock; post hooks run whenever this succeeded, after hooks in any case.
+        // A job-control stop while a lock attempt waits or the lock is held
+        // would stall every writer: ignored from the first attempt to the release.
+        signals::ignore_job_control(true);
         if self.lock(group.as_mut()) {
-            signals::ignore_job_control(true);
             self.locked_section(group.as_mut());
-            signals::ignore_job_control(false);
         }
+        signals::ignore_job_control(false);
         drop(group);
         self.hooks(Phase::After, &cli.after, None);
         self.finish()
@@ -710,7 +715,7 @@ impl<'a> Run<'a> {
         if self.ok() {
             let mut env = self.env.clone();
             env.insert("MYSQL_QUIESCE_PHASE".into(), "snapshot".into());
-            if let Err(why) = waiter.ready(&env) {
+            if let Err(why) = waiter.ready(&env, deadline) {
                 // Nobody knows it is locked: release at once, as a writer to a closed pipe would die.
                 self.fail(exit::signal(libc::SIGPIPE), why);
                 self.waiter = Some(waiter);
@@ -858,6 +863,18 @@ impl<'a> Run<'a> {
             timeout: self.prepared.hook_timeout,
             deadline,
         };
+        let gone = match self.guardian.as_mut() {
+            Some(g) if !self.guardian_gone_said => g.is_gone().then(|| g.pid()),
+            _ => None,
+        };
+        if let Some(pid) = gone {
+            self.progress.warn(format!(
+                "the guardian process (pid {pid}) is gone (killed?): hooks are not killed if mysql-quiesce dies, and \
+                 nothing will be frozen from here on"
+            ));
+            // Said once; the freeze refuses by itself (it pings the guardian).
+            self.guardian_gone_said = true;
+        }
         let link = self.guardian.as_ref().map(Guardian::link);
         let run = hooks::run(&hook, &env, limits, link.as_ref());
         self.stopping.extend(run.stopping);

@@ -182,6 +182,52 @@ fn a_stopped_run_loses_the_lock_soon_after_its_deadline_and_never_exits_0() {
 }
 
 #[test]
+fn a_run_stopped_while_its_lock_attempt_waits_loses_the_lock_soon_after_max_lock_time() {
+    let s = server!();
+    s.sql("CREATE DATABASE d; CREATE TABLE d.slow (i INT); INSERT INTO d.slow VALUES (1)");
+    let t0 = Instant::now();
+    let opts = s.opts();
+    // FTWRL waits behind this for 3 s, and is granted then, while we are stopped.
+    let long = std::thread::spawn(move || {
+        mysql::Conn::new(opts)
+            .unwrap()
+            .query_drop("UPDATE d.slow SET i = i + SLEEP(3)")
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let report = s.path("report.json");
+    let mut run = Running::start(
+        &s,
+        &[
+            "--lock=ftwrl".into(),
+            "--lock-wait-timeout=5".into(),
+            "--lock-retry-delay=60".into(),
+            "--max-lock-time=3".into(),
+            format!("--report={}", report.display()),
+            "--".into(),
+            "true".into(),
+        ],
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    kill(run.pid(), Signal::SIGSTOP).unwrap();
+    let wrote_at = blocked_writer(&s).join().unwrap();
+    long.join().unwrap().unwrap();
+    // Granted at about 3 s; --max-lock-time 3 s plus the idle bound's 1-2 s.
+    assert!(
+        wrote_at - t0 < Duration::from_millis(8500),
+        "a run stopped mid-attempt kept writers waiting {:?}",
+        wrote_at - t0
+    );
+    std::thread::sleep(Duration::from_secs(10).saturating_sub(t0.elapsed()));
+    kill(run.pid(), Signal::SIGCONT).unwrap();
+    let code = run.wait();
+    assert!(
+        code.is_some_and(|c| c != 0),
+        "a run that held the lock past --max-lock-time exited {code:?}:\n{}",
+        run.stderr()
+    );
+}
+
+#[test]
 fn job_control_stops_are_ignored_while_locked() {
     let s = server!();
     let locked = s.path("locked");
@@ -382,6 +428,28 @@ fn a_guardian_killed_before_the_freeze_means_nothing_is_frozen() {
 }
 
 #[test]
+fn hooks_still_run_when_the_guardian_was_killed_and_the_run_says_so() {
+    let s = server!();
+    let log = s.path("log");
+    s.mq()
+        .args([
+            "--pre",
+            "pkill -KILL -P $PPID -x mq-guardian; sleep 0.2",
+            "--post",
+            &format!("echo post >> {}", log.display()),
+            "--after",
+            &format!("echo after >> {}", log.display()),
+            "--",
+            "true",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("the guardian process"))
+        .stderr(predicate::str::contains("is gone"));
+    assert_eq!(std::fs::read_to_string(&log).unwrap(), "post\nafter\n");
+}
+
+#[test]
 fn a_lost_lock_decides_the_exit_status_even_when_a_hook_failed_too() {
     let s = server!();
     let report = s.path("report.json");
@@ -528,7 +596,7 @@ fn commands_in_option_files_others_can_write_are_refused_as_root() {
     run(&in_theirs)
         .assert()
         .code(78)
-        .stderr(predicate::str::contains("who can replace it"));
+        .stderr(predicate::str::contains("who can replace what is in it"));
     assert!(!marker.exists());
     // ~/.my.cnf of another user (root after `su` without `-`).
     let home = s.path("home");
@@ -547,6 +615,46 @@ fn commands_in_option_files_others_can_write_are_refused_as_root() {
         .code(78)
         .stderr(predicate::str::contains(".my.cnf:5: `pre`"));
     assert!(!marker.exists());
+    // A symbolic link someone else owns chooses what root reads, even in a
+    // directory of root's and pointing at a file of root's.
+    let home2 = s.path("home2");
+    std::fs::create_dir(&home2).unwrap();
+    let roots = s.path("roots.cnf");
+    std::fs::write(&roots, &cnf_text).unwrap();
+    std::os::unix::fs::symlink(&roots, home2.join(".my.cnf")).unwrap();
+    nix::unistd::fchownat(
+        nix::fcntl::AT_FDCWD,
+        &home2.join(".my.cnf"),
+        Some(nix::unistd::Uid::from_raw(NOBODY)),
+        None,
+        nix::fcntl::AtFlags::AT_SYMLINK_NOFOLLOW,
+    )
+    .unwrap();
+    common::mysql_quiesce()
+        .env("HOME", &home2)
+        .args([&lock, &state, "--", "true"])
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains(format!(
+            "the symbolic link {}/.my.cnf belongs to uid {NOBODY}",
+            home2.display()
+        )));
+    assert!(!marker.exists());
+    // Not only commands: whether (and how long) the database is locked too.
+    let unlocking = s.path("unlocking.cnf");
+    std::fs::write(
+        &unlocking,
+        format!(
+            "[client]\nuser = root\nsocket = {}\n[mysql-quiesce]\nlock = none\n",
+            s.socket.display()
+        ),
+    )
+    .unwrap();
+    nix::unistd::chown(&unlocking, Some(nix::unistd::Uid::from_raw(NOBODY)), None).unwrap();
+    run(&unlocking)
+        .assert()
+        .code(78)
+        .stderr(predicate::str::contains("`lock` is not taken"));
     // Root's own file in root's directory: taken.
     let ours = s.path("ours.cnf");
     std::fs::write(&ours, &cnf_text).unwrap();

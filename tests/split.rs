@@ -417,12 +417,43 @@ fn a_dead_holder_is_recognised_by_its_free_flock_even_if_its_pid_lives_on() {
     assert!(!s.path("state/holder.sock").exists(), "stale socket left");
     s.mq().arg("unlock").assert().code(69);
 
+    // A new lock never takes the place of a death nobody has collected: that
+    // lock's post-script would get this lock's answer.
     leave_dead_holder_state_again(&s, &line);
     s.mq()
         .arg("lock")
         .assert()
-        .success()
-        .stderr(predicate::str::contains("died without releasing"));
+        .code(75)
+        .stderr(predicate::str::contains("died while holding the lock"))
+        .stderr(predicate::str::contains("Nothing was done"));
+    assert!(s.write_succeeds(1), "the refused lock locked");
+    s.mq().arg("unlock").assert().code(65);
+    lock(&s, &[]);
+    assert!(!s.write_succeeds(1));
+    s.mq().arg("unlock").assert().success();
+}
+
+#[test]
+fn an_unlock_always_answers_for_its_own_lock_never_for_a_later_one() {
+    let s = need!(TestServer::start());
+    // Workflow A: its lock expires before its post-script comes.
+    lock(&s, &["--max-lock-time=1"]);
+    wait_for(
+        Duration::from_secs(10),
+        "A's holder released at its deadline",
+        || status_json(&s)["running"] == false,
+    );
+    // Workflow B may not lock before A's outcome is collected...
+    s.mq()
+        .args(["lock", "--max-lock-time=60"])
+        .assert()
+        .code(75)
+        .stderr(predicate::str::contains(
+            "no `mysql-quiesce unlock` has collected that",
+        ));
+    // ... so A's unlock gets A's answer (124), not B's "held continuously".
+    s.mq().arg("unlock").assert().code(124);
+    lock(&s, &["--max-lock-time=60"]);
     assert!(!s.write_succeeds(1));
     s.mq().arg("unlock").assert().success();
 }
@@ -1050,4 +1081,40 @@ export PATH={tools}:$PATH
             "{tool} did not get the run id: {line}"
         );
     }
+}
+
+#[test]
+fn a_lock_whose_stdout_is_not_read_still_obeys_sigterm_and_leaves_nothing_locked() {
+    use std::os::fd::AsRawFd;
+    let s = need!(TestServer::start());
+    // A pipe that is full and never read: a hung terminal, a reader that
+    // waits for the exit first.
+    let (reader, writer) = nix::unistd::pipe().unwrap();
+    let fd = writer.as_raw_fd();
+    // SAFETY: fcntl on a pipe we own.
+    unsafe {
+        libc::fcntl(fd, libc::F_SETPIPE_SZ, 4096);
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        libc::fcntl(fd, libc::F_SETFL, flags | libc::O_NONBLOCK);
+        while libc::write(fd, [b'x'; 512].as_ptr().cast(), 512) > 0 {}
+        libc::fcntl(fd, libc::F_SETFL, flags);
+    }
+    let mut child = Command::new(BIN)
+        .args(s.args())
+        .arg("lock")
+        .stdin(Stdio::null())
+        .stdout(Stdio::from(writer))
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    wait_for(Duration::from_secs(10), "the holder locked", || {
+        status_json(&s)["phase"] == "holding"
+    });
+    kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
+    assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(143));
+    wait_for(Duration::from_secs(10), "the holder released", || {
+        status_json(&s)["running"] == false
+    });
+    assert!(s.write_succeeds(1), "still locked");
+    drop(reader);
 }

@@ -44,18 +44,36 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     let state = State::new(&cli.state_dir());
     // From here on no other `lock` can start a holder; the holder inherits it.
     let (lock_file, dead) = state.acquire()?;
+    // The outcome of an earlier lock that no `unlock` has collected yet
+    // belongs to that lock's post-script: a new lock must not take its place,
+    // or that `unlock` would be answered by this lock (and release it under
+    // its snapshot), reporting "held continuously" for a lock that was not.
     if let Some(owner) = &dead {
-        progress.warn(format!(
-            "removing the state of the holder ({owner}) that died without releasing through `unlock` (its guardian \
-             thawed its filesystems; the server dropped its lock)"
+        return Err(exit::fail(
+            exit::TEMPFAIL,
+            format!(
+                "the previous holder ({owner}) died while holding the lock (its guardian thawed its filesystems; \
+                 the server dropped its lock), and no `mysql-quiesce unlock` has reported that yet: a snapshot of \
+                 that lock must not be trusted. Run `mysql-quiesce unlock` to collect it (it exits 65), then lock \
+                 again. Nothing was done"
+            ),
         ));
-        state::clear_owner(&lock_file);
     }
-    if state.remove_socket() && dead.is_none() {
+    if let Some(v) = state.read_result()? {
+        return Err(exit::fail(
+            exit::TEMPFAIL,
+            format!(
+                "the previous holder released everything by itself at {} (exit status {}: {}), and no \
+                 `mysql-quiesce unlock` has collected that yet: its post-script has not run. Run \
+                 `mysql-quiesce unlock` to collect it (it exits with that status), then lock again. Nothing was done",
+                v["finished_at"].as_str().unwrap_or("?"),
+                v["code"],
+                v["message"].as_str().unwrap_or("?")
+            ),
+        ));
+    }
+    if state.remove_socket() {
         progress.detail("removed a leftover holder socket nobody served");
-    }
-    if state.remove_result() {
-        progress.warn("discarding the result of an earlier holder that no `unlock` collected");
     }
     let log = state.create_log()?;
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
@@ -70,7 +88,8 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     cmd.args(holder_args(argv))
         .env(HOLDER_FD, write_end.as_raw_fd().to_string())
         .env(HOLDER_LOCK_FD, lock_file.as_raw_fd().to_string())
-        .stdin(Stdio::null())
+        // Its stdin: we say "handed out" there once the variables are printed.
+        .stdin(Stdio::piped())
         .stdout(Stdio::null())
         .stderr(Stdio::from(log));
     // The password (it cannot prompt) goes through a pipe: not in its argv
@@ -179,30 +198,46 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
         return Ok(interrupted(&mut child, sig));
     }
     let env = v["env"].as_object().cloned().unwrap_or_default();
-    let mut out = std::io::stdout().lock();
-    let printed = if json {
-        writeln!(out, "{}", serde_json::Value::Object(env))
+    let text = if json {
+        format!("{}\n", serde_json::Value::Object(env))
     } else {
         // `export`: after `eval`, the shell's child processes (the snapshot
         // command, the shipped hooks) must see them too.
-        env.iter().try_for_each(|(k, val)| {
-            writeln!(out, "export {}", shell_pair(k, val.as_str().unwrap_or("")))
-        })
+        env.iter()
+            .map(|(k, val)| format!("export {}\n", shell_pair(k, val.as_str().unwrap_or(""))))
+            .collect()
+    };
+    // Never blocked by a stdout nobody reads (a hung terminal, a full pipe):
+    // a framework's SIGTERM must still stop the holder.
+    match write_stdout_interruptible(text.as_bytes()) {
+        Ok(()) => {}
+        Err(Printed::Signal(sig)) => return Ok(interrupted(&mut child, sig)),
+        Err(Printed::Failed(e)) => {
+            progress.error(format!(
+                "cannot print the variables ({e}): nobody would know the lock is held; releasing it"
+            ));
+            stop_holder(
+                &mut child,
+                "the variables could not be printed",
+                cli,
+                progress,
+            );
+            cleanup(&mut child);
+            state.remove_result();
+            return Ok(exit::SOFTWARE);
+        }
     }
-    .and_then(|()| out.flush());
-    if let Err(e) = printed {
-        progress.error(format!(
-            "cannot print the variables ({e}): nobody would know the lock is held; releasing it"
-        ));
-        stop_holder(
-            &mut child,
-            "the variables could not be printed",
-            cli,
-            progress,
-        );
-        cleanup(&mut child);
-        state.remove_result();
-        return Ok(exit::SOFTWARE);
+    // Handed out: the holder may outlive us now.
+    if let Some(mut to_holder) = child.stdin.take() {
+        if to_holder.write_all(b"handed out\n").is_err() {
+            return Err(exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the holder (pid {pid}) went away right after locking; see {} and `mysql-quiesce unlock`",
+                    state.log().display()
+                ),
+            ));
+        }
     }
     progress.info(format!(
         "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
@@ -228,6 +263,47 @@ fn holder_args(argv: &[OsString]) -> Vec<OsString> {
         }
     }
     args
+}
+
+enum Printed {
+    Signal(i32),
+    Failed(std::io::Error),
+}
+
+/// Write all of `bytes` to stdout, waiting for it to take them but waking at
+/// once for a termination signal.
+fn write_stdout_interruptible(bytes: &[u8]) -> Result<(), Printed> {
+    use nix::poll::{PollFd, PollFlags, PollTimeout};
+    let stdout = std::io::stdout();
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if let Some(sig) = signals::received() {
+            return Err(Printed::Signal(sig));
+        }
+        let mut fds = vec![PollFd::new(stdout.as_fd(), PollFlags::POLLOUT)];
+        if let Some(s) = signals::wake_fd() {
+            fds.push(PollFd::new(s, PollFlags::POLLIN));
+        }
+        match nix::poll::poll(&mut fds, PollTimeout::NONE) {
+            Ok(_) => {}
+            Err(nix::errno::Errno::EINTR) => continue,
+            Err(e) => return Err(Printed::Failed(e.into())),
+        }
+        let writable = fds[0].revents().is_some_and(|r| !r.is_empty());
+        if !writable {
+            signals::drain();
+            continue;
+        }
+        // At most a pipe buffer's worth: a pipe reported writable takes that
+        // much without blocking.
+        let chunk = &rest[..rest.len().min(4096)];
+        match nix::unistd::write(&stdout, chunk) {
+            Ok(n) => rest = &rest[n..],
+            Err(nix::errno::Errno::EINTR | nix::errno::Errno::EAGAIN) => {}
+            Err(e) => return Err(Printed::Failed(e.into())),
+        }
+    }
+    Ok(())
 }
 
 enum Report {

@@ -13,7 +13,7 @@ use crate::state::{self, State};
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
@@ -116,15 +116,12 @@ impl HolderWaiter {
 }
 
 impl Waiter for HolderWaiter {
-    fn ready(&mut self, env: &BTreeMap<String, String>) -> Result<(), String> {
+    fn ready(&mut self, env: &BTreeMap<String, String>, deadline: Instant) -> Result<(), String> {
         service::lock(&self.shared).phase = Phase::Holding {
             env: env.clone(),
             since: SystemTime::now(),
             deadline: None,
         };
-        // Before the report: once `lock` has it, it exits, and we must stay.
-        // If it died before this line, its SIGTERM has reached us already.
-        clear_parent_death_signal();
         let Some(mut pipe) = self.ready_pipe.take() else {
             return Ok(());
         };
@@ -134,7 +131,28 @@ impl Waiter for HolderWaiter {
                 "cannot report ready to the `mysql-quiesce lock` that started this holder ({e}): it is gone (killed, \
                  e.g. by a framework timeout), so nobody knows the lock is held; released everything at once"
             )
-        })
+        })?;
+        // `lock` exits as soon as it has handed the variables out, and we
+        // stay: the parent-death signal goes. Whether it handed them out is
+        // what it says on our stdin; if it dies first (killed while its
+        // stdout was blocked, say), its end closes without that: release.
+        clear_parent_death_signal();
+        let stdin = std::io::stdin();
+        let mut answer = [0u8; 16];
+        let acked = match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
+            crate::wait::Woke::Ready(_) => {
+                matches!(nix::unistd::read(stdin.as_fd(), &mut answer), Ok(n) if answer[..n].starts_with(b"handed out"))
+            }
+            _ => false,
+        };
+        if !acked {
+            return Err(
+                "the `mysql-quiesce lock` that started this holder did not hand the variables out (it was stopped \
+                 or killed first, or --max-lock-time passed), so nobody knows the lock is held; released everything"
+                    .into(),
+            );
+        }
+        Ok(())
     }
 
     fn wait(&mut self, deadline: Instant) -> WaitEnd {

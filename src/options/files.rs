@@ -46,12 +46,20 @@ impl Default for Roots {
     }
 }
 
-/// Why someone other than root could have written `path` (given its
-/// metadata): the file is not root's, or group/others can write it, or its
-/// directory lets someone else replace it. None when only root could.
-pub fn untrusted(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
+/// Why someone other than root could have chosen what was read from `file`
+/// (opened from `path`); None when only root could. Decided from the open
+/// file itself (fstat: what was read is what was checked, whatever happens
+/// to the path meanwhile) and from every directory and symbolic link on the
+/// way to it: a directory someone else may write to, or a link someone else
+/// owns, lets them put something else there. Fails closed: what cannot be
+/// checked is untrusted.
+pub fn untrusted(path: &Path, file: &std::fs::File) -> Option<String> {
     use std::os::unix::fs::MetadataExt;
     let shown = path.display();
+    let meta = match file.metadata() {
+        Ok(m) => m,
+        Err(e) => return Some(format!("{shown} cannot be examined ({e})")),
+    };
     if meta.uid() != 0 {
         return Some(format!("{shown} belongs to uid {}, not root", meta.uid()));
     }
@@ -61,23 +69,80 @@ pub fn untrusted(path: &Path, meta: &std::fs::Metadata) -> Option<String> {
             meta.mode() & 0o7777
         ));
     }
-    let real = path.canonicalize().ok()?;
-    let dir = real.parent()?;
-    let d = std::fs::metadata(dir).ok()?;
-    if d.uid() != 0 {
-        return Some(format!(
-            "its directory {} belongs to uid {}, who can replace it",
-            dir.display(),
-            d.uid()
-        ));
+    let mut dirs: Vec<PathBuf> = Vec::new();
+    // The path as given, through each symbolic link on the way.
+    let mut p = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        match std::env::current_dir() {
+            Ok(cwd) => cwd.join(path),
+            Err(e) => return Some(format!("{shown} cannot be examined ({e})")),
+        }
+    };
+    for _ in 0..40 {
+        let Some(parent) = p.parent().map(Path::to_path_buf) else {
+            break;
+        };
+        let parent = match parent.canonicalize() {
+            Ok(c) => c,
+            Err(e) => return Some(format!("{} cannot be examined ({e})", parent.display())),
+        };
+        dirs.extend(parent.ancestors().map(Path::to_path_buf));
+        let link = match std::fs::symlink_metadata(&p) {
+            Ok(m) => m,
+            Err(e) => return Some(format!("{} cannot be examined ({e})", p.display())),
+        };
+        if !link.file_type().is_symlink() {
+            break;
+        }
+        if link.uid() != 0 {
+            return Some(format!(
+                "the symbolic link {} belongs to uid {}, who chooses what it points to",
+                p.display(),
+                link.uid()
+            ));
+        }
+        match std::fs::read_link(&p) {
+            Ok(target) => p = parent.join(target),
+            Err(e) => return Some(format!("{} cannot be examined ({e})", p.display())),
+        }
     }
-    // A sticky directory (/tmp) lets nobody else replace root's file.
-    if d.mode() & 0o022 != 0 && d.mode() & 0o1000 == 0 {
-        return Some(format!(
-            "its directory {} is writable by group or others (mode {:04o}), who can replace it",
-            dir.display(),
-            d.mode() & 0o7777
-        ));
+    // The file actually opened.
+    match std::fs::read_link(format!(
+        "/proc/self/fd/{}",
+        std::os::fd::AsRawFd::as_raw_fd(file)
+    )) {
+        Ok(real) => dirs.extend(
+            real.parent()
+                .into_iter()
+                .flat_map(Path::ancestors)
+                .map(Path::to_path_buf),
+        ),
+        Err(e) => return Some(format!("{shown} cannot be examined ({e})")),
+    }
+    dirs.sort();
+    dirs.dedup();
+    for dir in &dirs {
+        let d = match std::fs::metadata(dir) {
+            Ok(d) => d,
+            Err(e) => return Some(format!("{} cannot be examined ({e})", dir.display())),
+        };
+        if d.uid() != 0 {
+            return Some(format!(
+                "the directory {} on its way belongs to uid {}, who can replace what is in it",
+                dir.display(),
+                d.uid()
+            ));
+        }
+        // A sticky directory (/tmp) lets nobody else replace root's entries.
+        if d.mode() & 0o022 != 0 && d.mode() & 0o1000 == 0 {
+            return Some(format!(
+                "the directory {} on its way is writable by group or others (mode {:04o}), who can replace \
+                 what is in it",
+                dir.display(),
+                d.mode() & 0o7777
+            ));
+        }
     }
     None
 }
@@ -162,10 +227,27 @@ fn read_file(
     warnings: &mut Vec<String>,
     read: &mut Vec<PathBuf>,
 ) -> anyhow::Result<()> {
-    let meta = match std::fs::metadata(path) {
-        Ok(m) => m,
-        Err(_) => return Ok(()), // missing (or included and gone): MySQL skips silently
+    // Opened once: what is checked is what is read, whatever happens to the
+    // path meanwhile.
+    let mut file = match std::fs::File::open(path) {
+        Ok(f) => f,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()), // MySQL skips it silently
+        Err(e) => {
+            return Err(exit::fail(
+                exit::CONFIG,
+                format!("cannot read option file {}: {e}", path.display()),
+            ))
+        }
     };
+    let meta = file.metadata().map_err(|e| {
+        exit::fail(
+            exit::CONFIG,
+            format!("cannot examine option file {}: {e}", path.display()),
+        )
+    })?;
+    if !meta.is_file() {
+        return Ok(()); // as MySQL: only regular files are option files
+    }
     if meta.permissions().mode() & 0o002 != 0 {
         warnings.push(format!(
             "World-writable config file '{}' is ignored",
@@ -173,14 +255,15 @@ fn read_file(
         ));
         return Ok(());
     }
-    let text = std::fs::read(path).map_err(|e| {
+    let mut text = Vec::new();
+    std::io::Read::read_to_end(&mut file, &mut text).map_err(|e| {
         exit::fail(
             exit::CONFIG,
             format!("cannot read option file {}: {e}", path.display()),
         )
     })?;
     let text = String::from_utf8_lossy(&text);
-    let untrusted = untrusted(path, &meta);
+    let untrusted = untrusted(path, &file);
     read.push(path.to_path_buf());
     let mut group: Option<String> = None;
     for (n, raw) in text.lines().enumerate() {
@@ -230,7 +313,9 @@ fn read_file(
         let Some(group) = &group else {
             return Err(exit::fail(
                 exit::CONFIG,
-                format!("{origin}: option `{line}` comes before any [group] header"),
+                // The line is not repeated: an !include can name a file only
+                // root may read, and its first line must not end up in a log.
+                format!("{origin}: an option comes before any [group] header"),
             ));
         };
         let line = strip_trailing_comment(line);
@@ -404,7 +489,7 @@ mod tests {
         std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
         let f = write(dir.path(), "a.cnf", "[mysql-quiesce]\npre=x\n");
         std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o644)).unwrap();
-        let check = |p: &Path| untrusted(p, &std::fs::metadata(p).unwrap());
+        let check = |p: &Path| untrusted(p, &std::fs::File::open(p).unwrap());
         if nix::unistd::geteuid().is_root() {
             assert_eq!(check(&f), None);
             std::fs::set_permissions(&f, std::fs::Permissions::from_mode(0o664)).unwrap();

@@ -33,24 +33,6 @@ const CONNECTION_KEYS: &[&str] = &[
     "ssl-key",
 ];
 
-/// Keys that run commands, or choose what is frozen or where root writes:
-/// when we run as root they are taken only from files only root can write
-/// (the pattern of CVE-2016-6662, a config file turned into code execution).
-pub const PRIVILEGED_KEYS: &[&str] = &[
-    "before",
-    "pre",
-    "snapshot",
-    "post",
-    "after",
-    "freeze",
-    "force-freeze",
-    "state-dir",
-    "lock-file",
-    "report",
-    "coordinates-file",
-    "metrics-file",
-];
-
 /// One argument derived from a file or the environment.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Derived {
@@ -154,16 +136,21 @@ pub fn entries_to_args(
                 format!("{}: unknown option `{key}` in [{}]; see `mysql-quiesce --help` for the options", e.origin, e.group),
             ));
         };
-        if as_root && PRIVILEGED_KEYS.contains(&key.as_str()) {
+        // As root, every mysql-quiesce key but the connection ones (which keep
+        // the mysql client's rule) must come from a file only root could have
+        // written: they run commands, choose what is frozen or written, or
+        // decide whether and how long the database is locked (the pattern of
+        // CVE-2016-6662: a config file turned into code execution as root).
+        if as_root && !is_client && !CONNECTION_KEYS.contains(&key.as_str()) {
             if let Some(why) = &e.untrusted {
                 return Err(exit::fail(
                     exit::CONFIG,
                     format!(
                         "{}: `{key}` is not taken from this file: mysql-quiesce runs as root, and {why}, so \
-                         someone other than root could make root run commands or write files with it. Nothing \
-                         was done. Move the line to a file only root can write (owned by root, not writable by \
-                         group or others, in a directory likewise), e.g. /etc/mysql-quiesce/*.cnf, or give it on \
-                         the command line",
+                         someone other than root could make root run commands, write files or change the lock \
+                         with it. Nothing was done. Move the line to a file only root can write (owned by root, \
+                         not writable by group or others, in directories likewise), e.g. \
+                         /etc/mysql-quiesce/*.cnf, or give it on the command line",
                         e.origin
                     ),
                 ));
@@ -419,7 +406,7 @@ mod tests {
     }
 
     #[test]
-    fn as_root_command_keys_from_a_file_others_could_write_are_refused_naming_file_and_key() {
+    fn as_root_our_keys_from_a_file_others_could_write_are_refused_naming_file_and_key() {
         let mut pre = entry("mysql-quiesce", "pre", Some("touch /x"));
         pre.untrusted = Some("f.cnf belongs to uid 65534, not root".into());
         let run = |e: &Entry, as_root: bool| {
@@ -441,15 +428,26 @@ mod tests {
         assert!(run(&pre, false).is_ok());
         pre.untrusted = None;
         assert!(run(&pre, true).is_ok());
-        // Connection keys keep the mysql client's rule.
-        let mut user = entry("client", "user", Some("u"));
-        user.untrusted = Some("x".into());
-        assert!(run(&user, true).is_ok());
-        for key in PRIVILEGED_KEYS {
-            let mut e = entry("mysql-quiesce", key, Some("/v"));
-            if *key == "force-freeze" {
-                e.value = None;
-            }
+        // Connection keys keep the mysql client's rule, in either group.
+        for group in ["client", "mysql-quiesce"] {
+            let mut user = entry(group, "user", Some("u"));
+            user.untrusted = Some("x".into());
+            assert!(run(&user, true).is_ok(), "{group}");
+        }
+        // Every other key of ours: what is run, frozen, written, locked, for how long.
+        for (key, value) in [
+            ("snapshot", Some("x")),
+            ("freeze", Some("/v")),
+            ("force-freeze", None),
+            ("report", Some("/v")),
+            ("lock", Some("none")),
+            ("dry-run", None),
+            ("max-lock-time", Some("100000")),
+            ("hook-timeout", Some("100000")),
+            ("kill-long-queries", Some("0.5")),
+            ("instance", Some("/etc/x.cnf")),
+        ] {
+            let mut e = entry("mysql-quiesce", key, value);
             e.untrusted = Some("x".into());
             assert!(run(&e, true).is_err(), "{key} taken from an untrusted file");
         }

@@ -124,8 +124,16 @@ impl LockGroup {
             if let Some(e) = fatal {
                 return Err(e);
             }
-            if n < attempts && !interruptible_sleep(cfg.retry_delay) {
-                return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
+            if n < attempts {
+                for m in &mut self.members {
+                    m.session.pause(true, cfg.retry_delay, cfg, progress);
+                }
+                if !interruptible_sleep(cfg.retry_delay) {
+                    return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
+                }
+                for m in &mut self.members {
+                    m.session.pause(false, cfg.retry_delay, cfg, progress);
+                }
             }
         }
         let what = match self.members.as_slice() {
@@ -205,17 +213,16 @@ fn interrupted(sig: i32) -> anyhow::Error {
     )
 }
 
-/// Sleep, waking early on a termination signal. Returns true when the full
-/// time passed.
+/// Sleep, waking at once on a termination signal. Returns true when the
+/// full time passed.
 fn interruptible_sleep(d: Duration) -> bool {
     let end = Instant::now() + d;
-    while Instant::now() < end {
+    loop {
         if signals::received().is_some() {
             return false;
         }
-        std::thread::sleep(
-            Duration::from_millis(20).min(end.saturating_duration_since(Instant::now())),
-        );
+        if crate::wait::until(&[], true, Some(end)) == crate::wait::Woke::Timeout {
+            return signals::received().is_none();
+        }
     }
-    signals::received().is_none()
 }

@@ -32,6 +32,9 @@ pub const IDLE_MARGIN: Duration = Duration::from_secs(1);
 /// When the watchdog session KILLs the lock session if we have not released
 /// by then (our process is stuck, say, or a proxy ignores wait_timeout).
 pub const KILL_MARGIN: Duration = Duration::from_secs(1);
+/// A lock statement that returns this much after its budget was not waiting
+/// on the server (the watchdog ends that): our process was stalled.
+const STALL_SLACK: Duration = Duration::from_secs(1);
 
 /// How the lock is taken and given back.
 #[derive(Debug, Clone)]
@@ -114,13 +117,13 @@ impl LockSession {
                 .filter(|c| !c.is_empty())
         };
         let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
-        // Until the lock is taken and `arm_deadline` tightens it: long enough
-        // for the idle pauses between attempts, short enough that a process
-        // stopped right after locking loses the lock soon after its deadline.
-        let idle = (cfg.max_lock_time + cfg.retry_delay + cfg.wait + 2 * IDLE_MARGIN)
-            .as_secs_f64()
-            .ceil() as u64;
-        let set = format!("SET SESSION lock_wait_timeout = {server_wait}, wait_timeout = {idle}");
+        // As if locked from here on: a lock the server grants while our
+        // process is stopped (mid-attempt) ends --max-lock-time + 1..2 s
+        // later. `pause` lengthens it for the idle pauses between attempts.
+        let set = format!(
+            "SET SESSION lock_wait_timeout = {server_wait}, wait_timeout = {}",
+            idle_secs(cfg.max_lock_time)
+        );
         progress.sql(&set);
         conn.query_drop(&set)
             .map_err(|e| sql_error("setting lock_wait_timeout", &e))?;
@@ -177,10 +180,30 @@ impl LockSession {
         }
     }
 
+    /// Around the pause between two lock attempts (nothing is held then):
+    /// `true` before it, long enough for the pause; `false` after it, back to
+    /// the bound of a held lock.
+    pub(crate) fn pause(
+        &mut self,
+        starting: bool,
+        delay: Duration,
+        cfg: &LockConfig,
+        progress: &Progress,
+    ) {
+        let secs = if starting {
+            idle_secs(delay + cfg.max_lock_time)
+        } else {
+            idle_secs(cfg.max_lock_time)
+        };
+        let set = format!("SET SESSION wait_timeout = {secs}");
+        progress.sql(&set);
+        // A failure here means the session is gone: the next attempt says so.
+        let _ = self.conn.query_drop(&set);
+    }
+
     /// `SET SESSION wait_timeout` to the time left plus the margin.
     fn bound_idle(&mut self, deadline: Instant, progress: &Progress) {
-        let left = deadline.saturating_duration_since(Instant::now()) + IDLE_MARGIN;
-        let secs = left.as_secs_f64().ceil().max(1.0) as u64;
+        let secs = idle_secs(deadline.saturating_duration_since(Instant::now()));
         let set = format!("SET SESSION wait_timeout = {secs}");
         progress.sql(&set);
         if let Err(e) = self.conn.query_drop(&set) {
@@ -234,7 +257,7 @@ impl LockSession {
         }
         if cfg.pre_flush {
             let stmt = "FLUSH NO_WRITE_TO_BINLOG TABLES";
-            self.bounded(stmt, cfg.wait, None, cfg.query_type, progress)?;
+            self.bounded(stmt, false, cfg.wait, None, cfg.query_type, progress)?;
         }
         let deadline = Instant::now() + cfg.wait;
         for stmt in self.strategy.lock {
@@ -245,7 +268,14 @@ impl LockSession {
                     cfg.wait.as_secs_f64()
                 )));
             }
-            self.bounded(stmt, remaining, cfg.kill_after, cfg.query_type, progress)?;
+            self.bounded(
+                stmt,
+                true,
+                remaining,
+                cfg.kill_after,
+                cfg.query_type,
+                progress,
+            )?;
         }
         Ok(())
     }
@@ -254,6 +284,7 @@ impl LockSession {
     fn bounded(
         &mut self,
         stmt: &str,
+        takes_lock: bool,
         budget: Duration,
         kill_after: Option<Duration>,
         kind: QueryType,
@@ -285,7 +316,22 @@ impl LockSession {
                 started.elapsed().as_secs_f64()
             )
         };
+        let took = started.elapsed();
         match outcome.result {
+            // It took the lock, but long after its budget: our process was
+            // stalled (stopped, starved) while the server may have held the
+            // lock for it, blocking writers far longer than promised. No
+            // retry hides that: the run fails (124) and releases.
+            Ok(()) if takes_lock && took > budget + STALL_SLACK => Err(AttemptError::Fatal(exit::fail(
+                exit::TIMEOUT,
+                format!(
+                    "`{stmt}` returned after {:.2} s, not within its {:.2} s budget: mysql-quiesce was stalled \
+                     (stopped or starved) while the server may have held the lock, so writers may have waited that \
+                     long. Released; nothing was frozen or snapshotted",
+                    took.as_secs_f64(),
+                    budget.as_secs_f64()
+                ),
+            ))),
             // The KILL raced with success: treat as a timeout and release.
             Ok(()) if outcome.killed_ours => Err(AttemptError::GaveUp(gave_up())),
             Ok(()) => Ok(()),
@@ -642,6 +688,12 @@ impl Drop for LockSession {
             }
         }
     }
+}
+
+/// The session idle timeout (whole seconds) that ends a held lock `left` from
+/// now, plus the margin.
+fn idle_secs(left: Duration) -> u64 {
+    (left + IDLE_MARGIN).as_secs_f64().ceil().max(1.0) as u64
 }
 
 /// A thread holding the watchdog session that KILLs the lock session at
