@@ -34,7 +34,7 @@ pub enum LockMode {
     Auto,
     /// FLUSH TABLES WITH READ LOCK: blocks all writes and commits; exact binary-log point.
     Ftwrl,
-    /// MariaDB >= 10.4.1: BACKUP STAGE START + BLOCK_COMMIT; does not wait for running statements; exact binary-log point.
+    /// MariaDB >= 10.4.1: BACKUP STAGE START + BLOCK_COMMIT; does not wait for running statements on transactional tables; exact binary-log point.
     BackupStage,
     /// MySQL >= 8.0: LOCK INSTANCE FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
     Instance,
@@ -447,6 +447,10 @@ pub enum Sub {
     /// Internal: the guardian process that kills hooks and thaws filesystems if the run dies or stalls.
     #[command(hide = true, name = "__guardian")]
     Guardian {
+        /// DEV:INO of each mount point's directory as the run validated it
+        /// (repeatable, in order): what the guardian opens must be that.
+        #[arg(long = "dir")]
+        dirs: Vec<String>,
         /// Mount points, in the order they will be frozen.
         mountpoints: Vec<PathBuf>,
     },

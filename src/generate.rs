@@ -151,10 +151,11 @@ The hooks in /usr/share/mysql\-quiesce/hooks/ also read their tools' own environ
 .TP
 /etc/my.cnf, /etc/mysql/my.cnf, $MARIADB_HOME/my.cnf, $MYSQL_HOME/my.cnf, ~/.my.cnf
 Option files, groups [client], [client\-server], [client\-mariadb] (connection options) and [mysql\-quiesce]
-(every long option, e.g. \fBpre = ...\fR, repeatable). Run as root, the keys that run commands or choose what
-is frozen or written (before, pre, snapshot, post, after, freeze, force\-freeze, state\-dir, lock\-file,
-report, coordinates\-file, metrics\-file) are taken only from files root alone can write (owned by root, not
-writable by group or others, in a directory likewise); from any other file they are refused with exit status 78.
+(every long option, e.g. \fBpre = ...\fR, repeatable). Run as root, every [mysql\-quiesce] key but the
+connection ones (what runs, what is frozen or written, whether and how long the database is locked) is taken only
+from files root alone can write: the file root's and not writable by group or others, every directory and
+symbolic link on the way to it root's and not writable by others (sticky directories aside). The file is opened
+once and judged by what was opened. From any other file such a key is refused with exit status 78.
 .TP
 /etc/mysql\-quiesce/mysql\-quiesce.cnf
 The packages' commented example option file: mode 0600 (it may hold a password) and a conffile
@@ -199,8 +200,11 @@ oom_score_adj \-1000, in a session of its own) is started before the first hook:
 (SIGKILL, OOM) it kills every hook still running and thaws every frozen filesystem at once, and the server drops
 the lock with the connection. The deadline holds when mysql-quiesce cannot act (stopped, stuck): the lock
 session's idle timeout is the time left plus 1 s, a second session kills it 1 s after the deadline, and the
-guardian thaws and stops the hooks; such a run never exits 0. SIGTSTP, SIGTTIN and SIGTTOU are ignored while
-locked, and progress lines never wait for a stderr nobody reads. Before the post hooks the lock session must still
+guardian thaws and stops the hooks; such a run never exits 0. SIGTSTP, SIGTTIN and SIGTTOU are ignored from the
+first lock attempt to the release, and progress lines never wait for a stderr nobody reads. A hook stuck on the
+frozen filesystem gets SIGKILL and is reaped after the thaw. Limits: a cgroup freezer stops the guardian with the
+run (the database lock still ends at the deadline, a frozen filesystem stays frozen until the cgroup is thawed),
+and what a hook moves out of its process group (setsid, a daemon) is not stopped. Before the post hooks the lock session must still
 be the same live connection; if it was lost, the run exits 65 (whatever else failed) and the report says
 "consistent": false. The root filesystem, filesystems holding the current directory, an output file or a hook's
 program are never frozen. Only one run at a time per machine (run.lock in the root-only state directory).
@@ -213,7 +217,8 @@ printing the MYSQL_QUIESCE_* variables as \fBexport KEY='value'\fR lines; \fBmys
 continuously (65: lost; 124: released at \-\-max\-lock\-time before unlock; 69: nothing to unlock).
 \fBmysql-quiesce status\fR shows the holder (exit 3 if none). A \fBlock\fR stopped by SIGTERM, SIGINT or SIGHUP
 before it printed the variables (a framework timeout) stops its holder and exits 128+N; a \fBlock\fR killed outright
-makes its holder release at once. Give \fBlock\fR retries (\-\-lock\-retries, \-\-lock\-retry\-delay,
+makes its holder release at once. \fBlock\fR refuses (exit 75) while an earlier holder's outcome (it released at \-\-max\-lock\-time, or died)
+waits for its \fBunlock\fR, so that an \fBunlock\fR always answers for its own lock. Give \fBlock\fR retries (\-\-lock\-retries, \-\-lock\-retry\-delay,
 \-\-lock\-wait\-timeout, \-\-connect\-timeout) that end before the framework's timeout. State lives in
 \-\-state\-dir, which must be ours with mode 0700; one holder at a time (an flock on holder.lock; a second
 \fBlock\fR exits 75). \fBmysql-quiesce hold\fR prints one READY line and holds until stdin reaches EOF or

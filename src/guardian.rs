@@ -127,13 +127,19 @@ pub struct Guardian {
 }
 
 impl Guardian {
-    /// Start it with `mountpoints`, the filesystems the run may freeze, in
-    /// freeze order (opened by `ensure_alive`). Returns at once.
-    pub fn start(exe: &Path, mountpoints: &[PathBuf]) -> anyhow::Result<Guardian> {
+    /// Start it with `targets`, the filesystems the run may freeze, in freeze
+    /// order (opened by `ensure_alive`, and checked to be the very
+    /// directories the run validated). Returns at once.
+    pub fn start(exe: &Path, targets: &[crate::freeze::Target]) -> anyhow::Result<Guardian> {
         let mut child = Command::new(exe)
             .arg0(PROCESS_NAME)
             .arg("__guardian")
-            .args(mountpoints)
+            .args(
+                targets
+                    .iter()
+                    .map(|t| format!("--dir={}:{}", t.dir.0, t.dir.1)),
+            )
+            .args(targets.iter().map(|t| &t.mountpoint))
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
@@ -223,6 +229,14 @@ impl Guardian {
                     }
                     return Err(gone("could not open the mount points".into()));
                 }
+                // What it opened is not what the run checked: refuse, as the
+                // freeze itself would.
+                Ok(line) if line.starts_with("unready ") => {
+                    return Err(exit::fail(
+                        exit::CONFIG,
+                        format!("{}; nothing was frozen", &line["unready ".len()..]),
+                    ))
+                }
                 Ok(line) => self.note(&line),
                 Err(_) => return Err(gone("does not answer".into())),
             }
@@ -238,8 +252,24 @@ impl Guardian {
             .tell(&format!("deadline {}", at.as_millis().max(1)));
     }
 
-    /// Whether it acted at its deadline (thawed, stopped hooks) so far.
-    pub fn acted_at_deadline(&mut self) -> bool {
+    /// Whether it acted at its deadline (thawed, stopped hooks) so far. Past
+    /// `deadline`, it is asked (a ping answered after everything it said
+    /// before), since its word may still be on its way: a stopped run's
+    /// reader thread was stopped too.
+    pub fn acted_at_deadline(&mut self, deadline: Instant) -> bool {
+        if Instant::now() >= deadline && !self.is_gone() {
+            self.link.tell("ping");
+            let end = Instant::now() + Duration::from_secs(2);
+            while let Ok(line) = self
+                .replies
+                .recv_timeout(end.saturating_duration_since(Instant::now()))
+            {
+                if line == "pong" {
+                    break;
+                }
+                self.note(&line);
+            }
+        }
         while let Ok(line) = self.replies.try_recv() {
             self.note(&line);
         }
@@ -381,7 +411,7 @@ impl Watch {
 }
 
 /// Entry point of the hidden `__guardian` subcommand. Returns the exit status.
-pub fn main(mountpoints: &[PathBuf]) -> i32 {
+pub fn main(mountpoints: &[PathBuf], dirs: &[String]) -> i32 {
     use nix::sys::signal::{signal, SigHandler};
     // `ps` and `pkill` show it by this name, not as "exe" (/proc/self/exe).
     let _ = nix::sys::prctl::set_name(c"mq-guardian");
@@ -480,12 +510,15 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
                     log(&notes);
                     return 0;
                 }
-                ("open", _, _) if w.dirs.is_empty() => match open_all(mountpoints) {
+                ("open", _, _) if w.dirs.is_empty() => match open_all(mountpoints, dirs) {
                     Ok(dirs) => {
                         w.dirs = dirs;
                         let _ = writeln!(out, "ready").and_then(|()| out.flush());
                     }
-                    Err(e) => notes.push(e),
+                    Err(e) => {
+                        let _ = writeln!(out, "unready {e}").and_then(|()| out.flush());
+                        notes.push(e);
+                    }
                 },
                 ("ping", _, _) => {
                     let _ = writeln!(out, "pong").and_then(|()| out.flush());
@@ -521,10 +554,29 @@ pub fn main(mountpoints: &[PathBuf]) -> i32 {
     }
 }
 
-fn open_all(mountpoints: &[PathBuf]) -> Result<Vec<File>, String> {
+/// Open the mount points; with `dirs` (DEV:INO each), each must still be
+/// the directory the run validated, or the guardian would watch another one.
+fn open_all(mountpoints: &[PathBuf], dirs: &[String]) -> Result<Vec<File>, String> {
+    use std::os::unix::fs::MetadataExt;
     mountpoints
         .iter()
-        .map(|m| File::open(m).map_err(|e| format!("cannot open {}: {e}", m.display())))
+        .enumerate()
+        .map(|(i, m)| {
+            let f = File::open(m).map_err(|e| format!("cannot open {}: {e}", m.display()))?;
+            if let Some(expected) = dirs.get(i) {
+                let meta = f
+                    .metadata()
+                    .map_err(|e| format!("cannot examine {}: {e}", m.display()))?;
+                if format!("{}:{}", meta.dev(), meta.ino()) != *expected {
+                    return Err(format!(
+                        "{} is no longer the filesystem that was checked before connecting (unmounted or \
+                         remounted since?)",
+                        m.display()
+                    ));
+                }
+            }
+            Ok(f)
+        })
         .collect()
 }
 

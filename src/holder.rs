@@ -64,7 +64,7 @@ pub fn inherited_password() -> anyhow::Result<Option<String>> {
 }
 
 /// How waiting for the release ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum WaitEnd {
     /// `unlock`, EOF on stdin, or SIGTERM/SIGINT in `hold`.
     Released,
@@ -72,6 +72,9 @@ pub enum WaitEnd {
     Deadline,
     /// A termination signal that is not a release request.
     Signal(i32),
+    /// Whoever holds the other end is gone (why): release, as a writer to a
+    /// closed pipe would die.
+    Gone(String),
 }
 
 /// What takes the place of the snapshot step in `lock` and `hold`.
@@ -119,6 +122,7 @@ impl StdinWaiter {
         };
         match meta.st_mode & libc::S_IFMT {
             libc::S_IFREG => return Err(refuse("is a regular file")),
+            libc::S_IFDIR => return Err(refuse("is a directory")),
             libc::S_IFCHR => {
                 let null = nix::sys::stat::stat("/dev/null").map(|n| n.st_rdev).ok();
                 if Some(meta.st_rdev) == null {
@@ -157,6 +161,12 @@ impl Waiter for StdinWaiter {
 
     fn wait(&mut self, deadline: Instant) -> WaitEnd {
         let stdin = std::io::stdin();
+        // A coprocess that exits closes our stdout too: a pipe's write end
+        // reports that (POLLERR) without anything being written. Watched,
+        // so the lock does not wait for --max-lock-time when it has gone.
+        let stdout = std::io::stdout();
+        let watch_stdout = nix::sys::stat::fstat(stdout.as_fd())
+            .is_ok_and(|m| m.st_mode & libc::S_IFMT == libc::S_IFIFO);
         loop {
             if let Some(sig) = signals::take() {
                 return if sig == libc::SIGTERM || sig == libc::SIGINT {
@@ -165,9 +175,21 @@ impl Waiter for StdinWaiter {
                     WaitEnd::Signal(sig)
                 };
             }
-            match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
+            let fds = if watch_stdout {
+                vec![stdin.as_fd(), stdout.as_fd()]
+            } else {
+                vec![stdin.as_fd()]
+            };
+            match crate::wait::until(&fds, true, Some(deadline)) {
                 crate::wait::Woke::Timeout => return WaitEnd::Deadline,
                 crate::wait::Woke::Signal => continue,
+                crate::wait::Woke::Ready(1) => {
+                    return WaitEnd::Gone(
+                        "whoever read our stdout is gone (its end of the pipe closed): nobody will release the \
+                         lock through our stdin; released everything"
+                            .into(),
+                    )
+                }
                 crate::wait::Woke::Ready(_) => {}
             }
             let mut chunk = [0u8; 512];

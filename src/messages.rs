@@ -98,3 +98,19 @@ impl Progress {
         self.line(format_args!("error: {msg}"));
     }
 }
+
+/// Text for stdout (status, --dry-run, --print-defaults). A reader that has
+/// gone away (`| head`) is not an error worth a panic.
+pub fn stdout(text: &str) {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    let _ = out.write_all(text.as_bytes()).and_then(|()| out.flush());
+}
+
+/// `println!` to stdout through `stdout`.
+#[macro_export]
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        $crate::messages::stdout(&format!("{}\n", format_args!($($arg)*)))
+    };
+}

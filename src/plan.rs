@@ -346,7 +346,7 @@ pub fn describe(cli: &Cli, p: &Prepared) -> String {
 /// --check: connect and verify privileges, hook programs and freeze targets;
 /// lock and freeze nothing. Exit status is what a run would fail with.
 pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
-    print!("{}", describe(cli, p));
+    crate::messages::stdout(&describe(cli, p));
     let mut code = exit::OK;
     let mut problem = |c: u8, msg: String| {
         progress.error(msg);

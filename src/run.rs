@@ -20,7 +20,7 @@ use crate::signals;
 use clap::Parser;
 use std::collections::BTreeMap;
 use std::ffi::OsString;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant, SystemTime};
 
 /// Process entry: load options, dispatch, return the exit status.
@@ -32,15 +32,15 @@ pub fn main_entry() -> u8 {
     if argv.get(1).is_some_and(|a| a == "__guardian") {
         return match Cli::try_parse_from(&argv) {
             Ok(Cli {
-                subcommand: Some(Sub::Guardian { mountpoints }),
+                subcommand: Some(Sub::Guardian { dirs, mountpoints }),
                 ..
-            }) => crate::guardian::main(&mountpoints).clamp(0, 255) as u8,
+            }) => crate::guardian::main(&mountpoints, &dirs).clamp(0, 255) as u8,
             _ => exit::USAGE,
         };
     }
     let loaded = match options::load(argv) {
         Ok(loaded) => loaded,
-        Err(e) => return load_error(e),
+        Err(e) => return load_error(e, &original_argv),
     };
     let mut cli = loaded.cli;
     if std::env::var_os(holder::HOLDER_FD).is_some() {
@@ -71,7 +71,7 @@ pub fn main_entry() -> u8 {
         _ => {}
     }
     if cli.print_defaults {
-        println!("{}", loaded.defaults_args.join("\n"));
+        crate::outln!("{}", loaded.defaults_args.join("\n"));
         return exit::OK;
     }
     if let Err(e) = signals::install() {
@@ -86,7 +86,7 @@ pub fn main_entry() -> u8 {
         }
     };
     if cli.dry_run {
-        print!("{}", plan::describe(&cli, &prepared));
+        crate::messages::stdout(&plan::describe(&cli, &prepared));
         return exit::OK;
     }
     if cli.check {
@@ -118,18 +118,42 @@ pub fn main_entry() -> u8 {
     }
 }
 
-fn load_error(e: anyhow::Error) -> u8 {
+fn load_error(e: anyhow::Error, argv: &[OsString]) -> u8 {
     if let Some(clap_err) = e.downcast_ref::<clap::Error>() {
-        let _ = clap_err.print();
-        return match clap_err.kind() {
-            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion => {
-                exit::OK
-            }
-            _ => exit::USAGE,
-        };
+        if matches!(
+            clap_err.kind(),
+            clap::error::ErrorKind::DisplayHelp | clap::error::ErrorKind::DisplayVersion
+        ) {
+            let _ = clap_err.print();
+            return exit::OK;
+        }
+        // `-p SECRET` (a space: SECRET is not the password but a stray
+        // argument, as in the mysql client) must not print SECRET.
+        eprint!(
+            "{}",
+            mask_stray_password(&clap_err.render().to_string(), argv)
+        );
+        return exit::USAGE;
     }
     eprintln!("mysql-quiesce: error: {e:#}");
     exit::code_of(&e)
+}
+
+/// `text` with the argument that follows a bare `-p`/`--password` replaced by
+/// `*****`: typed with a space, a password would otherwise be repeated in
+/// the usage error.
+fn mask_stray_password(text: &str, argv: &[OsString]) -> String {
+    let mut out = text.to_string();
+    for pair in argv.windows(2) {
+        let (flag, next) = (pair[0].to_string_lossy(), pair[1].to_string_lossy());
+        if (flag == "-p" || flag == "--password") && !next.starts_with('-') && !next.is_empty() {
+            out = out.replace(next.as_ref(), "*****");
+        }
+        if flag == "--" {
+            break;
+        }
+    }
+    out
 }
 
 /// Unique id of this run, given to hooks and written to the report.
@@ -172,6 +196,8 @@ struct Run<'a> {
     left_frozen: bool,
     /// The guardian was found gone, and that was said.
     guardian_gone_said: bool,
+    /// The end of the locked section, once locked.
+    deadline: Option<Instant>,
     /// Hooks stopped at the deadline whose grace runs in the background
     /// (each hangs up its channel when done).
     stopping: Vec<std::sync::mpsc::Receiver<()>>,
@@ -220,6 +246,7 @@ impl<'a> Run<'a> {
             guardian: None,
             left_frozen: false,
             guardian_gone_said: false,
+            deadline: None,
             stopping: Vec::new(),
         }
     }
@@ -286,13 +313,7 @@ impl<'a> Run<'a> {
         // Before any hook: hooks must not outlive us, whatever kills us.
         // Not current_exe(): a package upgrade may have replaced the file
         // since we started; /proc/self/exe is the binary we are running.
-        let mountpoints: Vec<PathBuf> = self
-            .prepared
-            .freeze
-            .iter()
-            .map(|t| t.mountpoint.clone())
-            .collect();
-        match Guardian::start(Path::new("/proc/self/exe"), &mountpoints) {
+        match Guardian::start(Path::new("/proc/self/exe"), &self.prepared.freeze) {
             Ok(g) => self.guardian = Some(g),
             Err(e) => {
                 self.fail_with(e);
@@ -450,6 +471,7 @@ impl<'a> Run<'a> {
         let cli = self.cli;
         let locked_at = Instant::now();
         let deadline = locked_at + self.prepared.max_lock_time;
+        self.deadline = Some(deadline);
         if let Some(g) = &self.guardian {
             g.set_deadline(self.prepared.max_lock_time);
         }
@@ -736,6 +758,7 @@ impl<'a> Run<'a> {
                     ),
                 ),
                 WaitEnd::Signal(sig) => self.fail(exit::signal(sig), format!("received signal {sig}; releasing everything")),
+                WaitEnd::Gone(why) => self.fail(exit::signal(libc::SIGPIPE), why),
             }
         }
         self.waiter = Some(waiter);
@@ -781,10 +804,11 @@ impl<'a> Run<'a> {
             self.progress
                 .info(format!("thawed {names} in {}", human(t0.elapsed())));
         }
+        let deadline = self.deadline.unwrap_or_else(Instant::now);
         if self
             .guardian
             .as_mut()
-            .is_some_and(Guardian::acted_at_deadline)
+            .is_some_and(|g| g.acted_at_deadline(deadline))
         {
             // We were stalled past the deadline (stopped, starved): the
             // snapshot may have gone on after the filesystems were thawed.

@@ -97,7 +97,7 @@ pub fn count() -> usize {
 }
 
 /// Ignore (true) or restore the default action of (false) the job-control
-/// stop signals. Hooks start with the default action (`reset_in_child`).
+/// stop signals. Hooks get their own dispositions (`reset_in_child`).
 pub fn ignore_job_control(ignore: bool) {
     let action = if ignore { libc::SIG_IGN } else { libc::SIG_DFL };
     for sig in JOB_CONTROL {
@@ -108,15 +108,19 @@ pub fn ignore_job_control(ignore: bool) {
     }
 }
 
-/// In a forked child before exec: the default action for the job-control
-/// signals, which an ignored disposition would otherwise pass on through exec.
+/// In a forked hook before exec. A hook runs in a process group of its own,
+/// never the terminal's foreground group: a hook touching the terminal
+/// (output with `stty tostop`, `stty`, a password prompt on /dev/tty) would
+/// be stopped by SIGTTOU/SIGTTIN and hold the lock until its timeout. Ignored,
+/// those writes go through and such reads fail (EIO) instead. SIGTSTP gets
+/// its default action back (Ctrl-Z reaches only the foreground group).
 /// Async-signal-safe.
 pub fn reset_in_child() {
-    for sig in JOB_CONTROL {
-        // SAFETY: signal(2) is async-signal-safe.
-        unsafe {
-            libc::signal(sig, libc::SIG_DFL);
-        }
+    // SAFETY: signal(2) is async-signal-safe.
+    unsafe {
+        libc::signal(libc::SIGTSTP, libc::SIG_DFL);
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
     }
 }
 

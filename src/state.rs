@@ -176,7 +176,9 @@ impl State {
             return Err(exit::fail(
                 exit::NOPERM,
                 format!(
-                    "the state directory {dir} belongs to uid {}, not to us (uid {euid}): run as the user that runs `mysql-quiesce lock` (root), or choose another --state-dir",
+                    "the state directory {dir} belongs to uid {}, not to us (uid {euid}): someone else created it (in a \
+                     shared directory such as /tmp, possibly to stop our runs). Run as the user it belongs to, or \
+                     give a directory of our own with --state-dir (or set XDG_RUNTIME_DIR)",
                     meta.uid()
                 ),
             ));

@@ -744,3 +744,65 @@ fn coordinates_are_marked_exact_only_when_commits_were_blocked() {
     }
     assert!(env("none").contains("MYSQL_QUIESCE_COORDINATES_EXACT=0\n"));
 }
+
+#[test]
+fn a_password_typed_after_a_bare_p_is_not_repeated_in_the_usage_error() {
+    let out = common::mysql_quiesce()
+        .args(["--no-defaults", "-p", "Hunter2-secret", "--", "true"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unexpected argument"), "{err}");
+    assert!(
+        !err.contains("Hunter2-secret"),
+        "the password was printed: {err}"
+    );
+}
+
+#[test]
+fn status_to_a_reader_that_went_away_does_not_panic() {
+    let s = server!();
+    let mut child = Command::new(BIN)
+        .args(s.args())
+        .arg("status")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(3));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("panicked"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+#[test]
+fn a_hook_writing_to_a_terminal_with_tostop_is_not_stopped() {
+    let s = server!();
+    // On a terminal (a pty from script(1)) with `stty tostop`, a background
+    // process group writing to it gets SIGTTOU: hooks run in groups of their
+    // own, so they must not stop (the lock would be held until --hook-timeout).
+    let inner = format!(
+        "stty tostop; {} {} --hook-timeout=5 --snapshot 'echo from-hook'",
+        BIN,
+        s.args().join(" ")
+    );
+    let t = Instant::now();
+    let out = Command::new("script")
+        .args(["-qec", &inner, "/dev/null"])
+        .stdin(Stdio::null())
+        .output()
+        .expect("script(1) from util-linux");
+    let shown = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{shown}");
+    assert!(shown.contains("from-hook"), "{shown}");
+    assert!(
+        t.elapsed() < Duration::from_secs(4),
+        "the hook was stopped: {:?}",
+        t.elapsed()
+    );
+}

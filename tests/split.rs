@@ -1118,3 +1118,40 @@ fn a_lock_whose_stdout_is_not_read_still_obeys_sigterm_and_leaves_nothing_locked
     assert!(s.write_succeeds(1), "still locked");
     drop(reader);
 }
+
+#[test]
+fn hold_whose_reader_goes_away_while_holding_releases_at_once_and_exits_141() {
+    let s = need!(TestServer::start());
+    let mut child = hold_command(&s, &["--max-lock-time=60"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut stdout = BufReader::new(child.stdout.take().unwrap());
+    let mut line = String::new();
+    stdout.read_line(&mut line).unwrap();
+    assert!(line.starts_with("READY "), "{line}");
+    assert!(!s.write_succeeds(1), "not locked after READY");
+    // The coprocess exits: its end of our stdout closes (our stdin stays open).
+    let gone = Instant::now();
+    drop(stdout);
+    assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(141));
+    assert!(
+        gone.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        gone.elapsed()
+    );
+    assert!(s.write_succeeds(1));
+}
+
+#[test]
+fn hold_refuses_a_directory_as_stdin() {
+    let s = need!(TestServer::start());
+    let out = hold_command(&s, &[])
+        .stdin(std::fs::File::open("/tmp").unwrap())
+        .stderr(Stdio::piped())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}

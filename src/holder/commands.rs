@@ -587,7 +587,7 @@ fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         Probe::Busy { owner } => return running(&state, owner, json),
     };
     if json {
-        println!(
+        crate::outln!(
             "{}",
             serde_json::json!({
                 "running": false,
@@ -605,7 +605,7 @@ fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
         if waiting {
             line += "; a result waits for `unlock`";
         }
-        println!("{line}");
+        crate::outln!("{line}");
     }
     Ok(NOT_RUNNING)
 }
@@ -638,27 +638,29 @@ fn running(state: &State, owner: Option<Owner>, json: bool) -> anyhow::Result<u8
         }),
     };
     if json {
-        println!("{v}");
+        crate::outln!("{v}");
         return Ok(exit::OK);
     }
     let phase = v["phase"].as_str().unwrap_or("?");
-    println!("holder: running, pid {}, {phase}", v["pid"]);
+    crate::outln!("holder: running, pid {}, {phase}", v["pid"]);
     match phase {
         "holding" | "releasing" => {
-            println!(
+            crate::outln!(
                 "lock: {}, held {:.1} s since {}",
                 v["lock"].as_str().unwrap_or("?"),
                 v["held_seconds"].as_f64().unwrap_or(0.0),
                 v["since"].as_str().unwrap_or("?")
             );
             if let Some(why) = v["why"].as_str() {
-                println!("releasing: {why}");
+                crate::outln!("releasing: {why}");
             }
             if let Some(left) = v["seconds_left"].as_f64() {
-                println!("released by itself in {left:.1} s (--max-lock-time) unless unlocked");
+                crate::outln!(
+                    "released by itself in {left:.1} s (--max-lock-time) unless unlocked"
+                );
             }
             let frozen = v["frozen"].as_str().unwrap_or("");
-            println!(
+            crate::outln!(
                 "frozen: {}",
                 if frozen.is_empty() { "nothing" } else { frozen }
             );
@@ -668,13 +670,15 @@ fn running(state: &State, owner: Option<Owner>, json: bool) -> anyhow::Result<u8
                 "MYSQL_QUIESCE_BINLOG_POS",
                 "MYSQL_QUIESCE_GTID",
             ] {
-                println!("{}", shell_pair(k, v["env"][k].as_str().unwrap_or("")));
+                crate::outln!("{}", shell_pair(k, v["env"][k].as_str().unwrap_or("")));
             }
         }
         "locking" => {
-            println!("taking the lock (the `mysql-quiesce lock` that started it has not returned)")
+            crate::outln!(
+                "taking the lock (the `mysql-quiesce lock` that started it has not returned)"
+            )
         }
-        "finished" => println!(
+        "finished" => crate::outln!(
             "finished with exit status {}; exiting (`unlock` collects the result)",
             v["outcome"]["code"]
         ),
