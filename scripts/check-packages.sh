@@ -6,7 +6,11 @@
 # - the .deb installs with dpkg; the installed binary, man page, completions and hooks work; the
 #   service reads /etc/mysql-quiesce/*.cnf; the timer is not enabled; an edited option file
 #   survives a reinstall; lintian reports no error or warning (its exit status, not a grep);
-# - the .rpm passes its digest check and installs into a scratch root with rpm.
+# - the installed service runs once for real against a throwaway MariaDB (systemctl where systemd
+#   runs, else its own ExecStart line with its StateDirectory), runs the configured snapshot hook
+#   and writes its report;
+# - the .rpm passes its digest check, installs into a scratch root with rpm, and an upgrade to a
+#   newer release keeps an edited option file.
 # The machine is left as found: the .deb is purged and the scratch root removed on exit.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -75,8 +79,12 @@ same_files ".deb contents (dpkg-deb)" "$deb_expected" \
 # ---------------------------------------------------------------- install the .deb
 dropin=/etc/mysql-quiesce/zz-check-packages.cnf
 scratch=$(mktemp -d)
+# Outside /tmp: the service runs with PrivateTmp=yes.
+db=/var/lib/mysql-quiesce-check-db
 cleanup() {
     rm -f "$dropin"
+    bash scripts/throwaway-mariadb.sh stop "$db" >/dev/null 2>&1 || true
+    rm -rf "$db"
     dpkg -P mysql-quiesce >/dev/null 2>&1 || true
     rm -rf "$scratch"
 }
@@ -131,6 +139,36 @@ if command -v systemctl >/dev/null; then
     [[ $state == disabled ]] || fail "mysql-quiesce.timer is '$state' after install, expected disabled"
 fi
 
+# The service, run once for real: it locks a throwaway MariaDB, runs the snapshot hook the
+# drop-in configures, and writes its report where the unit says.
+bash scripts/throwaway-mariadb.sh start "$db" >/dev/null || fail "cannot start a throwaway MariaDB in $db"
+report=/var/lib/mysql-quiesce/last-report.json
+marker=/var/lib/mysql-quiesce/check-packages-snapshot-ran
+rm -f "$report" "$marker"
+printf '[client]\nsocket = %s/sock\nuser = root\n[mysql-quiesce]\nsnapshot = touch %s\n' "$db" "$marker" >"$dropin"
+chmod 600 "$dropin"
+if [[ -d /run/systemd/system ]]; then
+    systemctl daemon-reload
+    systemctl start mysql-quiesce.service ||
+        fail "systemctl start mysql-quiesce.service failed: $(journalctl -u mysql-quiesce.service -n 30 --no-pager)"
+    how="systemctl start"
+else
+    # No systemd here: what the unit does, by hand (StateDirectory= is created by systemd).
+    mkdir -p /var/lib/mysql-quiesce
+    # shellcheck disable=SC2086 # ExecStart is a word list
+    $exec_start 2>"$scratch/service.err" || fail "the service's ExecStart failed: $(cat "$scratch/service.err")"
+    how="its ExecStart line (no systemd on this machine)"
+fi
+[[ -f $marker ]] || fail "the service ($how) did not run the configured snapshot hook"
+python3 - "$report" <<'EOF' || fail "the service's report $report is missing or not a success"
+import json, sys
+r = json.load(open(sys.argv[1]))
+assert r["exit_code"] == 0 and r["consistent"] is True and r["hooks"][0]["command"].startswith("touch "), r
+EOF
+rm -f "$dropin" "$marker" "$report"
+bash scripts/throwaway-mariadb.sh stop "$db" >/dev/null
+echo "service: ran once via $how, report written"
+
 # Upgrades keep an edited option file.
 echo "# local edit" >>"$cnf"
 dpkg -i "$deb" >/dev/null || fail "reinstalling $deb"
@@ -164,5 +202,11 @@ rpm --root "$scratch/root" -i --nodeps --noscripts "$rpm_file" 2>/dev/null || fa
 rpm --root "$scratch/root" -V --nodeps mysql-quiesce || fail "rpm -V: installed files differ from the package"
 got=$("$scratch/root/usr/bin/mysql-quiesce" --version) || fail "the binary from the rpm does not run"
 [[ $got == "mysql-quiesce $version" ]] || fail "rpm: --version says '$got'"
+# An upgrade to a newer release keeps an edited option file (%config(noreplace)).
+echo "# local edit" >>"$scratch/root$cnf"
+rpm2=$(cargo generate-rpm --set-metadata 'release = "2"' -o "$scratch/upgrade.rpm" >&2 && echo "$scratch/upgrade.rpm")
+rpm --root "$scratch/root" -U --nodeps --noscripts "$rpm2" 2>/dev/null || fail "rpm -U to release 2"
+[[ $(rpm --root "$scratch/root" -q --qf '%{RELEASE}' mysql-quiesce) == 2 ]] || fail "rpm -U did not upgrade"
+grep -qx '# local edit' "$scratch/root$cnf" || fail "rpm -U replaced the edited $cnf"
 echo "rpm: ok"
 echo "check-packages: PASS"

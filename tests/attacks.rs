@@ -506,6 +506,21 @@ fn a_local_user_can_neither_block_runs_nor_make_root_write_through_a_symlink() {
     assert!(!out.status.success(), "nobody could open the run lock");
     let _ = blocker.kill();
     let _ = blocker.wait();
+    // With neither --state-dir nor --lock-file: root's state directory.
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            &format!("--socket={}", s.socket.display()),
+            "--user=root",
+            "--",
+            "true",
+        ])
+        .assert()
+        .success();
+    let dir = std::fs::symlink_metadata("/run/mysql-quiesce").unwrap();
+    assert!(dir.is_dir() && dir.permissions().mode() & 0o7777 == 0o700);
+    let default_lock = std::fs::symlink_metadata("/run/mysql-quiesce/run.lock").unwrap();
+    assert_eq!(default_lock.permissions().mode() & 0o777, 0o600);
 
     // An explicit --lock-file where another user can write: a symlink planted
     // there is never followed, a file of someone else's never used. In a
