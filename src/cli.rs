@@ -27,22 +27,7 @@ Exit status: 0 ok; a failing hook's or COMMAND's own status; 64 usage; 65 consis
 70 internal error; 75 lock not acquired (safe to retry) or another run holds the run lock; 77 access denied;
 78 configuration error; 124 timeout; 126/127 COMMAND not executable/not found; 128+N killed by signal N.";
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum LockMode {
-    /// The least disruptive consistent lock the server offers: backup-stage on MariaDB >= 10.4.1, else ftwrl.
-    Auto,
-    /// FLUSH TABLES WITH READ LOCK: blocks all writes and commits; exact binary-log point.
-    Ftwrl,
-    /// MariaDB >= 10.4.1: BACKUP STAGE START + BLOCK_COMMIT; does not wait for running statements on transactional tables; exact binary-log point.
-    BackupStage,
-    /// MySQL >= 8.0: LOCK INSTANCE FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
-    Instance,
-    /// Percona Server: LOCK TABLES FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
-    TablesForBackup,
-    /// Take no database lock (filesystem freeze and hooks only); no connection is made.
-    None,
-}
+pub use crate::server::strategy::LockMode;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -186,14 +171,6 @@ pub struct Cli {
     /// Client private key (PEM).
     #[arg(global = true, long, value_name = "FILE", help_heading = "Connection")]
     pub ssl_key: Option<PathBuf>,
-
-    /// Where --port came from, for messages (set by `options`, not a flag).
-    #[arg(skip)]
-    pub port_origin: Option<String>,
-
-    /// --socket was typed on the command line (set by `options`, not a flag).
-    #[arg(skip)]
-    pub socket_on_command_line: bool,
 
     // ---------------------------------------------------------------- option files
     /// Read no option files.
@@ -465,6 +442,26 @@ pub enum Generated {
 }
 
 impl Cli {
+    /// The connection options as plain values (their origins are added by
+    /// `options`, which knows them).
+    pub fn connection_args(&self) -> crate::server::connect::ConnectionArgs {
+        crate::server::connect::ConnectionArgs {
+            host: self.host.clone(),
+            port: self.port,
+            port_origin: None,
+            socket: self.socket.clone(),
+            socket_on_command_line: false,
+            user: self.user.clone(),
+            password: self.password.clone(),
+            protocol: self.protocol,
+            connect_timeout: self.connect_timeout,
+            ssl_mode: self.ssl_mode,
+            ssl_ca: self.ssl_ca.clone(),
+            ssl_cert: self.ssl_cert.clone(),
+            ssl_key: self.ssl_key.clone(),
+        }
+    }
+
     /// --state-dir, or the default for the user we run as.
     pub fn state_dir(&self) -> PathBuf {
         self.state_dir

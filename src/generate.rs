@@ -4,49 +4,6 @@
 use crate::cli::{command, Generated};
 use std::io::Write;
 
-/// The procedure, appended to clap's DESCRIPTION (the README's step table).
-const PROCEDURE: &str = r#".PP
-The sequence of a run, and what a failure at each step does (the first failure decides the exit status; everything
-acquired is still released, in order):
-.TP
-1. before hooks
-\-\-before CMD, nothing held yet. A failure stops the run; nothing to release.
-.TP
-2. connect
-A lock session and a watchdog session (exit 69 / 77).
-.TP
-3. lock
-Bounded attempts (\-\-lock\-wait\-timeout each), retried (\-\-lock\-retries); exit 75 with nothing locked.
-.TP
-4. coordinates
-Binary\-log file/position and GTID, read under the lock; \-\-coordinates\-file written atomically.
-.TP
-5. pre hooks
-\-\-pre CMD. A failure skips the remaining pre and snapshot steps.
-.TP
-6. freeze
-\-\-freeze MOUNTPOINT with FIFREEZE, in order; on failure, what was frozen is thawed.
-.TP
-7. snapshot
-\-\-snapshot CMD hooks, then COMMAND (argv, no shell). Their stdout is mysql\-quiesce's stdout.
-.TP
-8. thaw
-FITHAW, in reverse order. Always.
-.TP
-9. post hooks
-\-\-post CMD, still locked until \-\-max\-lock\-time: a post hook still running then is cut (exit 124), the lock
-is released at once, and the remaining post hooks run unlocked. Always run once locked.
-.TP
-10. verify and unlock
-Before the post hooks, the lock session must be the same live connection, else exit 65: the snapshot is not
-consistent. Unlock after the post hooks (or at the deadline).
-.TP
-11. after hooks
-\-\-after CMD. Always run once connecting was attempted.
-.PP
-Progress goes to stderr; \-\-report and \-\-metrics\-file are written last, after thaw and unlock.
-"#;
-
 /// Sections clap does not know about, in roff.
 const EXTRA_MAN: &str = r#".SH "LOCK MODES"
 .TP
@@ -260,6 +217,21 @@ fn state_files() -> String {
     out
 }
 
+/// Roff for a line of the project's tables, where `code` spans are bold.
+pub fn roff_text(text: &str) -> String {
+    text.split('`')
+        .enumerate()
+        .map(|(i, part)| {
+            let part = roff(part).replace("**", "");
+            if i % 2 == 1 {
+                format!("\\fB{part}\\fR")
+            } else {
+                part
+            }
+        })
+        .collect()
+}
+
 /// Roff-escape text for a man page line.
 fn roff(text: &str) -> String {
     let escaped = text.replace('\\', "\\e").replace('-', "\\-");
@@ -352,7 +324,7 @@ pub fn man_page() -> Vec<u8> {
     man.render_synopsis_section(&mut out).expect("render man");
     man.render_description_section(&mut out)
         .expect("render man");
-    out.extend_from_slice(PROCEDURE.as_bytes());
+    out.extend_from_slice(crate::procedure::roff_list().as_bytes());
     man.render_options_section(&mut out).expect("render man");
     out.extend_from_slice(subcommands_section(&command()).as_bytes());
     out.extend_from_slice(

@@ -132,9 +132,10 @@ pub struct FreezeRecord {
     pub thaw_error: Option<String>,
 }
 
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Serialize)]
 pub struct LockRecord {
-    pub mode: String,
+    /// As asked for, then as resolved on the (first) server.
+    pub mode: crate::cli::LockMode,
     pub statement: Option<String>,
     pub connection_id: Option<u32>,
     /// Time the successful lock statement took (writers blocked while it waited).
@@ -156,8 +157,16 @@ pub struct InstanceRecord {
     pub connection_id: u32,
     /// The lock session's TLS cipher; null when not encrypted.
     pub tls: Option<String>,
-    pub lock: String,
+    pub lock: crate::cli::LockMode,
     pub coordinates: Option<crate::server::Coordinates>,
+}
+
+/// How a run ended, in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Outcome {
+    Ok,
+    Failed,
 }
 
 /// The JSON report (--report).
@@ -168,8 +177,7 @@ pub struct Report {
     pub run_id: String,
     pub started_at: String,
     pub finished_at: Option<String>,
-    /// "ok" or "failed".
-    pub outcome: String,
+    pub outcome: Outcome,
     pub exit_code: u8,
     /// False whenever the snapshot cannot be trusted to be consistent.
     pub consistent: bool,
@@ -188,19 +196,26 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(run_id: String) -> Report {
+    pub fn new(run_id: String, mode: crate::cli::LockMode) -> Report {
         Report {
             tool: "mysql-quiesce",
             tool_version: env!("CARGO_PKG_VERSION"),
             run_id,
             started_at: rfc3339(SystemTime::now()),
             finished_at: None,
-            outcome: "failed".into(),
+            outcome: Outcome::Failed,
             exit_code: 0,
             consistent: false,
             error: None,
             server: None,
-            lock: LockRecord::default(),
+            lock: LockRecord {
+                mode,
+                statement: None,
+                connection_id: None,
+                acquired_in_ms: None,
+                held_ms: None,
+                verified: None,
+            },
             coordinates: None,
             instances: Vec::new(),
             frozen: Vec::new(),
@@ -360,11 +375,11 @@ mod tests {
     fn last_success_time_is_carried_over_by_failed_runs_only() {
         let t1 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let t2 = t1 + Duration::from_secs(86_400);
-        let mut ok = Report::new("a".into());
+        let mut ok = Report::new("a".into(), crate::cli::LockMode::Auto);
         ok.exit_code = 0;
         let first = ok.prometheus(t1, None);
         assert_eq!(gauge(&first, "last_success_timestamp_seconds"), 1.8e9);
-        let mut failed = Report::new("b".into());
+        let mut failed = Report::new("b".into(), crate::cli::LockMode::Auto);
         failed.exit_code = 75;
         let second = failed.prometheus(t2, Some(&first));
         assert_eq!(gauge(&second, "last_success_timestamp_seconds"), 1.8e9);

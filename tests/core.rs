@@ -550,7 +550,7 @@ fn dry_run_prints_the_plan_without_connecting() {
         .success()
         .stdout(
             predicate::str::contains("FLUSH TABLES WITH READ LOCK")
-                .and(predicate::str::contains("pre hook: echo hi"))
+                .and(predicate::str::contains("pre: echo hi"))
                 .and(predicate::str::contains("UNLOCK TABLES")),
         );
 }

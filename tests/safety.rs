@@ -1084,7 +1084,7 @@ fn dry_run_and_check_never_freeze() {
         .assert()
         .success()
         .stdout(predicate::str::contains(format!(
-            "freeze {}",
+            "freeze: {}",
             fs.mountpoint().display()
         )));
     s.mq()
@@ -1137,7 +1137,7 @@ fn dry_run_needs_no_root_and_check_says_what_root_is_needed_for() {
         String::from_utf8_lossy(&dry.stderr)
     );
     assert!(
-        stdout.contains(&format!("freeze {}", fs.mountpoint().display())),
+        stdout.contains(&format!("freeze: {}", fs.mountpoint().display())),
         "{stdout}"
     );
     let check = nobody("--check");

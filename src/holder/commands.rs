@@ -3,9 +3,9 @@
 //! with a message that says what is still held and what to do.
 
 use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD, HOLDER_PASSWORD_FD};
-use crate::cli::Cli;
 use crate::exit;
 use crate::messages::Progress;
+use crate::plan::Plan;
 use crate::signals;
 use crate::state::{self, Owner, Probe, State};
 use std::ffi::OsString;
@@ -14,6 +14,7 @@ use std::io::{BufRead, BufReader, Write};
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -36,12 +37,12 @@ fn run(progress: &Progress, result: anyhow::Result<u8>) -> u8 {
 /// `lock`: start the holder and return once it holds the lock (exit 0, the
 /// variables on stdout) or has failed (its exit status; nothing left behind).
 /// A termination signal stops the holder too and exits 128+N.
-pub fn lock_command(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> u8 {
-    run(progress, lock(cli, argv, json, progress))
+pub fn lock_command(plan: &Plan, argv: &[OsString], json: bool) -> u8 {
+    run(&plan.progress, lock(plan, argv, json, &plan.progress))
 }
 
-fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir());
+fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyhow::Result<u8> {
+    let state = State::new(&plan.state_dir);
     // From here on no other `lock` can start a holder; the holder inherits it.
     let (lock_file, dead) = state.acquire()?;
     // The outcome of an earlier lock that no `unlock` has collected yet
@@ -95,7 +96,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     // The password (it cannot prompt) goes through a pipe: not in its argv
     // (`ps`), not in its environment (hooks would inherit it), and with the
     // command line's precedence whatever the option files say.
-    let password_pipe = match &cli.password {
+    let password_pipe = match &plan.password {
         Some(pw) => {
             let (r, w) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
                 .map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot create a pipe: {e}")))?;
@@ -144,7 +145,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     };
     // A termination signal before the variables are out: nobody will unlock.
     let interrupted = |child: &mut Child, sig: i32| {
-        stop_holder(child, &format!("received signal {sig}"), cli, progress);
+        stop_holder(child, &format!("received signal {sig}"), plan, progress);
         cleanup(child);
         state.remove_result();
         progress.error(format!(
@@ -171,7 +172,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
     if !v.is_object() {
         // Not a report we understand: whatever it holds, stop it.
-        stop_holder(&mut child, "its report was not understood", cli, progress);
+        stop_holder(&mut child, "its report was not understood", plan, progress);
         cleanup(&mut child);
         state.remove_result();
         return Err(exit::fail(
@@ -219,7 +220,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
             stop_holder(
                 &mut child,
                 "the variables could not be printed",
-                cli,
+                plan,
                 progress,
             );
             cleanup(&mut child);
@@ -241,7 +242,7 @@ fn lock(cli: &Cli, argv: &[OsString], json: bool, progress: &Progress) -> anyhow
     }
     progress.info(format!(
         "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
-        cli.max_lock_time
+        plan.max_lock_time.as_secs_f64()
     ));
     // Our copy of the flock's file closes with us; the holder keeps it.
     Ok(exit::OK)
@@ -355,7 +356,7 @@ fn wait_exit(child: &mut Child, within: Duration) -> bool {
 /// The variables cannot be handed out (`why`): ask the holder to release
 /// (SIGTERM: it stops retrying, thaws, unlocks), and kill it if it does not
 /// exit in time (its guardian thaws; the server drops the lock).
-fn stop_holder(child: &mut Child, why: &str, cli: &Cli, progress: &Progress) {
+fn stop_holder(child: &mut Child, why: &str, plan: &Plan, progress: &Progress) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     progress.warn(format!(
         "{why} before the lock was handed out: stopping holder pid {pid} so that nothing stays locked"
@@ -363,7 +364,7 @@ fn stop_holder(child: &mut Child, why: &str, cli: &Cli, progress: &Progress) {
     let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
     // It checks for signals between lock attempts; one attempt may take
     // --lock-wait-timeout, and releasing a few seconds more.
-    let grace = Duration::from_secs_f64(cli.lock_wait_timeout.max(0.0) + 5.0);
+    let grace = plan.lock.wait + Duration::from_secs(5);
     if !wait_exit(child, grace) {
         progress.warn(format!(
             "holder pid {pid} did not stop within {:.0} s; killing it (its guardian thaws what it froze, the server \
@@ -377,12 +378,12 @@ fn stop_holder(child: &mut Child, why: &str, cli: &Cli, progress: &Progress) {
 // ------------------------------------------------------------------ unlock
 
 /// `unlock`: exit 0 only if the lock was held continuously from lock to unlock.
-pub fn unlock_command(cli: &Cli, progress: &Progress) -> u8 {
-    run(progress, unlock(cli, progress))
+pub fn unlock_command(state_dir: &Path, progress: &Progress) -> u8 {
+    run(progress, unlock(state_dir, progress))
 }
 
-fn unlock(cli: &Cli, progress: &Progress) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir());
+fn unlock(state_dir: &Path, progress: &Progress) -> anyhow::Result<u8> {
+    let state = State::new(state_dir);
     match state.probe(false)? {
         Probe::Absent => Ok(no_holder(&state, progress)),
         Probe::Free { file, owner } => after_holder(&state, &file, owner, progress),
@@ -573,14 +574,14 @@ fn report_outcome(v: &serde_json::Value, progress: &Progress) -> u8 {
 // ------------------------------------------------------------------ status
 
 /// `status`: exit 0 and details when a holder runs, 3 when none does.
-pub fn status_command(cli: &Cli, json: bool, progress: &Progress) -> u8 {
-    run(progress, status(cli, json))
+pub fn status_command(state_dir: &Path, json: bool, progress: &Progress) -> u8 {
+    run(progress, status(state_dir, json))
 }
 
 const NOT_RUNNING: u8 = 3;
 
-fn status(cli: &Cli, json: bool) -> anyhow::Result<u8> {
-    let state = State::new(&cli.state_dir());
+fn status(state_dir: &Path, json: bool) -> anyhow::Result<u8> {
+    let state = State::new(state_dir);
     let (dead, waiting) = match state.probe(false)? {
         Probe::Absent => (None, false),
         Probe::Free { owner, .. } => (owner, state.read_result()?.is_some()),

@@ -5,8 +5,8 @@
 
 use super::service::{self, Phase, Shared};
 use super::{WaitEnd, Waiter, HOLDER_FD, HOLDER_LOCK_FD};
-use crate::cli::Cli;
 use crate::exit;
+use crate::plan::Plan;
 use crate::report::{self, Report};
 use crate::signals;
 use crate::state::{self, State};
@@ -57,7 +57,7 @@ fn clear_parent_death_signal() {
 
 impl HolderWaiter {
     /// Called in the holder process (MYSQL_QUIESCE_HOLDER_FD set).
-    pub fn from_environment(cli: &Cli) -> anyhow::Result<HolderWaiter> {
+    pub fn from_environment(plan: &Plan) -> anyhow::Result<HolderWaiter> {
         let ready_pipe = inherited(HOLDER_FD)?;
         let lock_file = inherited(HOLDER_LOCK_FD)?;
         state::try_flock(&lock_file).map_err(|e| {
@@ -66,7 +66,7 @@ impl HolderWaiter {
                 format!("the state flock handed to the holder is not held: {e}"),
             )
         })?;
-        let state = State::new(&cli.state_dir());
+        let state = State::new(&plan.state_dir);
         let started = SystemTime::now();
         state::write_owner(&lock_file, std::process::id(), &report::rfc3339(started))?;
         // We hold the flock: any socket there is a dead holder's.
@@ -84,8 +84,9 @@ impl HolderWaiter {
         })?;
         // The longest a release can take: every remaining hook at its timeout
         // plus the kill grace, and a margin for thaw, unlock and the server.
-        let hooks = cli.snapshot.len() + cli.post.len() + cli.after.len();
-        let expect_within = hooks as f64 * (cli.hook_timeout + 2.0) + 30.0;
+        let h = &plan.hooks;
+        let hooks = h.snapshot.len() + h.post.len() + h.after.len();
+        let expect_within = hooks as f64 * (plan.hook_timeout.as_secs_f64() + 2.0) + 30.0;
         let shared = Arc::new(Mutex::new(Shared {
             phase: Phase::Locking,
             release_requested: false,
@@ -93,10 +94,10 @@ impl HolderWaiter {
             collected: false,
             in_file: false,
             started,
-            max_lock_time: cli.max_lock_time,
+            max_lock_time: plan.max_lock_time.as_secs_f64(),
             expect_within,
         }));
-        service::spawn(listener, shared.clone(), State::new(&cli.state_dir()))?;
+        service::spawn(listener, shared.clone(), State::new(&plan.state_dir))?;
         Ok(HolderWaiter {
             state,
             lock_file,

@@ -27,6 +27,21 @@ pub struct Loaded {
     pub notes: Vec<String>,
     /// Arguments from option files and environment (password masked), for --print-defaults.
     pub defaults_args: Vec<String>,
+    /// Where the port came from, and whether the socket was typed on the
+    /// command line: they decide the transport (see server::connect).
+    pub port_origin: Option<String>,
+    pub socket_on_command_line: bool,
+}
+
+impl Loaded {
+    /// The connection options with their origins.
+    pub fn connection_args(&self) -> crate::server::connect::ConnectionArgs {
+        crate::server::connect::ConnectionArgs {
+            port_origin: self.port_origin.clone(),
+            socket_on_command_line: self.socket_on_command_line,
+            ..self.cli.connection_args()
+        }
+    }
 }
 
 /// Options whose values are lists: the command line's list replaces the others'.
@@ -109,7 +124,7 @@ pub fn load_with(
     })?;
     let mut cli = Cli::from_arg_matches(&matches)?;
     // Where the port came from decides the transport (see server::connect).
-    cli.port_origin = if from_cli.value_source("port") == Some(ValueSource::CommandLine) {
+    let port_origin = if from_cli.value_source("port") == Some(ValueSource::CommandLine) {
         Some(crate::server::connect::PORT_FROM_COMMAND_LINE.to_string())
     } else {
         derived
@@ -117,7 +132,7 @@ pub fn load_with(
             .rfind(|d| d.id == "port")
             .map(|d| d.origin.clone())
     };
-    cli.socket_on_command_line = from_cli.value_source("socket") == Some(ValueSource::CommandLine);
+    let socket_on_command_line = from_cli.value_source("socket") == Some(ValueSource::CommandLine);
 
     if from_cli.value_source("password") == Some(ValueSource::CommandLine)
         && from_cli.get_one::<String>("password").map(String::as_str) != Some(password::PROMPT)
@@ -132,6 +147,8 @@ pub fn load_with(
         warnings,
         notes,
         defaults_args,
+        port_origin,
+        socket_on_command_line,
     })
 }
 
@@ -370,22 +387,17 @@ mod tests {
         assert_eq!(l.cli.host.as_deref(), Some("filehost"));
         assert_eq!(l.cli.port, Some(3310));
         assert_eq!(l.cli.password.as_deref(), Some("filepw"));
-        assert!(l
-            .cli
-            .port_origin
-            .as_deref()
-            .unwrap()
-            .ends_with("global.cnf:3"));
+        assert!(l.port_origin.as_deref().unwrap().ends_with("global.cnf:3"));
         let l = f.load(&["--no-defaults"], &env).unwrap();
         assert_eq!(l.cli.host.as_deref(), Some("envhost"));
         assert_eq!(l.cli.password.as_deref(), Some("envpw"));
         assert_eq!(
-            l.cli.port_origin.as_deref(),
+            l.port_origin.as_deref(),
             Some("environment variable MYSQL_TCP_PORT")
         );
         let l = f.load(&["-P3312"], &env).unwrap();
         assert_eq!(l.cli.port, Some(3312));
-        assert_eq!(l.cli.port_origin.as_deref(), Some("the command line"));
+        assert_eq!(l.port_origin.as_deref(), Some("the command line"));
     }
 
     #[test]

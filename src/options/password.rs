@@ -29,8 +29,10 @@ pub fn prompt() -> anyhow::Result<String> {
     let saved = tcgetattr(&tty).map_err(|_| no_tty())?;
     let mut silent = saved.clone();
     silent.local_flags.remove(LocalFlags::ECHO);
-    (&tty).write_all(b"Enter password: ")?;
+    // Echo off before the prompt shows: whatever is typed once it is seen
+    // is never echoed.
     tcsetattr(&tty, SetArg::TCSANOW, &silent)?;
+    (&tty).write_all(b"Enter password: ")?;
     let mut line = String::new();
     let read = std::io::BufReader::new(&tty).read_line(&mut line);
     let _ = tcsetattr(&tty, SetArg::TCSANOW, &saved);

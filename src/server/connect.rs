@@ -2,7 +2,7 @@
 //! socket for localhost (or --protocol=SOCKET), TCP otherwise, never silently
 //! switching transports (`prefer_socket(false)`).
 
-use crate::cli::{Cli, Protocol, SslMode};
+use crate::cli::{Protocol, SslMode};
 use crate::exit;
 use crate::messages::Progress;
 use mysql::prelude::Queryable;
@@ -36,6 +36,41 @@ const SESSION_IDLE_TIMEOUT: u32 = 31_536_000;
 /// Last-resort bound on a single server round trip; lock attempts are bounded
 /// far more tightly by lock_wait_timeout and the KILL QUERY watchdog.
 const IO_BACKSTOP: Duration = Duration::from_secs(120);
+
+/// Where and how to connect, as the options say it (command line, option
+/// files, environment, or one --instance): plain values, not yet checked.
+#[derive(Clone, Default)]
+pub struct ConnectionArgs {
+    pub host: Option<String>,
+    pub port: Option<u16>,
+    /// Where the port came from ("FILE:LINE", "environment variable
+    /// MYSQL_TCP_PORT" or `PORT_FROM_COMMAND_LINE`): it decides the
+    /// transport, and names the port in messages.
+    pub port_origin: Option<String>,
+    pub socket: Option<PathBuf>,
+    /// --socket was typed on the command line.
+    pub socket_on_command_line: bool,
+    pub user: Option<String>,
+    pub password: Option<String>,
+    pub protocol: Option<Protocol>,
+    pub connect_timeout: f64,
+    pub ssl_mode: Option<SslMode>,
+    pub ssl_ca: Option<PathBuf>,
+    pub ssl_cert: Option<PathBuf>,
+    pub ssl_key: Option<PathBuf>,
+}
+
+impl fmt::Debug for ConnectionArgs {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionArgs")
+            .field("host", &self.host)
+            .field("port", &self.port)
+            .field("socket", &self.socket)
+            .field("user", &self.user)
+            .field("password", &self.password.as_ref().map(|_| "*****"))
+            .finish_non_exhaustive()
+    }
+}
 
 /// The resolved connection parameters.
 #[derive(Clone)]
@@ -74,7 +109,7 @@ fn login_name() -> String {
 /// Socket or TCP, as the MySQL/MariaDB clients decide it, except that a port
 /// is never silently left unused: that would lock a different server than the
 /// one meant, and report its snapshot as consistent.
-fn transport(cli: &Cli) -> anyhow::Result<ConnectTarget> {
+fn transport(cli: &ConnectionArgs) -> anyhow::Result<ConnectTarget> {
     let host = cli.host.clone().unwrap_or_else(|| "localhost".into());
     let localhost = host == "localhost";
     let port_given_here = cli.port_origin.as_deref() == Some(PORT_FROM_COMMAND_LINE);
@@ -117,11 +152,11 @@ fn transport(cli: &Cli) -> anyhow::Result<ConnectTarget> {
     })
 }
 
-/// `Cli::port_origin` for a port typed on the command line.
+/// `ConnectionArgs::port_origin` for a port typed on the command line.
 pub const PORT_FROM_COMMAND_LINE: &str = "the command line";
 
 impl ConnectSpec {
-    pub fn from_cli(cli: &Cli) -> anyhow::Result<ConnectSpec> {
+    pub fn new(cli: &ConnectionArgs) -> anyhow::Result<ConnectSpec> {
         let target = transport(cli)?;
         let ssl_identity = match (&cli.ssl_cert, &cli.ssl_key) {
             (Some(c), Some(k)) => Some((c.clone(), k.clone())),
@@ -190,7 +225,10 @@ impl ConnectSpec {
 /// The TLS mode to use, and settings that will not apply, as the mysql
 /// client decides it. A CA given without a mode means "verify the server with
 /// it" (VERIFY_CA); contradictions are configuration errors.
-fn tls_mode(cli: &Cli, target: &ConnectTarget) -> anyhow::Result<(SslMode, Vec<String>)> {
+fn tls_mode(
+    cli: &ConnectionArgs,
+    target: &ConnectTarget,
+) -> anyhow::Result<(SslMode, Vec<String>)> {
     let files: Vec<&str> = [
         cli.ssl_ca.as_ref().map(|_| "--ssl-ca"),
         cli.ssl_cert.as_ref().map(|_| "--ssl-cert"),
@@ -356,15 +394,16 @@ mod tests {
     use super::*;
     use clap::Parser;
 
-    fn cli(args: &[&str], port_origin: Option<&str>) -> Cli {
+    fn cli(args: &[&str], port_origin: Option<&str>) -> ConnectionArgs {
         let mut argv = vec!["mysql-quiesce"];
         argv.extend_from_slice(args);
-        let mut c = Cli::try_parse_from(argv).unwrap();
-        c.port_origin = port_origin.map(str::to_string);
-        c.socket_on_command_line = args
+        let c = crate::cli::Cli::try_parse_from(argv).unwrap();
+        let mut a = c.connection_args();
+        a.port_origin = port_origin.map(str::to_string);
+        a.socket_on_command_line = args
             .iter()
             .any(|a| a.starts_with("-S") || a.starts_with("--socket"));
-        c
+        a
     }
 
     fn tcp(host: &str, port: u16) -> ConnectTarget {

@@ -13,6 +13,15 @@ pub enum Flavor {
 }
 
 impl Flavor {
+    /// As in MYSQL_QUIESCE_SERVER_FLAVOR and the report: "mysql", "mariadb", "percona".
+    pub fn id(self) -> &'static str {
+        match self {
+            Flavor::Mysql => "mysql",
+            Flavor::Mariadb => "mariadb",
+            Flavor::Percona => "percona",
+        }
+    }
+
     pub fn name(self) -> &'static str {
         match self {
             Flavor::Mysql => "MySQL",

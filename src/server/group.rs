@@ -4,19 +4,17 @@
 //! locked, the others are released before the next round, so writers are
 //! never blocked longer than one attempt's budget per round.
 
-use super::connect::ConnectSpec;
 use super::lock::{AttemptError, LockConfig, LockSession};
 use super::Coordinates;
 use crate::exit;
 use crate::messages::Progress;
+use crate::plan::Instance;
 use crate::signals;
+use crate::state::State;
 use std::time::{Duration, Instant};
 
 pub struct Member {
-    /// Derived from the --instance spec (see `plan::instance_name`); "" for
-    /// the single connection from the ordinary options.
-    pub name: String,
-    pub spec: ConnectSpec,
+    pub instance: Instance,
     pub session: LockSession,
 }
 
@@ -27,31 +25,22 @@ pub struct LockGroup {
 impl LockGroup {
     /// Connect every instance (lock session + watchdog each).
     pub fn open(
-        specs: &[(String, ConnectSpec)],
+        instances: &[Instance],
         cfg: &LockConfig,
+        state: &State,
         progress: &Progress,
     ) -> anyhow::Result<LockGroup> {
         let mut members = Vec::new();
-        for (name, spec) in specs {
-            let mut session =
-                LockSession::open(spec, cfg, progress).map_err(|e| in_instance(name, e))?;
-            let note = crate::state::State::new(&cfg.state_dir).replica_note(name);
-            session.set_replica_note(note, progress);
+        for instance in instances {
+            let mut session = LockSession::open(&instance.spec, cfg, progress)
+                .map_err(|e| in_instance(instance, e))?;
+            session.set_replica_note(state.replica_note(&instance.label()), progress);
             members.push(Member {
-                name: name.clone(),
-                spec: spec.clone(),
+                instance: instance.clone(),
                 session,
             });
         }
         Ok(LockGroup { members })
-    }
-
-    fn label(name: &str) -> String {
-        if name.is_empty() {
-            String::new()
-        } else {
-            format!("[{name}] ")
-        }
     }
 
     /// Lock every instance, retrying as configured. Returns how long the
@@ -76,7 +65,7 @@ impl LockGroup {
             for m in &mut self.members {
                 m.session
                     .stop_replica_sql(progress)
-                    .map_err(|e| in_instance(&m.name, e))?;
+                    .map_err(|e| in_instance(&m.instance, e))?;
             }
         }
         let attempts = cfg.retries.saturating_add(1);
@@ -114,10 +103,10 @@ impl LockGroup {
                     Ok(()) => {}
                     Err(AttemptError::GaveUp(why)) => progress.warn(format!(
                         "{}lock attempt {n}/{attempts} {why}; writers are not blocked by us now",
-                        Self::label(&m.name)
+                        m.instance.prefix()
                     )),
                     Err(AttemptError::Fatal(e)) => {
-                        fatal.get_or_insert_with(|| in_instance(&m.name, e));
+                        fatal.get_or_insert_with(|| in_instance(&m.instance, e));
                     }
                 }
             }
@@ -158,7 +147,7 @@ impl LockGroup {
             .map(|m| {
                 m.session
                     .coordinates(progress)
-                    .map_err(|e| in_instance(&m.name, e))
+                    .map_err(|e| in_instance(&m.instance, e))
             })
             .collect()
     }
@@ -178,7 +167,7 @@ impl LockGroup {
                 m.session
                     .verify(deadline, progress)
                     .err()
-                    .map(|why| format!("{}{why}", Self::label(&m.name)))
+                    .map(|why| format!("{}{why}", m.instance.prefix()))
             })
             .collect()
     }
@@ -191,18 +180,17 @@ impl LockGroup {
                 m.session
                     .release(progress)
                     .err()
-                    .map(|e| in_instance(&m.name, e))
+                    .map(|e| in_instance(&m.instance, e))
             })
             .collect()
     }
 }
 
-fn in_instance(name: &str, e: anyhow::Error) -> anyhow::Error {
-    if name.is_empty() {
-        e
-    } else {
+fn in_instance(instance: &Instance, e: anyhow::Error) -> anyhow::Error {
+    match &instance.name {
+        None => e,
         // Keep the exit code: wrap as context.
-        e.context(format!("instance {name}"))
+        Some(name) => e.context(format!("instance {name}")),
     }
 }
 

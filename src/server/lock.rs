@@ -58,9 +58,6 @@ pub struct LockConfig {
     pub stop_replica_sql: bool,
     /// --max-lock-time (bounds the lock session's idle time).
     pub max_lock_time: Duration,
-    /// Where a run notes that it stopped a replica SQL thread, so that the
-    /// next run can say so if this one dies before starting it again.
-    pub state_dir: std::path::PathBuf,
 }
 
 pub struct LockSession {

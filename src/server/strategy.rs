@@ -1,12 +1,45 @@
-//! Lock modes per server: which statements take and release each lock, what
-//! they need, and which mode `auto` picks. See server_locks.md in the
-//! project's research notes for what each statement waits for.
+//! Lock modes: the one table (`MODES`) of what each `--lock` value takes and
+//! releases, on which servers, what it blocks and whether its binary-log
+//! point is exact. The option values, `auto`'s choice, --dry-run, the man
+//! page's LOCK MODES and the README's table all come from it, so adding a
+//! mode means a `LockMode` variant and its row here. See server_locks.md in
+//! the project's research notes for what each statement waits for.
 
 use super::flavor::{Flavor, ServerInfo};
-use crate::cli::LockMode;
 use crate::exit;
 use clap::ValueEnum;
 use mysql::prelude::Queryable;
+
+/// The `--lock` values (their help is clap's, from these comments).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum LockMode {
+    /// The least disruptive consistent lock the server offers: backup-stage on MariaDB >= 10.4.1, else ftwrl.
+    Auto,
+    /// FLUSH TABLES WITH READ LOCK: blocks all writes and commits; exact binary-log point.
+    Ftwrl,
+    /// MariaDB >= 10.4.1: BACKUP STAGE START + BLOCK_COMMIT; does not wait for running statements on transactional tables; exact binary-log point.
+    BackupStage,
+    /// MySQL >= 8.0: LOCK INSTANCE FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
+    Instance,
+    /// Percona Server: LOCK TABLES FOR BACKUP. Only for InnoDB-only data and atomic snapshots: NO exact binary-log point.
+    TablesForBackup,
+    /// Take no database lock (filesystem freeze and hooks only); no connection is made.
+    None,
+}
+
+impl LockMode {
+    /// The option value, e.g. "backup-stage".
+    pub fn name(self) -> &'static str {
+        row(self).name
+    }
+}
+
+impl std::fmt::Display for LockMode {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
 
 /// The SQL of one lock mode.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -68,16 +101,123 @@ pub const TABLES_FOR_BACKUP_57: Strategy = Strategy {
     ..TABLES_FOR_BACKUP
 };
 
-/// The option value of a mode, e.g. "backup-stage".
-pub fn mode_name(mode: LockMode) -> &'static str {
-    match mode {
-        LockMode::Auto => "auto",
-        LockMode::Ftwrl => "ftwrl",
-        LockMode::BackupStage => "backup-stage",
-        LockMode::Instance => "instance",
-        LockMode::TablesForBackup => "tables-for-backup",
-        LockMode::None => "none",
-    }
+/// What `resolve` decides for one mode on one server: the strategy, or what
+/// the mode needs that this server lacks.
+type Resolver = fn(&ServerInfo, &mut mysql::Conn) -> Result<Strategy, &'static str>;
+
+/// One `--lock` value.
+pub struct ModeRow {
+    pub mode: LockMode,
+    /// The option value.
+    pub name: &'static str,
+    /// The strategies it may use, known before connecting (--dry-run).
+    pub planned: &'static [Strategy],
+    /// Its strategy on a given server (None: no connection at all).
+    pub resolve: Option<Resolver>,
+    /// For the tables in the man page and README: where it works, what it
+    /// blocks, its binary-log point.
+    pub server: &'static str,
+    pub blocks: &'static str,
+    pub binlog_point: &'static str,
+}
+
+/// Every lock mode.
+pub const MODES: &[ModeRow] = &[
+    ModeRow {
+        mode: LockMode::Auto,
+        name: "auto",
+        planned: &[BACKUP_STAGE, FTWRL],
+        resolve: Some(|info, conn| {
+            let mode = auto_mode(info);
+            (row(mode).resolve.expect("auto picks a locking mode"))(info, conn)
+        }),
+        server: "any",
+        blocks: "`backup-stage` on MariaDB >= 10.4.1, else `ftwrl`",
+        binlog_point: "exact",
+    },
+    ModeRow {
+        mode: LockMode::Ftwrl,
+        name: "ftwrl",
+        planned: &[FTWRL],
+        resolve: Some(|_, _| Ok(FTWRL)),
+        server: "any",
+        blocks: "all writes and commits; waits for running statements first",
+        binlog_point: "exact",
+    },
+    ModeRow {
+        mode: LockMode::BackupStage,
+        name: "backup-stage",
+        planned: &[BACKUP_STAGE],
+        resolve: Some(|info, _| {
+            if info.flavor == Flavor::Mariadb && info.at_least(10, 4, 1) {
+                Ok(BACKUP_STAGE)
+            } else {
+                Err("MariaDB 10.4.1 or later")
+            }
+        }),
+        server: "MariaDB >= 10.4.1",
+        blocks: "commits and non-transactional writes; does **not** wait for running statements on transactional (InnoDB) tables, but does wait for a running write to a non-transactional (MyISAM, Aria) table",
+        binlog_point: "exact",
+    },
+    ModeRow {
+        mode: LockMode::Instance,
+        name: "instance",
+        planned: &[INSTANCE],
+        resolve: Some(|info, _| {
+            if info.flavor != Flavor::Mariadb && info.at_least(8, 0, 0) {
+                Ok(INSTANCE)
+            } else {
+                Err("MySQL or Percona Server 8.0 or later")
+            }
+        }),
+        server: "MySQL >= 8.0",
+        blocks: "DDL only",
+        binlog_point: "**none**: InnoDB-only data and atomic snapshots only",
+    },
+    ModeRow {
+        mode: LockMode::TablesForBackup,
+        name: "tables-for-backup",
+        planned: &[TABLES_FOR_BACKUP],
+        resolve: Some(|info, conn| {
+            let has_backup_locks = info.flavor == Flavor::Percona
+                && conn
+                    .query_first::<Option<String>, _>("SELECT @@have_backup_locks")
+                    .ok()
+                    .flatten()
+                    .flatten()
+                    .is_some_and(|v| v.eq_ignore_ascii_case("YES"));
+            match (has_backup_locks, info.at_least(8, 0, 0)) {
+                (true, true) => Ok(TABLES_FOR_BACKUP),
+                (true, false) => Ok(TABLES_FOR_BACKUP_57),
+                (false, _) => Err("Percona Server with backup locks (@@have_backup_locks)"),
+            }
+        }),
+        server: "Percona Server",
+        blocks: "DDL and non-InnoDB writes",
+        binlog_point: "**none**: same caveat",
+    },
+    ModeRow {
+        mode: LockMode::None,
+        name: "none",
+        planned: &[],
+        resolve: None,
+        server: "",
+        blocks: "nothing (no connection at all)",
+        binlog_point: "",
+    },
+];
+
+/// The row of `mode` (every variant has one: a test checks it).
+pub fn row(mode: LockMode) -> &'static ModeRow {
+    MODES
+        .iter()
+        .find(|r| r.mode == mode)
+        .expect("every lock mode has a row in MODES")
+}
+
+/// The strategies a mode may use, known before connecting.
+pub fn planned(mode: LockMode) -> &'static [Strategy] {
+    row(mode).planned
 }
 
 /// What `auto` chooses: MariaDB's documented storage-snapshot recipe where
@@ -97,57 +237,51 @@ pub fn resolve(
     info: &ServerInfo,
     conn: &mut mysql::Conn,
 ) -> anyhow::Result<Strategy> {
-    let mode = if mode == LockMode::Auto {
-        auto_mode(info)
-    } else {
-        mode
-    };
-    let unsupported = |needs: &str| {
+    let resolver = row(mode)
+        .resolve
+        .expect("a session is opened only for a locking mode");
+    resolver(info, conn).map_err(|needs| {
         exit::fail(
             exit::CONFIG,
             format!(
-                "--lock={} needs {needs}; this server is {} ({}). Nothing was locked. Use --lock=auto to pick the best mode this server offers",
-                mode_name(mode),
+                "--lock={mode} needs {needs}; this server is {} ({}). Nothing was locked. Use --lock=auto to pick the \
+                 best mode this server offers",
                 info.short(),
                 info.version
             ),
         )
-    };
-    match mode {
-        LockMode::Ftwrl => Ok(FTWRL),
-        LockMode::BackupStage if info.flavor == Flavor::Mariadb && info.at_least(10, 4, 1) => {
-            Ok(BACKUP_STAGE)
-        }
-        LockMode::BackupStage => Err(unsupported("MariaDB 10.4.1 or later")),
-        LockMode::Instance if info.flavor != Flavor::Mariadb && info.at_least(8, 0, 0) => {
-            Ok(INSTANCE)
-        }
-        LockMode::Instance => Err(unsupported("MySQL or Percona Server 8.0 or later")),
-        LockMode::TablesForBackup => {
-            let has_backup_locks = info.flavor == Flavor::Percona
-                && conn
-                    .query_first::<Option<String>, _>("SELECT @@have_backup_locks")
-                    .ok()
-                    .flatten()
-                    .flatten()
-                    .is_some_and(|v| v.eq_ignore_ascii_case("YES"));
-            if has_backup_locks && info.at_least(8, 0, 0) {
-                Ok(TABLES_FOR_BACKUP)
-            } else if has_backup_locks {
-                Ok(TABLES_FOR_BACKUP_57)
-            } else {
-                Err(unsupported(
-                    "Percona Server with backup locks (@@have_backup_locks)",
-                ))
-            }
-        }
-        LockMode::Auto | LockMode::None => unreachable!("resolved above / no session for none"),
-    }
+    })
 }
 
-/// Check that every mode has a name clap agrees with.
-pub fn all_modes() -> impl Iterator<Item = LockMode> {
-    LockMode::value_variants().iter().copied()
+/// The README's lock-mode table (Markdown), from `MODES`.
+pub fn markdown_table() -> String {
+    let mut out = String::from(
+        "| mode | statements | server | blocks | binary-log point |\n|---|---|---|---|---|\n",
+    );
+    for r in MODES {
+        let statements = match r.mode {
+            LockMode::Auto => String::new(),
+            _ => r
+                .planned
+                .iter()
+                .map(|s| {
+                    let lock: Vec<String> = s.lock.iter().map(|l| format!("`{l}`")).collect();
+                    format!("{} / `{}`", lock.join(", "), s.unlock)
+                })
+                .collect::<Vec<_>>()
+                .join("; "),
+        };
+        let statements = if r.mode == LockMode::None {
+            "no connection at all".to_string()
+        } else {
+            statements
+        };
+        out.push_str(&format!(
+            "| `{}` | {} | {} | {} | {} |\n",
+            r.name, statements, r.server, r.blocks, r.binlog_point
+        ));
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,9 +309,12 @@ mod tests {
     }
 
     #[test]
-    fn mode_names_match_the_command_line_values() {
-        for m in all_modes() {
-            assert_eq!(m.to_possible_value().unwrap().get_name(), mode_name(m));
+    fn every_mode_has_one_row_named_as_its_command_line_value() {
+        for m in LockMode::value_variants() {
+            let rows: Vec<&ModeRow> = MODES.iter().filter(|r| r.mode == *m).collect();
+            assert_eq!(rows.len(), 1, "{m:?}");
+            assert_eq!(m.to_possible_value().unwrap().get_name(), rows[0].name);
         }
+        assert_eq!(MODES.len(), LockMode::value_variants().len());
     }
 }

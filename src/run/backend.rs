@@ -1,0 +1,242 @@
+//! What a run does to the world, behind one trait: the seam between the
+//! sequence (`run`), which decides the order of things and what a failure
+//! means, and the servers, filesystems and processes it acts on. `Real` acts
+//! on them; the sequence's unit tests put a recorder in its place.
+
+use crate::freeze::{self, FrozenSet, Thawed};
+use crate::guardian::Guardian;
+use crate::hooks::{self, Ending, Hook, Limits};
+use crate::messages::Progress;
+use crate::plan::{Instance, Plan};
+use crate::runlock::{self, RunLock};
+use crate::server::{Coordinates, LockGroup, ServerInfo};
+use crate::state::State;
+use std::path::Path;
+use std::sync::mpsc::Receiver;
+use std::time::{Duration, Instant};
+
+/// A server we are connected to.
+#[derive(Debug, Clone)]
+pub struct Connected {
+    pub instance: Instance,
+    pub info: ServerInfo,
+    pub connection_id: u32,
+    /// The session's TLS cipher; None when not encrypted.
+    pub tls: Option<String>,
+    /// The lock mode it resolved to, and its statement in words.
+    pub lock: crate::cli::LockMode,
+    pub statement: &'static str,
+}
+
+/// Everything a run does outside itself.
+pub trait Backend {
+    /// One run at a time per machine: held until the backend is dropped.
+    fn take_run_lock(&mut self) -> anyhow::Result<()>;
+    /// Before any hook: the process that kills hooks and thaws if we die.
+    fn start_guardian(&mut self) -> anyhow::Result<()>;
+    /// Connect every server (none with --lock=none).
+    fn connect(&mut self) -> anyhow::Result<Vec<Connected>>;
+    /// Take the lock on all of them; how long the successful round took.
+    fn lock(&mut self) -> anyhow::Result<Duration>;
+    /// Coordinates of each server, in order, read under the lock.
+    fn coordinates(&mut self) -> anyhow::Result<Vec<Coordinates>>;
+    /// The locked section ends at `deadline`: bound it outside our process
+    /// (the server's idle timeout, a killer session, the guardian).
+    fn bound(&mut self, deadline: Instant);
+    fn freeze(&mut self, deadline: Instant) -> anyhow::Result<()>;
+    /// Thaw what is frozen (nothing: an empty list).
+    fn thaw(&mut self) -> Vec<Thawed>;
+    /// Whether the guardian acted at the deadline (thawed, stopped hooks)
+    /// before we did.
+    fn guardian_acted(&mut self, deadline: Instant) -> bool;
+    /// The guardian's pid when it is gone (killed by someone).
+    fn guardian_gone(&mut self) -> Option<u32>;
+    /// Why each lock that is no longer ours was lost (empty: all held).
+    fn verify(&mut self, deadline: Instant) -> Vec<String>;
+    /// Release the lock (and tell the guardian: hooks from now on run unlocked).
+    fn release(&mut self) -> Vec<anyhow::Error>;
+    /// Run one hook to its end (or until it is stopped): how it ended, how long.
+    fn run_hook(
+        &mut self,
+        hook: &Hook,
+        env: &[(String, String)],
+        limits: Limits,
+    ) -> (Ending, Duration);
+    /// Close the sessions (the lock is released by then).
+    fn disconnect(&mut self);
+    /// The run is over: hooks being stopped finish, the guardian goes (or
+    /// stays, when something could not be thawed).
+    fn dismiss(&mut self, left_frozen: bool);
+}
+
+/// The real world.
+pub struct Real<'p> {
+    plan: &'p Plan,
+    progress: Progress,
+    run_lock: Option<RunLock>,
+    guardian: Option<Guardian>,
+    group: Option<LockGroup>,
+    frozen: Option<FrozenSet>,
+    /// Hooks stopped at the deadline whose grace runs in the background
+    /// (each hangs up its channel when done).
+    stopping: Vec<Receiver<()>>,
+}
+
+impl<'p> Real<'p> {
+    pub fn new(plan: &'p Plan) -> Real<'p> {
+        Real {
+            plan,
+            progress: plan.progress,
+            run_lock: None,
+            guardian: None,
+            group: None,
+            frozen: None,
+            stopping: Vec::new(),
+        }
+    }
+}
+
+impl Backend for Real<'_> {
+    fn take_run_lock(&mut self) -> anyhow::Result<()> {
+        let state = State::new(&self.plan.state_dir);
+        self.run_lock = Some(runlock::acquire(self.plan.lock_file.as_deref(), &state)?);
+        Ok(())
+    }
+
+    fn start_guardian(&mut self) -> anyhow::Result<()> {
+        // Not current_exe(): a package upgrade may have replaced the file
+        // since we started; /proc/self/exe is the binary we are running.
+        self.guardian = Some(Guardian::start(
+            Path::new("/proc/self/exe"),
+            &self.plan.freeze,
+        )?);
+        Ok(())
+    }
+
+    fn connect(&mut self) -> anyhow::Result<Vec<Connected>> {
+        if self.plan.instances.is_empty() {
+            return Ok(Vec::new());
+        }
+        let state = State::new(&self.plan.state_dir);
+        let group = LockGroup::open(
+            &self.plan.instances,
+            &self.plan.lock,
+            &state,
+            &self.progress,
+        )?;
+        let connected = group
+            .members
+            .iter()
+            .map(|m| Connected {
+                instance: m.instance.clone(),
+                info: m.session.info.clone(),
+                connection_id: m.session.connection_id,
+                tls: m.session.tls_cipher.clone(),
+                lock: m.session.strategy().mode,
+                statement: m.session.strategy().name,
+            })
+            .collect();
+        self.group = Some(group);
+        Ok(connected)
+    }
+
+    fn lock(&mut self) -> anyhow::Result<Duration> {
+        match self.group.as_mut() {
+            Some(g) => g.acquire(&self.plan.lock, &self.progress),
+            None => Ok(Duration::ZERO),
+        }
+    }
+
+    fn coordinates(&mut self) -> anyhow::Result<Vec<Coordinates>> {
+        match self.group.as_mut() {
+            Some(g) => g.coordinates(&self.progress),
+            None => Ok(Vec::new()),
+        }
+    }
+
+    fn bound(&mut self, deadline: Instant) {
+        if let Some(g) = &self.guardian {
+            g.set_deadline(deadline.saturating_duration_since(Instant::now()));
+        }
+        if let Some(g) = self.group.as_mut() {
+            g.arm_deadline(deadline, &self.progress);
+        }
+    }
+
+    fn freeze(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        let Some(g) = self.guardian.as_mut() else {
+            return Err(crate::exit::fail(
+                crate::exit::SOFTWARE,
+                "no guardian: refusing to freeze",
+            ));
+        };
+        g.ensure_alive()?;
+        self.frozen = Some(freeze::freeze_all(&self.plan.freeze, deadline, g.link())?);
+        Ok(())
+    }
+
+    fn thaw(&mut self) -> Vec<Thawed> {
+        self.frozen.take().map(FrozenSet::thaw).unwrap_or_default()
+    }
+
+    fn guardian_acted(&mut self, deadline: Instant) -> bool {
+        self.guardian
+            .as_mut()
+            .is_some_and(|g| g.acted_at_deadline(deadline))
+    }
+
+    fn guardian_gone(&mut self) -> Option<u32> {
+        self.guardian
+            .as_mut()
+            .and_then(|g| g.is_gone().then(|| g.pid()))
+    }
+
+    fn verify(&mut self, deadline: Instant) -> Vec<String> {
+        match self.group.as_mut() {
+            Some(g) => g.verify(Some(deadline), &self.progress),
+            None => Vec::new(),
+        }
+    }
+
+    fn release(&mut self) -> Vec<anyhow::Error> {
+        let errors = match self.group.as_mut() {
+            Some(g) => g.release(&self.progress),
+            None => Vec::new(),
+        };
+        if let Some(g) = &self.guardian {
+            g.link().tell("released");
+        }
+        errors
+    }
+
+    fn run_hook(
+        &mut self,
+        hook: &Hook,
+        env: &[(String, String)],
+        limits: Limits,
+    ) -> (Ending, Duration) {
+        let link = self.guardian.as_ref().map(Guardian::link);
+        let run = hooks::run(hook, env, limits, link.as_ref());
+        self.stopping.extend(run.stopping);
+        (run.ending, run.duration)
+    }
+
+    fn disconnect(&mut self) {
+        self.group = None;
+    }
+
+    fn dismiss(&mut self, left_frozen: bool) {
+        let end = Instant::now() + hooks::GRACE + Duration::from_secs(2);
+        for stopped in self.stopping.drain(..) {
+            let _ = stopped.recv_timeout(end.saturating_duration_since(Instant::now()));
+        }
+        self.group = None;
+        if let Some(g) = self.guardian.take() {
+            if left_frozen {
+                g.abandon();
+            } else {
+                g.finish();
+            }
+        }
+    }
+}
