@@ -19,13 +19,16 @@ bounds every wait so writers are never stalled behind a long query, reads the bi
 runs your hooks and snapshot COMMAND inside it, freezes and thaws filesystems itself, and releases everything on \
 every path: errors, timeouts, signals, and (through a guardian process) even SIGKILL.";
 
-pub const AFTER_HELP: &str = "\
-Sequence: before hooks, connect, lock, read coordinates, pre hooks, freeze, snapshot hooks + COMMAND, thaw, post hooks, unlock, after hooks.
-The stdout of --snapshot hooks and of COMMAND is mysql-quiesce's stdout; everything else goes to stderr.
-
-Exit status: 0 ok; a failing hook's or COMMAND's own status; 64 usage; 65 consistency not guaranteed; 69 cannot connect;
-70 internal error; 75 lock not acquired (safe to retry) or another run holds the run lock; 77 access denied;
-78 configuration error; 124 timeout; 126/127 COMMAND not executable/not found; 128+N killed by signal N.";
+/// --help's closing lines, from the tables the code uses.
+pub fn after_help() -> String {
+    let steps: Vec<&str> = crate::procedure::STEPS.iter().map(|s| s.name).collect();
+    format!(
+        "Sequence: {}.\nThe stdout of --snapshot hooks and of COMMAND is mysql-quiesce's stdout; everything else goes \
+         to stderr.\n\n{}",
+        steps.join(", "),
+        crate::exit::summary()
+    )
+}
 
 pub use crate::server::strategy::LockMode;
 
@@ -61,7 +64,6 @@ pub enum SslMode {
     version,
     about = ABOUT,
     long_about = LONG_ABOUT,
-    after_help = AFTER_HELP,
     disable_help_flag = true,
     args_override_self = true,
     max_term_width = 100
@@ -439,6 +441,8 @@ pub enum Generated {
     Bash,
     Zsh,
     Fish,
+    /// The README's tables (sequence, lock modes, exit statuses), as the code has them.
+    Readme,
 }
 
 impl Cli {
@@ -470,9 +474,9 @@ impl Cli {
     }
 }
 
-/// The clap command, for option-file key lookup, man page and completions.
+/// The clap command, for parsing, option-file key lookup, man page and completions.
 pub fn command() -> clap::Command {
-    <Cli as clap::CommandFactory>::command()
+    <Cli as clap::CommandFactory>::command().after_help(after_help())
 }
 
 /// Long options that describe where options come from; they are consumed before

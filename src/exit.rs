@@ -25,6 +25,51 @@ pub const NOEXEC: u8 = 126;
 /// COMMAND not found.
 pub const NOTFOUND: u8 = 127;
 
+/// One exit status and what it means: the table the man page's EXIT STATUS,
+/// the README's table and --help's summary are generated from.
+pub struct Status {
+    pub code: &'static str,
+    pub meaning: &'static str,
+}
+
+/// Every exit status, in order.
+pub const STATUSES: &[Status] = &[
+    Status { code: "0", meaning: "success: the snapshot was taken under a lock verified at the end (with `--lock=none`: the run succeeded, no lock was taken)" },
+    Status { code: "3", meaning: "`status` only: no holder is running" },
+    Status { code: "N", meaning: "the COMMAND's or the first failing hook's own non-zero status" },
+    Status { code: "64", meaning: "usage error (also `hold` with a stdin already at its end)" },
+    Status { code: "65", meaning: "consistency not guaranteed: the lock session was lost while locked; do not trust the snapshot (takes precedence over any other failure)" },
+    Status { code: "69", meaning: "cannot connect; from `unlock`: nothing to unlock (no holder, no waiting result)" },
+    Status { code: "70", meaning: "internal error, or a filesystem could not be thawed (run `fsfreeze -u MOUNTPOINT`)" },
+    Status { code: "75", meaning: "lock not acquired within the retries, another run holds the run lock, or (from `lock`) an earlier holder's outcome waits for its `unlock`; nothing changed, safe to retry" },
+    Status { code: "77", meaning: "authentication failed or a privilege is missing" },
+    Status { code: "78", meaning: "configuration error (option file, option value, unsafe file or directory)" },
+    Status { code: "124", meaning: "a hook timed out, or `--max-lock-time` passed (also when the run was stalled past it; from `unlock`: the holder released at `--max-lock-time`)" },
+    Status { code: "126 / 127", meaning: "COMMAND not executable / not found (checked before connecting)" },
+    Status { code: "128+N", meaning: "terminated by signal N, after releasing everything (141: whoever read `hold`'s or `lock`'s output is gone)" },
+];
+
+/// The README's exit-status table (Markdown).
+pub fn markdown_table() -> String {
+    let mut out = String::from("| status | meaning |\n|---|---|\n");
+    for s in STATUSES {
+        out.push_str(&format!("| {} | {} |\n", s.code, s.meaning));
+    }
+    out
+}
+
+/// One line per status, for --help.
+pub fn summary() -> String {
+    let list: Vec<String> = STATUSES
+        .iter()
+        .map(|s| {
+            let short = s.meaning.split([':', ';', '(']).next().unwrap_or("").trim();
+            format!("{} {}", s.code, short.replace('`', ""))
+        })
+        .collect();
+    format!("Exit status: {}.", list.join("; "))
+}
+
 /// 128 + N: terminated by signal N.
 pub fn signal(signo: i32) -> u8 {
     (128 + signo).clamp(0, 255) as u8
@@ -65,6 +110,29 @@ pub fn code_of(err: &anyhow::Error) -> u8 {
 mod tests {
     use super::*;
     use anyhow::Context;
+
+    #[test]
+    fn every_numbered_status_the_code_uses_is_in_the_table() {
+        for code in [
+            OK,
+            USAGE,
+            INCONSISTENT,
+            UNAVAILABLE,
+            SOFTWARE,
+            TEMPFAIL,
+            NOPERM,
+            CONFIG,
+            TIMEOUT,
+        ] {
+            assert!(
+                STATUSES.iter().any(|s| s.code == code.to_string()),
+                "{code} is not documented"
+            );
+        }
+        assert!(STATUSES.iter().any(
+            |s| s.code.contains(&NOEXEC.to_string()) && s.code.contains(&NOTFOUND.to_string())
+        ));
+    }
 
     #[test]
     fn code_survives_context_layers() {

@@ -5,80 +5,14 @@ use crate::cli::{command, Generated};
 use std::io::Write;
 
 /// Sections clap does not know about, in roff.
-const EXTRA_MAN: &str = r#".SH "LOCK MODES"
-.TP
-\fBauto\fR (default)
-\fBbackup-stage\fR on MariaDB 10.4.1 and later, \fBftwrl\fR everywhere else. MariaDB documents BACKUP STAGE
-BLOCK_COMMIT as the recipe for storage snapshots: unlike FLUSH TABLES WITH READ LOCK it does not wait for running
-statements, so a long query does not stall every writer, and it still blocks commits, so the binary-log position
-is exact.
-.TP
-\fBftwrl\fR
-FLUSH TABLES WITH READ LOCK ... UNLOCK TABLES. Waits for every running statement that has a table open (on MySQL
-long SELECTs too) while blocking all writers; bounded by \-\-lock\-wait\-timeout per attempt. Needs RELOAD.
-.TP
-\fBbackup-stage\fR
-MariaDB >= 10.4.1: BACKUP STAGE START; BACKUP STAGE BLOCK_COMMIT ... BACKUP STAGE END. Needs RELOAD.
-.TP
-\fBinstance\fR
-MySQL >= 8.0: LOCK INSTANCE FOR BACKUP ... UNLOCK INSTANCE. Blocks DDL and some file operations, NOT writes or
-commits: only for InnoDB-only data and a snapshot that is atomic across all volumes. There is no exact binary-log
-point; coordinates come from performance_schema.log_status where available and are marked exact: false. Needs BACKUP_ADMIN.
-.TP
-\fBtables-for-backup\fR
-Percona Server: LOCK TABLES FOR BACKUP ... UNLOCK TABLES. Same caveats as \fBinstance\fR.
-.TP
-\fBnone\fR
-No lock and no connection: freeze and hooks only.
+const EXTRA_MAN: &str = r#"@LOCK_MODES@
 .PP
 A mode the server does not support is refused with exit status 78 before anything is locked.
 With \-\-instance (repeatable) several servers are locked as one: each round locks all of them in parallel, each
 within its own \-\-lock\-wait\-timeout; if one fails, all are released before the next round. Hooks get
 MYSQL_QUIESCE_<NAME>_BINLOG_FILE and so on per instance, NAME being the name given as \-\-instance=NAME=SPEC, else the
 option file's name or the URL's socket file name (or host_port); uppercased, other characters replaced by _.
-.SH "EXIT STATUS"
-.TP
-\fB0\fR
-Success: the snapshot phase ran with the lock held and verified.
-.TP
-\fB3\fR
-\fBstatus\fR only: no holder is running (nothing is locked or frozen by \fBlock\fR).
-.TP
-\fBN\fR
-The snapshot COMMAND's or the first failing hook's own non-zero status, passed through.
-.TP
-\fB64\fR
-Usage error.
-.TP
-\fB65\fR
-Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot. Takes
-precedence over any other failure.
-.TP
-\fB69\fR
-Cannot connect to the server. From \fBunlock\fR: nothing to unlock (no holder is running and no result is
-waiting); nothing was changed.
-.TP
-\fB70\fR
-Internal error.
-.TP
-\fB75\fR
-Lock not acquired within the retries, or another run holds the run lock. Nothing was changed; safe to retry.
-.TP
-\fB77\fR
-Authentication failed or a privilege is missing.
-.TP
-\fB78\fR
-Configuration error (bad option file or option value).
-.TP
-\fB124\fR
-A hook ran past \-\-hook\-timeout, or the locked section past \-\-max\-lock\-time (from \fBunlock\fR: the holder
-released everything at \-\-max\-lock\-time before \fBunlock\fR came; do not trust a snapshot taken after that).
-.TP
-\fB126\fR, \fB127\fR
-COMMAND not executable, not found.
-.TP
-\fB128+N\fR
-Terminated by signal N (after releasing everything).
+@EXIT_STATUS@
 .SH ENVIRONMENT
 Read: \fBMYSQL_HOST\fR, \fBMYSQL_TCP_PORT\fR, \fBMYSQL_UNIX_PORT\fR, \fBMYSQL_PWD\fR, \fBMYSQL_HOME\fR, \fBMARIADB_HOME\fR, \fBMYSQL_GROUP_SUFFIX\fR.
 Precedence, as in the mysql client: command line, then option files, then environment, then built-in defaults.
@@ -204,6 +138,61 @@ mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
 .fi
 "#;
 
+/// LOCK MODES, from the table the code uses (server::strategy::MODES).
+fn lock_modes() -> String {
+    use crate::server::strategy::{LockMode, MODES};
+    let mut out = String::from(".SH \"LOCK MODES\"\n");
+    for r in MODES {
+        let statements: Vec<String> = r
+            .planned
+            .iter()
+            .map(|s| format!("{} ... {}", s.lock.join("; "), s.unlock))
+            .collect();
+        let default = if r.mode == LockMode::Auto {
+            " (default)"
+        } else {
+            ""
+        };
+        let mut text = format!("Blocks: {}.", r.blocks);
+        if r.mode != LockMode::Auto && !statements.is_empty() {
+            text = format!("{}. {text}", statements.join("; or "));
+        }
+        if !r.server.is_empty() {
+            text = format!("Server: {}. {text}", r.server);
+        }
+        if !r.binlog_point.is_empty() {
+            text.push_str(&format!(" Binary-log point: {}.", r.binlog_point));
+        }
+        let privileges: Vec<&str> = r
+            .planned
+            .iter()
+            .flat_map(|s| s.privileges.iter().copied())
+            .collect();
+        if !privileges.is_empty() && r.mode != LockMode::Auto {
+            text.push_str(&format!(" Needs {}.", privileges.join(" or ")));
+        }
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR{default}\n{}\n",
+            r.name,
+            roff_text(&text)
+        ));
+    }
+    out
+}
+
+/// EXIT STATUS, from the table the code uses (exit::STATUSES).
+fn exit_statuses() -> String {
+    let mut out = String::from(".SH \"EXIT STATUS\"\n");
+    for s in crate::exit::STATUSES {
+        out.push_str(&format!(
+            ".TP\n\\fB{}\\fR\n{}\n",
+            roff(s.code),
+            roff_text(s.meaning)
+        ));
+    }
+    out
+}
+
 /// The state directory's FILES entry, from the table the code uses.
 fn state_files() -> String {
     let mut out = format!(
@@ -327,11 +316,11 @@ pub fn man_page() -> Vec<u8> {
     out.extend_from_slice(crate::procedure::roff_list().as_bytes());
     man.render_options_section(&mut out).expect("render man");
     out.extend_from_slice(subcommands_section(&command()).as_bytes());
-    out.extend_from_slice(
-        EXTRA_MAN
-            .replace("@STATE_FILES@\n", &state_files())
-            .as_bytes(),
-    );
+    let extra = EXTRA_MAN
+        .replace("@LOCK_MODES@\n", &lock_modes())
+        .replace("@EXIT_STATUS@\n", &exit_statuses())
+        .replace("@STATE_FILES@\n", &state_files());
+    out.extend_from_slice(extra.as_bytes());
     man.render_version_section(&mut out).expect("render man");
     out
 }
@@ -351,13 +340,44 @@ pub fn print(what: Generated) -> u8 {
             };
             clap_complete::generate(shell, &mut command(), "mysql-quiesce", &mut stdout);
         }
+        Generated::Readme => {
+            let _ = stdout.write_all(readme_tables().as_bytes());
+        }
     }
     0
+}
+
+/// The README's tables that the code's own tables generate, each after the
+/// heading line it follows in the README.
+pub fn readme_tables() -> String {
+    format!(
+        "The sequence of a run:\n\n{}\n`--lock=MODE` (default `auto`):\n\n{}\n### Exit status\n\n{}",
+        crate::procedure::markdown_table(),
+        crate::server::strategy::markdown_table(),
+        crate::exit::markdown_table()
+    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_readme_tables_are_the_code_tables() {
+        let readme =
+            std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+        for table in [
+            crate::procedure::markdown_table(),
+            crate::server::strategy::markdown_table(),
+            crate::exit::markdown_table(),
+        ] {
+            assert!(
+                readme.contains(&table),
+                "README.md is stale: paste the tables from `cargo run -- --no-defaults generate readme`; this \
+                 one is missing:\n{table}"
+            );
+        }
+    }
 
     fn page() -> String {
         String::from_utf8(man_page()).unwrap()
@@ -421,8 +441,13 @@ mod tests {
             assert!(files.contains(&roff(name)), "FILES lacks {name}");
         }
         let exit = section(&page, "\"EXIT STATUS\"");
-        assert!(exit.contains(".TP\n\\fB3\\fR\n\\fBstatus\\fR only: no holder"));
-        assert!(exit.contains("From \\fBunlock\\fR: nothing to unlock"));
+        for status in crate::exit::STATUSES {
+            assert!(
+                exit.contains(&format!("\\fB{}\\fR", roff(status.code))),
+                "{}",
+                status.code
+            );
+        }
         let env = section(&page, "ENVIRONMENT");
         assert!(env.contains("\\fBMYSQL_QUIESCE_\\fR\\fINAME\\fR\\fB_BINLOG_FILE\\fR"));
         assert!(section(&page, "METRICS")

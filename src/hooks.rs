@@ -151,7 +151,7 @@ pub struct HookRun {
 }
 
 /// Time a stopped hook gets between SIGTERM and SIGKILL.
-pub const GRACE: Duration = Duration::from_secs(2);
+pub const GRACE: Duration = signals::KILL_GRACE;
 /// How long we wait for a SIGKILLed hook to be reaped before leaving it to a
 /// background thread: a process blocked on a frozen filesystem cannot die
 /// until the thaw, and the thaw must not wait for it.

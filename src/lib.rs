@@ -8,6 +8,7 @@
 pub mod cli;
 pub mod exit;
 pub mod freeze;
+pub mod fsfreeze;
 pub mod generate;
 pub mod guardian;
 pub mod holder;

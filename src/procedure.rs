@@ -73,7 +73,7 @@ pub const UNLOCK: Step = Step {
 pub const AFTER: Step = Step {
     name: "after",
     what: "`--after CMD` hooks",
-    on_failure: "always run once connecting was attempted",
+    on_failure: "always run once connected (with `--lock=none`: always), whatever happened after",
 };
 
 /// Every step, in the order a run takes them.

@@ -17,6 +17,10 @@ static COUNT: AtomicUsize = AtomicUsize::new(0);
 /// The self-pipe: (read end, write end), both non-blocking and close-on-exec.
 static PIPE: OnceLock<Result<(OwnedFd, OwnedFd), String>> = OnceLock::new();
 
+/// Time a process being stopped gets between SIGTERM and SIGKILL (hooks,
+/// by the run and by the guardian).
+pub const KILL_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
+
 const TERMINATION: [i32; 4] = [libc::SIGINT, libc::SIGTERM, libc::SIGHUP, libc::SIGQUIT];
 const JOB_CONTROL: [i32; 3] = [libc::SIGTSTP, libc::SIGTTIN, libc::SIGTTOU];
 

@@ -523,7 +523,11 @@ fn a_thaw_that_fails_leaves_the_guardian_to_thaw_at_its_deadline() {
     let fs = need!(LoopFs::new(FsKind::Ext4));
     let targets = freeze::validate(&[fs.mountpoint().to_path_buf()], &[], false).unwrap();
     let deadline = Instant::now() + Duration::from_secs(2);
-    let mut guardian = mysql_quiesce::guardian::Guardian::start(Path::new(BIN), &targets).unwrap();
+    let mut guardian = mysql_quiesce::guardian::Guardian::start(
+        Path::new(BIN),
+        &[(targets[0].mountpoint.clone(), targets[0].dir)],
+    )
+    .unwrap();
     guardian.set_deadline(Duration::from_secs(2));
     guardian.ensure_alive().unwrap();
     let set = freeze::freeze_all(&targets, deadline, guardian.link()).unwrap();

@@ -106,10 +106,13 @@ impl Backend for Real<'_> {
     fn start_guardian(&mut self) -> anyhow::Result<()> {
         // Not current_exe(): a package upgrade may have replaced the file
         // since we started; /proc/self/exe is the binary we are running.
-        self.guardian = Some(Guardian::start(
-            Path::new("/proc/self/exe"),
-            &self.plan.freeze,
-        )?);
+        let targets: Vec<_> = self
+            .plan
+            .freeze
+            .iter()
+            .map(|t| (t.mountpoint.clone(), t.dir))
+            .collect();
+        self.guardian = Some(Guardian::start(Path::new("/proc/self/exe"), &targets)?);
         Ok(())
     }
 

@@ -132,7 +132,7 @@ pub const MODES: &[ModeRow] = &[
             (row(mode).resolve.expect("auto picks a locking mode"))(info, conn)
         }),
         server: "any",
-        blocks: "`backup-stage` on MariaDB >= 10.4.1, else `ftwrl`",
+        blocks: "what the mode it picks blocks: `backup-stage` on MariaDB >= 10.4.1, else `ftwrl`",
         binlog_point: "exact",
     },
     ModeRow {
@@ -260,7 +260,7 @@ pub fn markdown_table() -> String {
     );
     for r in MODES {
         let statements = match r.mode {
-            LockMode::Auto => String::new(),
+            LockMode::Auto => "those of the mode it picks".to_string(),
             _ => r
                 .planned
                 .iter()

@@ -3,7 +3,7 @@
 //! filesystems tests ever freeze. Also bind mounts (`BindMount`), to show
 //! one filesystem under a second path.
 
-use mysql_quiesce::freeze::{freeze_fd, thaw_fd};
+use mysql_quiesce::fsfreeze::{freeze_fd, thaw_fd};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
