@@ -410,7 +410,9 @@ pub enum Sub {
     Unlock,
     /// Whether a holder is running, since when, what it holds and the time left (exit 3 if none).
     Status {
-        /// Print JSON.
+        /// Print one JSON object: running, phase (starting, locking, holding, releasing,
+        /// finished, exiting), pid, since, held_seconds, seconds_left, lock, frozen, env, why,
+        /// outcome; when none runs: running false, result_waiting, dead_holder_pid.
         #[arg(long)]
         json: bool,
     },

@@ -9,7 +9,7 @@
 
 use crate::exit;
 use crate::fsfreeze::{freeze_fd, thaw_fd};
-use crate::guardian::Link;
+use crate::guardian::{Link, ToGuardian};
 use nix::errno::Errno;
 use std::ffi::{CStr, CString};
 use std::fmt;
@@ -434,9 +434,9 @@ pub fn freeze_all(
             ))
         } else {
             // Announce first: if we die right after the ioctl, the guardian still knows.
-            set.guardian.tell(&format!("freezing {i}"));
+            set.guardian.tell(&ToGuardian::Freezing(i));
             freeze_fd(&set.dirs[i]).map_err(|e| {
-                set.guardian.tell(&format!("failed {i}"));
+                set.guardian.tell(&ToGuardian::Failed(i));
                 let fs_type = &set.targets[i].fs_type;
                 match e {
                     Errno::EBUSY => (
@@ -484,7 +484,7 @@ impl FrozenSet {
         while let Some(i) = self.frozen.pop() {
             let error = thaw_fd(&self.dirs[i]).err().map(|e| e.to_string());
             if error.is_none() {
-                self.guardian.tell(&format!("thawed {i}"));
+                self.guardian.tell(&ToGuardian::Thawed(i));
             }
             results.push(Thawed {
                 mountpoint: self.targets[i].mountpoint.clone(),

@@ -3,7 +3,7 @@
 //! to our stdout (snapshot phase) or to our stderr (every other phase).
 
 use crate::exit;
-use crate::guardian::Link;
+use crate::guardian::{Link, ToGuardian};
 use crate::signals;
 use crate::wait::{ChildWait, Watched};
 use nix::sys::signal::{killpg, Signal};
@@ -284,7 +284,7 @@ pub fn run(
 
 fn done(guardian: Option<&Link>, pid: u32) {
     if let Some(g) = guardian {
-        g.tell(&format!("hook-done {pid}"));
+        g.tell(&ToGuardian::HookDone(pid as i32));
     }
 }
 

@@ -301,7 +301,7 @@ impl State {
     }
 
     /// The result a holder left for a later `unlock`, if any.
-    pub fn read_result(&self) -> anyhow::Result<Option<serde_json::Value>> {
+    pub fn read_result<T: for<'de> serde::Deserialize<'de>>(&self) -> anyhow::Result<Option<T>> {
         let path = self.last_result();
         let mut text = String::new();
         match nofollow(OpenOptions::new().read(true)).open(&path) {
@@ -320,8 +320,9 @@ impl State {
     }
 
     /// Written atomically (temp file, rename), mode 0600, never through a symlink.
-    pub fn write_result(&self, v: &serde_json::Value) -> std::io::Result<()> {
-        crate::report::write_atomic_mode(&self.last_result(), format!("{v}\n").as_bytes(), 0o600)
+    pub fn write_result(&self, v: &impl serde::Serialize) -> std::io::Result<()> {
+        let text = serde_json::to_string(v).map_err(std::io::Error::other)?;
+        crate::report::write_atomic_mode(&self.last_result(), format!("{text}\n").as_bytes(), 0o600)
     }
 
     pub fn remove_result(&self) -> bool {

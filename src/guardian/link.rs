@@ -2,6 +2,7 @@
 //! it: the run, the freeze, hook stoppers, and a hook's own process between
 //! fork and exec (`announce_in_child`).
 
+use super::message::{ToGuardian, HOOK_WORD};
 use std::io::Write;
 use std::os::fd::RawFd;
 use std::process::ChildStdin;
@@ -16,9 +17,10 @@ pub struct Link {
 }
 
 impl Link {
-    /// Send one line. Each line is one write(2) of under PIPE_BUF bytes, so
-    /// lines from hooks' own processes (see `announce_in_child`) never interleave.
-    pub fn tell(&self, message: &str) {
+    /// Send one message. Each line is one write(2) of under PIPE_BUF bytes,
+    /// so lines from hooks' own processes (see `announce_in_child`) never
+    /// interleave.
+    pub fn tell(&self, message: &ToGuardian) {
         let mut guard = self.pipe.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(pipe) = guard.as_mut() {
             let line = format!("{message}\n");
@@ -34,7 +36,8 @@ impl Link {
 }
 
 /// In a forked child before exec: tell the guardian our process group (our
-/// pid: hooks lead their own group). Async-signal-safe: no allocation.
+/// pid: hooks lead their own group), as `ToGuardian::Hook` would.
+/// Async-signal-safe: no allocation.
 pub fn announce_in_child(fd: RawFd) {
     if fd < 0 {
         return;
@@ -42,7 +45,7 @@ pub fn announce_in_child(fd: RawFd) {
     // SAFETY: getpid is async-signal-safe.
     let pid = unsafe { libc::getpid() };
     let mut buf = [0u8; 32];
-    let prefix = b"hook ";
+    let prefix = HOOK_WORD;
     buf[..prefix.len()].copy_from_slice(prefix);
     let mut digits = [0u8; 12];
     let mut n = pid.max(0) as u32;

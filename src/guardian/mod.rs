@@ -26,9 +26,11 @@
 //! reported as a success.
 
 mod link;
+mod message;
 mod process;
 
 pub use link::{announce_in_child, Link};
+pub use message::{FromGuardian, ToGuardian};
 pub use process::main;
 
 use crate::exit;
@@ -56,8 +58,8 @@ pub const PROCESS_NAME: &str = "mq-guardian";
 pub struct Guardian {
     child: Child,
     link: Link,
-    /// Lines it writes back: "ready", "pong", "deadline".
-    replies: Receiver<String>,
+    /// What it writes back.
+    replies: Receiver<FromGuardian>,
     ready: bool,
     thawed_at_deadline: bool,
 }
@@ -98,7 +100,11 @@ impl Guardian {
             .spawn(move || {
                 for line in BufReader::new(stdout).lines() {
                     let Ok(line) = line else { break };
-                    if tx.send(line.trim().to_string()).is_err() {
+                    // Anything else cannot come from our own binary; it is not an answer.
+                    let Some(reply) = FromGuardian::parse(&line) else {
+                        continue;
+                    };
+                    if tx.send(reply).is_err() {
                         break;
                     }
                 }
@@ -132,11 +138,11 @@ impl Guardian {
         self.child.id()
     }
 
-    fn note(&mut self, line: &str) {
-        match line {
-            "deadline" => self.thawed_at_deadline = true,
-            "ready" => self.ready = true,
-            _ => {}
+    fn note(&mut self, reply: &FromGuardian) {
+        match reply {
+            FromGuardian::Deadline => self.thawed_at_deadline = true,
+            FromGuardian::Ready => self.ready = true,
+            FromGuardian::Unready(_) | FromGuardian::Pong => {}
         }
     }
 
@@ -154,14 +160,14 @@ impl Guardian {
             return Err(gone(format!("has exited ({status})")));
         }
         if !self.ready {
-            self.link.tell("open");
+            self.link.tell(&ToGuardian::Open);
         }
-        self.link.tell("ping");
+        self.link.tell(&ToGuardian::Ping);
         let end = Instant::now() + Duration::from_secs(10);
         loop {
             let left = end.saturating_duration_since(Instant::now());
             match self.replies.recv_timeout(left) {
-                Ok(line) if line == "pong" => {
+                Ok(FromGuardian::Pong) => {
                     if self.ready {
                         return Ok(());
                     }
@@ -169,13 +175,13 @@ impl Guardian {
                 }
                 // What it opened is not what the run checked: refuse, as the
                 // freeze itself would.
-                Ok(line) if line.starts_with("unready ") => {
+                Ok(FromGuardian::Unready(why)) => {
                     return Err(exit::fail(
                         exit::CONFIG,
-                        format!("{}; nothing was frozen", &line["unready ".len()..]),
+                        format!("{why}; nothing was frozen"),
                     ))
                 }
-                Ok(line) => self.note(&line),
+                Ok(reply) => self.note(&reply),
                 Err(_) => return Err(gone("does not answer".into())),
             }
         }
@@ -185,9 +191,7 @@ impl Guardian {
     /// it is the backstop, and a run that can act releases at the deadline
     /// by itself (its own report is the more precise one).
     pub fn set_deadline(&self, left: Duration) {
-        let at = left + BACKSTOP_DELAY;
-        self.link
-            .tell(&format!("deadline {}", at.as_millis().max(1)));
+        self.link.tell(&ToGuardian::Deadline(left + BACKSTOP_DELAY));
     }
 
     /// Whether it acted at its deadline (thawed, stopped hooks) so far. Past
@@ -196,20 +200,20 @@ impl Guardian {
     /// reader thread was stopped too.
     pub fn acted_at_deadline(&mut self, deadline: Instant) -> bool {
         if Instant::now() >= deadline && !self.is_gone() {
-            self.link.tell("ping");
+            self.link.tell(&ToGuardian::Ping);
             let end = Instant::now() + Duration::from_secs(2);
-            while let Ok(line) = self
+            while let Ok(reply) = self
                 .replies
                 .recv_timeout(end.saturating_duration_since(Instant::now()))
             {
-                if line == "pong" {
+                if reply == FromGuardian::Pong {
                     break;
                 }
-                self.note(&line);
+                self.note(&reply);
             }
         }
-        while let Ok(line) = self.replies.try_recv() {
-            self.note(&line);
+        while let Ok(reply) = self.replies.try_recv() {
+            self.note(&reply);
         }
         self.thawed_at_deadline
     }
@@ -217,7 +221,7 @@ impl Guardian {
     /// Nothing is left frozen and every hook we reaped was reported: tell it
     /// we are done, wait (bounded) for it to exit.
     pub fn finish(self) {
-        self.link.tell("done");
+        self.link.tell(&ToGuardian::Done);
         drop(
             self.link
                 .pipe

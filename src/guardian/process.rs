@@ -1,6 +1,7 @@
 //! The guardian process itself (`__guardian`): it reads what the run tells
 //! it and acts when the run cannot (see the module above).
 
+use super::message::{FromGuardian, ToGuardian};
 use super::GRACE;
 use crate::fsfreeze::thaw_fd;
 use nix::errno::Errno;
@@ -10,7 +11,7 @@ use std::fs::File;
 use std::io::Write;
 use std::os::fd::AsFd;
 use std::path::PathBuf;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 /// Whether a process group still has members.
 fn group_alive(pgid: i32) -> bool {
@@ -79,7 +80,7 @@ impl Watch {
         }
         acted |= self.thaw_late(why, &mut notes);
         if acted {
-            let _ = writeln!(out, "deadline").and_then(|()| out.flush());
+            let _ = writeln!(out, "{}", FromGuardian::Deadline).and_then(|()| out.flush());
         }
         notes
     }
@@ -150,31 +151,9 @@ pub fn main(mountpoints: &[PathBuf], dirs: &[String]) -> i32 {
     let stdin = std::io::stdin();
     let mut buffer = Vec::new();
     loop {
-        let timer = w.next_timer();
-        let woke = crate::wait::until(&[stdin.as_fd()], false, timer);
-        if woke == crate::wait::Woke::Timeout {
-            let now = Instant::now();
-            // Messages are handled before the deadline is acted on: a
-            // "thawed" already sent is never overtaken.
-            let mut notes = Vec::new();
-            if let Some((at, groups)) = w.kill_at.take() {
-                if now >= at {
-                    for g in groups
-                        .iter()
-                        .filter(|g| w.hooks.contains(g) && group_alive(**g))
-                    {
-                        let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
-                        notes.push(format!(
-                            "hook process group {g} outlived the grace: sent SIGKILL"
-                        ));
-                    }
-                } else {
-                    w.kill_at = Some((at, groups));
-                }
-            }
-            if !w.fired && w.deadline.is_some_and(|d| now >= d) {
-                notes.extend(w.at_deadline(&mut out));
-            }
+        if crate::wait::until(&[stdin.as_fd()], false, w.next_timer()) == crate::wait::Woke::Timeout
+        {
+            let notes = w.on_timer(&mut out);
             log(&notes);
             continue;
         }
@@ -188,8 +167,7 @@ pub fn main(mountpoints: &[PathBuf], dirs: &[String]) -> i32 {
         if got == 0 {
             // The run is gone without saying "done" (also: thaw what we thawed
             // at the deadline, it may have been frozen again).
-            let notes = w.orphaned("mysql-quiesce exited without releasing");
-            log(&notes);
+            log(&w.orphaned("mysql-quiesce exited without releasing"));
             return 0;
         }
         buffer.extend_from_slice(&chunk[..got]);
@@ -197,59 +175,107 @@ pub fn main(mountpoints: &[PathBuf], dirs: &[String]) -> i32 {
         while let Some(pos) = buffer.iter().position(|b| *b == b'\n') {
             let line: Vec<u8> = buffer.drain(..=pos).collect();
             let line = String::from_utf8_lossy(&line);
-            let mut words = line.split_whitespace();
-            let verb = words.next().unwrap_or("");
-            let number = words.next().and_then(|x| x.parse::<u64>().ok());
-            let index = number.map(|x| x as usize).filter(|i| *i < w.dirs.len());
-            match (verb, number, index) {
-                ("done", _, _) => {
-                    // "done" comes when nothing is left frozen and every hook
-                    // was reaped; whatever is still marked, ending it is the safe side.
-                    let notes = w.orphaned("told we are done");
+            match ToGuardian::parse(&line) {
+                // "done" comes when nothing is left frozen and every hook was
+                // reaped; whatever is still marked, ending it is the safe side.
+                Some(ToGuardian::Done) => {
+                    notes.extend(w.orphaned("told we are done"));
                     log(&notes);
                     return 0;
                 }
-                ("open", _, _) if w.dirs.is_empty() => match open_all(mountpoints, dirs) {
-                    Ok(dirs) => {
-                        w.dirs = dirs;
-                        let _ = writeln!(out, "ready").and_then(|()| out.flush());
-                    }
-                    Err(e) => {
-                        let _ = writeln!(out, "unready {e}").and_then(|()| out.flush());
-                        notes.push(e);
-                    }
-                },
-                ("ping", _, _) => {
-                    let _ = writeln!(out, "pong").and_then(|()| out.flush());
-                }
-                ("freezing", _, Some(i)) => {
-                    w.announced[i] = true;
-                    w.ours[i] = false;
-                    if w.fired {
-                        w.thaw_late("--max-lock-time passed", &mut notes);
-                    }
-                }
-                ("thawed" | "failed", _, Some(i)) => w.announced[i] = false,
-                ("hook", Some(g), _) => {
-                    let g = g as i32;
-                    w.hooks.push(g);
-                    if w.fired && !w.released {
-                        let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
-                        notes.push(format!(
-                            "hook process group {g} started after --max-lock-time: sent SIGKILL"
-                        ));
-                    }
-                }
-                ("hook-done", Some(g), _) => w.hooks.retain(|h| *h != g as i32),
-                ("deadline", Some(ms), _) => {
-                    w.deadline = Some(Instant::now() + Duration::from_millis(ms));
-                    w.fired = false;
-                }
-                ("released", _, _) => w.released = true,
-                _ => notes.push(format!("ignoring unexpected message {:?}", line.trim())),
+                Some(message) => w.on_message(message, dirs, &mut out, &mut notes),
+                None => notes.push(format!("ignoring unexpected message {:?}", line.trim())),
             }
         }
         log(&notes);
+    }
+}
+
+impl Watch {
+    /// The deadline or the end of the hooks' grace has come.
+    fn on_timer(&mut self, out: &mut impl Write) -> Vec<String> {
+        let now = Instant::now();
+        // Messages are handled before the deadline is acted on: a
+        // "thawed" already sent is never overtaken.
+        let mut notes = Vec::new();
+        if let Some((at, groups)) = self.kill_at.take() {
+            if now >= at {
+                for g in groups
+                    .iter()
+                    .filter(|g| self.hooks.contains(g) && group_alive(**g))
+                {
+                    let _ = killpg(Pid::from_raw(*g), Signal::SIGKILL);
+                    notes.push(format!(
+                        "hook process group {g} outlived the grace: sent SIGKILL"
+                    ));
+                }
+            } else {
+                self.kill_at = Some((at, groups));
+            }
+        }
+        if !self.fired && self.deadline.is_some_and(|d| now >= d) {
+            notes.extend(self.at_deadline(out));
+        }
+        notes
+    }
+
+    /// One message from the run (`Done` is the caller's).
+    fn on_message(
+        &mut self,
+        message: ToGuardian,
+        dirs: &[String],
+        out: &mut impl Write,
+        notes: &mut Vec<String>,
+    ) {
+        let mut answer = |reply: FromGuardian| {
+            let _ = writeln!(out, "{reply}").and_then(|()| out.flush());
+        };
+        if let ToGuardian::Freezing(i) | ToGuardian::Thawed(i) | ToGuardian::Failed(i) = message {
+            if i >= self.dirs.len() {
+                notes.push(format!(
+                    "ignoring \"{message}\": no filesystem number {i} is open"
+                ));
+                return;
+            }
+        }
+        match message {
+            ToGuardian::Open if self.dirs.is_empty() => match open_all(&self.mountpoints, dirs) {
+                Ok(opened) => {
+                    self.dirs = opened;
+                    answer(FromGuardian::Ready);
+                }
+                Err(e) => {
+                    answer(FromGuardian::Unready(e.clone()));
+                    notes.push(e);
+                }
+            },
+            ToGuardian::Open => answer(FromGuardian::Ready),
+            ToGuardian::Ping => answer(FromGuardian::Pong),
+            ToGuardian::Freezing(i) => {
+                self.announced[i] = true;
+                self.ours[i] = false;
+                if self.fired {
+                    self.thaw_late("--max-lock-time passed", notes);
+                }
+            }
+            ToGuardian::Thawed(i) | ToGuardian::Failed(i) => self.announced[i] = false,
+            ToGuardian::Hook(g) => {
+                self.hooks.push(g);
+                if self.fired && !self.released {
+                    let _ = killpg(Pid::from_raw(g), Signal::SIGKILL);
+                    notes.push(format!(
+                        "hook process group {g} started after --max-lock-time: sent SIGKILL"
+                    ));
+                }
+            }
+            ToGuardian::HookDone(g) => self.hooks.retain(|h| *h != g),
+            ToGuardian::Deadline(after) => {
+                self.deadline = Some(Instant::now() + after);
+                self.fired = false;
+            }
+            ToGuardian::Released => self.released = true,
+            ToGuardian::Done => {}
+        }
     }
 }
 

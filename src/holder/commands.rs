@@ -2,6 +2,9 @@
 //! or has failed), `unlock` and `status`. Every wait here is bounded and ends
 //! with a message that says what is still held and what to do.
 
+use super::protocol::{
+    self, Outcome, PhaseName, ReadyReport, Request, Status, UnlockReply, Variables,
+};
 use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD, HOLDER_PASSWORD_FD};
 use crate::exit;
 use crate::messages::Progress;
@@ -11,7 +14,7 @@ use crate::state::{self, Owner, Probe, State};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
@@ -45,10 +48,80 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
     let state = State::new(&plan.state_dir);
     // From here on no other `lock` can start a holder; the holder inherits it.
     let (lock_file, dead) = state.acquire()?;
-    // The outcome of an earlier lock that no `unlock` has collected yet
-    // belongs to that lock's post-script: a new lock must not take its place,
-    // or that `unlock` would be answered by this lock (and release it under
-    // its snapshot), reporting "held continuously" for a lock that was not.
+    refuse_over_uncollected(&state, dead)?;
+    if state.remove_socket() {
+        progress.detail("removed a leftover holder socket nobody served");
+    }
+    let (holder, report_pipe) = start_holder(plan, argv, &state, &lock_file, progress)?;
+    let pid = holder.pid();
+    let locked = match read_report(&report_pipe) {
+        Report::Line(line) => match protocol::from_line::<ReadyReport>(&line) {
+            Some(ReadyReport::Locked(locked)) => locked,
+            Some(ReadyReport::Failed(outcome)) => {
+                // It has released everything and is exiting.
+                holder.reap();
+                return Err(exit::fail(
+                    outcome.code,
+                    format!(
+                        "{} (nothing is held; holder log: {})",
+                        outcome.message.as_deref().unwrap_or("locking failed"),
+                        state.log().display()
+                    ),
+                ));
+            }
+            None => {
+                // Not a report we understand: whatever it holds, stop it.
+                holder.stop("its report was not understood");
+                return Err(exit::fail(
+                    exit::SOFTWARE,
+                    format!("the holder's report was not understood: {line:?}; nothing is held"),
+                ));
+            }
+        },
+        Report::Signal(sig) => return Ok(holder.interrupted(sig)),
+        Report::Eof => {
+            holder.reap();
+            return Err(exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the holder (pid {pid}) exited without reporting; see {} (nothing is held)",
+                    state.log().display()
+                ),
+            ));
+        }
+    };
+    // A signal that came with the report: the caller will not get the
+    // variables, so it will not unlock either.
+    if let Some(sig) = signals::received() {
+        return Ok(holder.interrupted(sig));
+    }
+    // Never blocked by a stdout nobody reads (a hung terminal, a full pipe):
+    // a framework's SIGTERM must still stop the holder.
+    match write_stdout_interruptible(variables_text(&locked.env, json).as_bytes()) {
+        Ok(()) => {}
+        Err(Printed::Signal(sig)) => return Ok(holder.interrupted(sig)),
+        Err(Printed::Failed(e)) => {
+            progress.error(format!(
+                "cannot print the variables ({e}): nobody would know the lock is held; releasing it"
+            ));
+            holder.stop("the variables could not be printed");
+            return Ok(exit::SOFTWARE);
+        }
+    }
+    holder.handed_out()?;
+    progress.info(format!(
+        "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
+        plan.max_lock_time.as_secs_f64()
+    ));
+    // Our copy of the flock's file closes with us; the holder keeps it.
+    Ok(exit::OK)
+}
+
+/// The outcome of an earlier lock that no `unlock` has collected yet
+/// belongs to that lock's post-script: a new lock must not take its place,
+/// or that `unlock` would be answered by this lock (and release it under its
+/// snapshot), reporting "held continuously" for a lock that was not.
+fn refuse_over_uncollected(state: &State, dead: Option<Owner>) -> anyhow::Result<()> {
     if let Some(owner) = &dead {
         return Err(exit::fail(
             exit::TEMPFAIL,
@@ -60,22 +133,45 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
             ),
         ));
     }
-    if let Some(v) = state.read_result()? {
+    if let Some(previous) = state.read_result::<Outcome>()? {
         return Err(exit::fail(
             exit::TEMPFAIL,
             format!(
                 "the previous holder released everything by itself at {} (exit status {}: {}), and no \
                  `mysql-quiesce unlock` has collected that yet: its post-script has not run. Run \
                  `mysql-quiesce unlock` to collect it (it exits with that status), then lock again. Nothing was done",
-                v["finished_at"].as_str().unwrap_or("?"),
-                v["code"],
-                v["message"].as_str().unwrap_or("?")
+                previous.finished_at.as_deref().unwrap_or("?"),
+                previous.code,
+                previous.message.as_deref().unwrap_or("?")
             ),
         ));
     }
-    if state.remove_socket() {
-        progress.detail("removed a leftover holder socket nobody served");
+    Ok(())
+}
+
+/// The variables as `lock` prints them: `export KEY='value'` lines (after
+/// `eval`, the shell's child processes, the snapshot command and the shipped
+/// hooks, must see them too), or one JSON object.
+fn variables_text(env: &Variables, json: bool) -> String {
+    if json {
+        format!("{}\n", protocol::to_line(env))
+    } else {
+        env.iter()
+            .map(|(k, val)| format!("export {}\n", shell_pair(k, val)))
+            .collect()
     }
+}
+
+/// Start the holder: detached (its own session), handed the readiness pipe,
+/// the state flock and the password pipe. Returns it with our end of the
+/// readiness pipe.
+fn start_holder<'a>(
+    plan: &'a Plan,
+    argv: &[OsString],
+    state: &'a State,
+    lock_file: &'a File,
+    progress: &'a Progress,
+) -> anyhow::Result<(PendingHolder<'a>, OwnedFd)> {
     let log = state.create_log()?;
     let (read_end, write_end) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
         .map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot create a pipe: {e}")))?;
@@ -117,7 +213,7 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
         cmd.pre_exec(move || {
             // Detached from our session so that it outlives us and the terminal.
             nix::unistd::setsid().map_err(std::io::Error::from)?;
-            // The two descriptors it inherits (both are close-on-exec here).
+            // The descriptors it inherits (all are close-on-exec here).
             for fd in &fds {
                 if libc::fcntl(*fd, libc::F_SETFD, 0) != 0 {
                     return Err(std::io::Error::last_os_error());
@@ -134,118 +230,113 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
     let spawned = cmd.spawn();
     drop(write_end);
     drop(password_pipe);
-    let mut child =
+    let child =
         spawned.map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot start the holder: {e}")))?;
-    let pid = child.id();
-    let cleanup = |child: &mut Child| {
-        // The holder is gone; we still hold the flock: nothing may stay behind.
-        wait_exit(child, EXIT_TIMEOUT);
-        state.remove_socket();
-        state::clear_owner(&lock_file);
+    let holder = PendingHolder {
+        child,
+        state,
+        lock_file,
+        plan,
+        progress,
+        armed: true,
     };
-    // A termination signal before the variables are out: nobody will unlock.
-    let interrupted = |child: &mut Child, sig: i32| {
-        stop_holder(child, &format!("received signal {sig}"), plan, progress);
-        cleanup(child);
-        state.remove_result();
-        progress.error(format!(
-            "interrupted by signal {sig}: nothing is held (holder pid {} stopped)",
-            child.id()
-        ));
-        exit::signal(sig)
-    };
+    Ok((holder, read_end))
+}
 
-    let report = match read_report(&read_end) {
-        Report::Line(line) => line,
-        Report::Signal(sig) => return Ok(interrupted(&mut child, sig)),
-        Report::Eof => {
-            cleanup(&mut child);
-            return Err(exit::fail(
-                exit::SOFTWARE,
-                format!(
-                    "the holder (pid {pid}) exited without reporting; see {} (nothing is held)",
-                    state.log().display()
-                ),
-            ));
-        }
-    };
-    let v: serde_json::Value = serde_json::from_str(&report).unwrap_or_default();
-    if !v.is_object() {
-        // Not a report we understand: whatever it holds, stop it.
-        stop_holder(&mut child, "its report was not understood", plan, progress);
-        cleanup(&mut child);
-        state.remove_result();
-        return Err(exit::fail(
-            exit::SOFTWARE,
-            format!("the holder's report was not understood: {report:?}; nothing is held"),
-        ));
+/// A holder `lock` started whose lock has not been handed out yet. Until
+/// `handed_out`, every way out (including an early return or a panic)
+/// stops it and clears what it leaves in the state directory: nobody may be
+/// left holding a lock nobody knows about.
+struct PendingHolder<'a> {
+    child: Child,
+    state: &'a State,
+    lock_file: &'a File,
+    plan: &'a Plan,
+    progress: &'a Progress,
+    armed: bool,
+}
+
+impl PendingHolder<'_> {
+    fn pid(&self) -> u32 {
+        self.child.id()
     }
-    if v["ok"] != true {
-        // It has released everything and is exiting.
-        wait_exit(&mut child, EXIT_TIMEOUT);
-        let code = v["code"].as_u64().map_or(exit::SOFTWARE, |c| c as u8);
-        return Err(exit::fail(
-            code,
-            format!(
-                "{} (nothing is held; holder log: {})",
-                v["message"].as_str().unwrap_or("locking failed"),
-                state.log().display()
-            ),
-        ));
-    }
-    // A signal that came with the report: the caller will not get the
-    // variables, so it will not unlock either.
-    if let Some(sig) = signals::received() {
-        return Ok(interrupted(&mut child, sig));
-    }
-    let env = v["env"].as_object().cloned().unwrap_or_default();
-    let text = if json {
-        format!("{}\n", serde_json::Value::Object(env))
-    } else {
-        // `export`: after `eval`, the shell's child processes (the snapshot
-        // command, the shipped hooks) must see them too.
-        env.iter()
-            .map(|(k, val)| format!("export {}\n", shell_pair(k, val.as_str().unwrap_or(""))))
-            .collect()
-    };
-    // Never blocked by a stdout nobody reads (a hung terminal, a full pipe):
-    // a framework's SIGTERM must still stop the holder.
-    match write_stdout_interruptible(text.as_bytes()) {
-        Ok(()) => {}
-        Err(Printed::Signal(sig)) => return Ok(interrupted(&mut child, sig)),
-        Err(Printed::Failed(e)) => {
-            progress.error(format!(
-                "cannot print the variables ({e}): nobody would know the lock is held; releasing it"
-            ));
-            stop_holder(
-                &mut child,
-                "the variables could not be printed",
-                plan,
-                progress,
-            );
-            cleanup(&mut child);
-            state.remove_result();
-            return Ok(exit::SOFTWARE);
-        }
-    }
-    // Handed out: the holder may outlive us now.
-    if let Some(mut to_holder) = child.stdin.take() {
-        if to_holder.write_all(b"handed out\n").is_err() {
+
+    /// The variables are printed: say so on its stdin, and let it outlive us.
+    fn handed_out(mut self) -> anyhow::Result<()> {
+        let pid = self.pid();
+        let told = self
+            .child
+            .stdin
+            .take()
+            .is_some_and(|mut to_holder| to_holder.write_all(b"handed out\n").is_ok());
+        if !told {
+            // It went away right after locking: what it left is for `unlock`.
+            self.armed = false;
             return Err(exit::fail(
                 exit::SOFTWARE,
                 format!(
                     "the holder (pid {pid}) went away right after locking; see {} and `mysql-quiesce unlock`",
-                    state.log().display()
+                    self.state.log().display()
                 ),
             ));
         }
+        self.armed = false;
+        Ok(())
     }
-    progress.info(format!(
-        "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
-        plan.max_lock_time.as_secs_f64()
-    ));
-    // Our copy of the flock's file closes with us; the holder keeps it.
-    Ok(exit::OK)
+
+    /// It reported a failure or exited: it releases by itself; wait for it
+    /// (bounded), then clear up.
+    fn reap(mut self) {
+        if !wait_exit(&mut self.child, EXIT_TIMEOUT) {
+            stop_holder(
+                &mut self.child,
+                "it did not exit after reporting",
+                self.plan,
+                self.progress,
+            );
+        }
+        self.clear();
+    }
+
+    /// Stop it (`why`) and clear up.
+    fn stop(mut self, why: &str) {
+        stop_holder(&mut self.child, why, self.plan, self.progress);
+        self.clear();
+    }
+
+    /// A termination signal before the variables are out: nobody will unlock.
+    fn interrupted(self, sig: i32) -> u8 {
+        let pid = self.pid();
+        let progress = self.progress;
+        self.stop(&format!("received signal {sig}"));
+        progress.error(format!(
+            "interrupted by signal {sig}: nothing is held (holder pid {pid} stopped)"
+        ));
+        exit::signal(sig)
+    }
+
+    /// The holder is gone; we still hold the flock: nothing may stay behind.
+    fn clear(&mut self) {
+        wait_exit(&mut self.child, EXIT_TIMEOUT);
+        self.state.remove_socket();
+        state::clear_owner(self.lock_file);
+        self.state.remove_result();
+        self.armed = false;
+    }
+}
+
+impl Drop for PendingHolder<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            stop_holder(
+                &mut self.child,
+                "`mysql-quiesce lock` failed",
+                self.plan,
+                self.progress,
+            );
+            self.clear();
+        }
+    }
 }
 
 /// Our arguments minus any password, which goes in the environment instead.
@@ -407,16 +498,16 @@ fn after_holder(
     dead: Option<Owner>,
     progress: &Progress,
 ) -> anyhow::Result<u8> {
-    let result = state.read_result()?;
+    let result = state.read_result::<Outcome>()?;
     state.remove_socket();
     state::clear_owner(lock_file);
-    if let Some(v) = result {
+    if let Some(outcome) = result {
         state.remove_result();
         progress.warn(format!(
             "the holder had already released everything by itself at {}",
-            v["finished_at"].as_str().unwrap_or("?")
+            outcome.finished_at.as_deref().unwrap_or("?")
         ));
-        return Ok(report_outcome(&v, progress));
+        return Ok(report_outcome(&outcome, progress));
     }
     if let Some(owner) = dead {
         progress.error(format!(
@@ -443,7 +534,7 @@ fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
         // No socket: the holder is exiting, or a `lock` is just starting one.
         return after_exit(state, owner, progress);
     };
-    (&stream).write_all(b"unlock\n")?;
+    (&stream).write_all(Request::Unlock.line())?;
     let mut reader = BufReader::new(&stream);
     let first = match read_line_within(&stream, &mut reader, ANSWER_TIMEOUT) {
         Answer::Line(l) => l,
@@ -461,20 +552,21 @@ fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
             ))
         }
     };
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap_or_default();
-    if v["ack"] != true {
-        return Ok(report_outcome(&v, progress));
-    }
-    let within = Duration::from_secs_f64(v["expect_within"].as_f64().unwrap_or(300.0) + 10.0);
+    let ack = match protocol::from_line::<UnlockReply>(&first) {
+        Some(UnlockReply::Ack(ack)) => ack,
+        Some(UnlockReply::Outcome(outcome)) => return Ok(report_outcome(&outcome, progress)),
+        None => return Err(not_understood(&who, &first, state)),
+    };
+    let within = Duration::from_secs_f64(ack.expect_within.clamp(0.0, 86_400.0) + 10.0);
     progress.detail(format!(
         "the {who} is releasing (thaw, post hooks, unlock, after hooks); waiting up to {:.0} s",
         within.as_secs_f64()
     ));
     match read_line_within(&stream, &mut reader, within) {
-        Answer::Line(l) => Ok(report_outcome(
-            &serde_json::from_str(&l).unwrap_or_default(),
-            progress,
-        )),
+        Answer::Line(l) => match protocol::from_line::<Outcome>(&l) {
+            Some(outcome) => Ok(report_outcome(&outcome, progress)),
+            None => Err(not_understood(&who, &l, state)),
+        },
         Answer::Eof => after_exit(state, owner, progress),
         Answer::Timeout => Err(exit::fail(
             exit::SOFTWARE,
@@ -555,20 +647,33 @@ fn read_line_within(
     }
 }
 
-fn report_outcome(v: &serde_json::Value, progress: &Progress) -> u8 {
-    let code = v["code"].as_u64().map_or(exit::SOFTWARE, |c| c as u8);
-    if code == exit::OK {
-        let held = v["lock_held_ms"]
-            .as_f64()
+/// An answer that is none of ours: whatever the holder does, we cannot say
+/// the lock was held, so `unlock` fails (its log says more).
+fn not_understood(who: &str, line: &str, state: &State) -> anyhow::Error {
+    exit::fail(
+        exit::SOFTWARE,
+        format!(
+            "the {who} answered `unlock` with something that is not a result: {:?}; do not trust the snapshot. \
+             See {} and `mysql-quiesce status`",
+            line.trim(),
+            state.log().display()
+        ),
+    )
+}
+
+fn report_outcome(outcome: &Outcome, progress: &Progress) -> u8 {
+    if outcome.code == exit::OK {
+        let held = outcome
+            .lock_held_ms
             .map(|ms| format!("; lock held {ms:.0} ms"))
             .unwrap_or_default();
         progress.info(format!(
             "unlocked: lock held continuously, snapshot consistent{held}"
         ));
     } else {
-        progress.error(v["message"].as_str().unwrap_or("the holder failed"));
+        progress.error(outcome.message.as_deref().unwrap_or("the holder failed"));
     }
-    code
+    outcome.code
 }
 
 // ------------------------------------------------------------------ status
@@ -584,18 +689,17 @@ fn status(state_dir: &Path, json: bool) -> anyhow::Result<u8> {
     let state = State::new(state_dir);
     let (dead, waiting) = match state.probe(false)? {
         Probe::Absent => (None, false),
-        Probe::Free { owner, .. } => (owner, state.read_result()?.is_some()),
+        Probe::Free { owner, .. } => (owner, state.read_result::<Outcome>()?.is_some()),
         Probe::Busy { owner } => return running(&state, owner, json),
     };
     if json {
-        crate::outln!(
-            "{}",
-            serde_json::json!({
-                "running": false,
-                "result_waiting": waiting,
-                "dead_holder_pid": dead.as_ref().map(|o| o.pid),
-            })
-        );
+        let status = Status {
+            running: false,
+            result_waiting: Some(waiting),
+            dead_holder_pid: dead.as_ref().map(|o| o.pid as u32),
+            ..Status::default()
+        };
+        crate::outln!("{}", protocol::to_line(&status));
     } else {
         let mut line = "holder: not running".to_string();
         if let Some(o) = &dead {
@@ -614,12 +718,21 @@ fn status(state_dir: &Path, json: bool) -> anyhow::Result<u8> {
 fn running(state: &State, owner: Option<Owner>, json: bool) -> anyhow::Result<u8> {
     let who = owner_text(&owner);
     let answer = UnixStream::connect(state.socket()).ok().map(|stream| {
-        let _ = (&stream).write_all(b"status\n");
+        let _ = (&stream).write_all(Request::Status.line());
         let mut reader = BufReader::new(&stream);
         read_line_within(&stream, &mut reader, ANSWER_TIMEOUT)
     });
-    let v: serde_json::Value = match answer {
-        Some(Answer::Line(l)) => serde_json::from_str(&l).unwrap_or_default(),
+    let status = match answer {
+        Some(Answer::Line(l)) => protocol::from_line::<Status>(&l).ok_or_else(|| {
+            exit::fail(
+                exit::SOFTWARE,
+                format!(
+                    "the {who} answered `status` with something that is not a status: {:?}; see {}",
+                    l.trim(),
+                    state.log().display()
+                ),
+            )
+        })?,
         Some(Answer::Timeout) => {
             return Err(exit::fail(
                 exit::SOFTWARE,
@@ -632,58 +745,70 @@ fn running(state: &State, owner: Option<Owner>, json: bool) -> anyhow::Result<u8
             ))
         }
         // Not listening (yet, or any more).
-        _ => serde_json::json!({
-            "running": true,
-            "phase": if owner.is_some() { "exiting" } else { "starting" },
-            "pid": owner.as_ref().map(|o| o.pid),
-        }),
+        _ => Status {
+            running: true,
+            phase: Some(if owner.is_some() {
+                PhaseName::Exiting
+            } else {
+                PhaseName::Starting
+            }),
+            pid: owner.as_ref().map(|o| o.pid as u32),
+            ..Status::default()
+        },
     };
     if json {
-        crate::outln!("{v}");
-        return Ok(exit::OK);
+        crate::outln!("{}", protocol::to_line(&status));
+    } else {
+        print_status(&status);
     }
-    let phase = v["phase"].as_str().unwrap_or("?");
-    crate::outln!("holder: running, pid {}, {phase}", v["pid"]);
-    match phase {
-        "holding" | "releasing" => {
+    Ok(exit::OK)
+}
+
+fn print_status(status: &Status) {
+    let phase = status.phase.map_or("?", PhaseName::as_str);
+    let pid = status.pid.map_or("?".to_string(), |p| p.to_string());
+    crate::outln!("holder: running, pid {pid}, {phase}");
+    match status.phase {
+        Some(PhaseName::Holding | PhaseName::Releasing) => {
             crate::outln!(
                 "lock: {}, held {:.1} s since {}",
-                v["lock"].as_str().unwrap_or("?"),
-                v["held_seconds"].as_f64().unwrap_or(0.0),
-                v["since"].as_str().unwrap_or("?")
+                status.lock.as_deref().unwrap_or("?"),
+                status.held_seconds.unwrap_or(0.0),
+                status.since.as_deref().unwrap_or("?")
             );
-            if let Some(why) = v["why"].as_str() {
+            if let Some(why) = &status.why {
                 crate::outln!("releasing: {why}");
             }
-            if let Some(left) = v["seconds_left"].as_f64() {
+            if let Some(left) = status.seconds_left {
                 crate::outln!(
                     "released by itself in {left:.1} s (--max-lock-time) unless unlocked"
                 );
             }
-            let frozen = v["frozen"].as_str().unwrap_or("");
+            let frozen = status.frozen.as_deref().unwrap_or("");
             crate::outln!(
                 "frozen: {}",
                 if frozen.is_empty() { "nothing" } else { frozen }
             );
+            let env = status.env.clone().unwrap_or_default();
             for k in [
                 "MYSQL_QUIESCE_CONNECTION_ID",
                 "MYSQL_QUIESCE_BINLOG_FILE",
                 "MYSQL_QUIESCE_BINLOG_POS",
                 "MYSQL_QUIESCE_GTID",
             ] {
-                crate::outln!("{}", shell_pair(k, v["env"][k].as_str().unwrap_or("")));
+                crate::outln!("{}", shell_pair(k, env.get(k).map_or("", String::as_str)));
             }
         }
-        "locking" => {
-            crate::outln!(
-                "taking the lock (the `mysql-quiesce lock` that started it has not returned)"
-            )
-        }
-        "finished" => crate::outln!(
+        Some(PhaseName::Locking) => crate::outln!(
+            "taking the lock (the `mysql-quiesce lock` that started it has not returned)"
+        ),
+        Some(PhaseName::Finished) => crate::outln!(
             "finished with exit status {}; exiting (`unlock` collects the result)",
-            v["outcome"]["code"]
+            status
+                .outcome
+                .as_ref()
+                .map_or("?".to_string(), |o| o.code.to_string())
         ),
         _ => {}
     }
-    Ok(exit::OK)
 }

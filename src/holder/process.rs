@@ -3,6 +3,7 @@
 //! `status` (service.rs) until the release, and records the outcome before it
 //! stops answering, so an `unlock` at any moment gets the right answer.
 
+use super::protocol::{to_line, Locked, Outcome, ReadyReport, Variables};
 use super::service::{self, Phase, Shared};
 use super::{WaitEnd, Waiter, HOLDER_FD, HOLDER_LOCK_FD};
 use crate::exit;
@@ -117,7 +118,7 @@ impl HolderWaiter {
 }
 
 impl Waiter for HolderWaiter {
-    fn ready(&mut self, env: &BTreeMap<String, String>, deadline: Instant) -> Result<(), String> {
+    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), String> {
         service::lock(&self.shared).phase = Phase::Holding {
             env: env.clone(),
             since: SystemTime::now(),
@@ -126,18 +127,24 @@ impl Waiter for HolderWaiter {
         let Some(mut pipe) = self.ready_pipe.take() else {
             return Ok(());
         };
-        let msg = serde_json::json!({ "ok": true, "pid": std::process::id(), "env": env });
-        writeln!(pipe, "{msg}").map_err(|e| {
+        // `lock` exits as soon as it has handed the variables out, and we
+        // stay: the parent-death signal goes, before the report (cleared
+        // after it, a `lock` quick to exit could still send it and make us
+        // release a lock it had handed out). Whether it handed them out is
+        // what it says on our stdin; if it dies first (killed while its
+        // stdout was blocked, say), its end closes without that: release.
+        clear_parent_death_signal();
+        let report = ReadyReport::Locked(Locked {
+            ok: true,
+            pid: std::process::id(),
+            env: env.clone(),
+        });
+        writeln!(pipe, "{}", to_line(&report)).map_err(|e| {
             format!(
                 "cannot report ready to the `mysql-quiesce lock` that started this holder ({e}): it is gone (killed, \
                  e.g. by a framework timeout), so nobody knows the lock is held; released everything at once"
             )
         })?;
-        // `lock` exits as soon as it has handed the variables out, and we
-        // stay: the parent-death signal goes. Whether it handed them out is
-        // what it says on our stdin; if it dies first (killed while its
-        // stdout was blocked, say), its end closes without that: release.
-        clear_parent_death_signal();
         let stdin = std::io::stdin();
         let mut answer = [0u8; 16];
         let acked = match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
@@ -185,31 +192,30 @@ impl Waiter for HolderWaiter {
 
     fn finished(&mut self, code: u8, message: Option<&str>, report: &Report) {
         clear_parent_death_signal();
-        let mut outcome = serde_json::json!({
-            "ok": code == exit::OK,
-            "code": code,
-            "message": message,
-            "finished_at": report.finished_at,
-            "consistent": report.consistent,
-            "lock_held_ms": report.lock.held_ms,
-        });
+        let mut outcome = Outcome {
+            ok: code == exit::OK,
+            code,
+            message: message.map(str::to_string),
+            finished_at: report.finished_at.clone(),
+            consistent: report.consistent,
+            lock_held_ms: report.lock.held_ms,
+        };
         let mut sh = service::lock(&self.shared);
         let mut delivered = false;
         if let Some(mut pipe) = self.ready_pipe.take() {
             // Never got ready: the `lock` command reports the failure, if it is still there.
-            if writeln!(pipe, "{outcome}").is_ok() {
+            if writeln!(pipe, "{}", to_line(&ReadyReport::Failed(outcome.clone()))).is_ok() {
                 delivered = true;
             } else {
-                outcome["message"] = format!(
+                outcome.message = Some(format!(
                     "{}; the `mysql-quiesce lock` that started this holder was gone before it could be told (killed, \
                      e.g. by a framework timeout)",
                     message.unwrap_or("the holder failed")
-                )
-                .into();
+                ));
             }
         }
         for mut client in std::mem::take(&mut sh.waiting) {
-            if writeln!(client, "{outcome}").is_ok() {
+            if writeln!(client, "{}", to_line(&outcome)).is_ok() {
                 delivered = true;
             }
         }

@@ -5,14 +5,13 @@
 //! holder releases by itself is acknowledged at once and gets the outcome
 //! when it is known; one that arrives later gets the recorded outcome.
 //!
-//! Protocol: one request line (`status` or `unlock`), JSON lines back. For
-//! `unlock`: either the outcome (`{"code": ..}`) at once, or first
-//! `{"ack": true, "expect_within": SECONDS}` and then the outcome.
+//! Protocol (protocol.rs): one request line, JSON lines back. For `unlock`:
+//! either the outcome at once, or first an `Ack` and then the outcome.
 
+use super::protocol::{to_line, Ack, Outcome, PhaseName, Request, Status, UnlockReply, Variables};
 use crate::exit;
 use crate::report;
 use crate::state::State;
-use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -22,17 +21,17 @@ pub enum Phase {
     /// Connecting and locking: the `lock` command still waits.
     Locking,
     Holding {
-        env: BTreeMap<String, String>,
+        env: Variables,
         since: SystemTime,
         deadline: Option<Instant>,
     },
     Releasing {
         why: String,
-        env: BTreeMap<String, String>,
+        env: Variables,
         since: SystemTime,
     },
     Finished {
-        outcome: serde_json::Value,
+        outcome: Outcome,
     },
 }
 
@@ -80,46 +79,43 @@ fn serve(stream: UnixStream, shared: &Handle, state: &State) {
     let _ = BufReader::new(&stream).read_line(&mut line);
     let mut sh = lock(shared);
     let mut out = &stream;
-    match line.trim() {
-        "status" => {
-            let _ = writeln!(out, "{}", status_json(&sh));
+    let mut send = |line: String| writeln!(out, "{line}").is_ok();
+    match Request::parse(&line) {
+        Some(Request::Status) => {
+            send(to_line(&status(&sh)));
         }
-        "unlock" => match &sh.phase {
+        Some(Request::Unlock) => match &sh.phase {
             Phase::Locking => {
-                let _ = writeln!(
-                    out,
-                    "{}",
-                    serde_json::json!({
-                        "code": exit::TEMPFAIL,
-                        "message": format!(
-                            "holder pid {} is still taking the lock (the `mysql-quiesce lock` that started it has not \
-                             returned): nothing to unlock yet. Retry, or stop that `lock` command (it stops its holder)",
-                            std::process::id()
-                        ),
-                    })
-                );
+                send(to_line(&UnlockReply::Outcome(Outcome::refusal(
+                    exit::TEMPFAIL,
+                    format!(
+                        "holder pid {} is still taking the lock (the `mysql-quiesce lock` that started it has not \
+                         returned): nothing to unlock yet. Retry, or stop that `lock` command (it stops its holder)",
+                        std::process::id()
+                    ),
+                ))));
             }
             Phase::Holding { .. } | Phase::Releasing { .. } => {
                 sh.release_requested = true;
-                let ack = serde_json::json!({
-                    "ack": true,
-                    "pid": std::process::id(),
-                    "expect_within": sh.expect_within,
+                let ack = UnlockReply::Ack(Ack {
+                    ack: true,
+                    pid: std::process::id(),
+                    expect_within: sh.expect_within,
                 });
-                if writeln!(out, "{ack}").is_ok() {
+                if send(to_line(&ack)) {
                     sh.waiting.push(stream.try_clone().expect("clone socket"));
                 }
             }
             Phase::Finished { outcome } => {
                 let reply = if sh.collected {
-                    serde_json::json!({
-                        "code": exit::UNAVAILABLE,
-                        "message": "the holder has finished and its result was already collected by another `unlock`: nothing to unlock",
-                    })
+                    Outcome::refusal(
+                        exit::UNAVAILABLE,
+                        "the holder has finished and its result was already collected by another `unlock`: nothing to unlock",
+                    )
                 } else {
                     outcome.clone()
                 };
-                if writeln!(out, "{reply}").is_ok() && !sh.collected {
+                if send(to_line(&UnlockReply::Outcome(reply))) && !sh.collected {
                     sh.collected = true;
                     if sh.in_file {
                         state.remove_result();
@@ -128,48 +124,47 @@ fn serve(stream: UnixStream, shared: &Handle, state: &State) {
                 }
             }
         },
-        _ => {}
+        None => {}
     }
 }
 
-fn status_json(sh: &Shared) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "running": true,
-        "pid": std::process::id(),
-        "started": report::rfc3339(sh.started),
-        "max_lock_time": sh.max_lock_time,
-    });
+fn status(sh: &Shared) -> Status {
     let held = |since: &SystemTime| since.elapsed().unwrap_or_default().as_secs_f64();
+    let mut status = Status {
+        running: true,
+        pid: Some(std::process::id()),
+        started: Some(report::rfc3339(sh.started)),
+        max_lock_time: Some(sh.max_lock_time),
+        ..Status::default()
+    };
+    let holding = |status: &mut Status, env: &Variables, since: &SystemTime| {
+        status.since = Some(report::rfc3339(*since));
+        status.held_seconds = Some(held(since));
+        status.lock = env.get("MYSQL_QUIESCE_LOCK").cloned();
+        status.frozen = env.get("MYSQL_QUIESCE_FROZEN").cloned();
+        status.env = Some(env.clone());
+    };
     match &sh.phase {
-        Phase::Locking => v["phase"] = "locking".into(),
+        Phase::Locking => status.phase = Some(PhaseName::Locking),
         Phase::Holding {
             env,
             since,
             deadline,
         } => {
-            v["phase"] = "holding".into();
-            v["since"] = report::rfc3339(*since).into();
-            v["held_seconds"] = held(since).into();
-            v["seconds_left"] = deadline
-                .map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64())
-                .into();
-            v["lock"] = env.get("MYSQL_QUIESCE_LOCK").cloned().into();
-            v["frozen"] = env.get("MYSQL_QUIESCE_FROZEN").cloned().into();
-            v["env"] = serde_json::to_value(env).expect("json");
+            status.phase = Some(PhaseName::Holding);
+            holding(&mut status, env, since);
+            status.seconds_left =
+                deadline.map(|d| d.saturating_duration_since(Instant::now()).as_secs_f64());
         }
         Phase::Releasing { why, env, since } => {
-            v["phase"] = "releasing".into();
-            v["why"] = why.clone().into();
-            v["since"] = report::rfc3339(*since).into();
-            v["held_seconds"] = held(since).into();
-            v["lock"] = env.get("MYSQL_QUIESCE_LOCK").cloned().into();
-            v["frozen"] = env.get("MYSQL_QUIESCE_FROZEN").cloned().into();
-            v["env"] = serde_json::to_value(env).expect("json");
+            status.phase = Some(PhaseName::Releasing);
+            holding(&mut status, env, since);
+            status.why = Some(why.clone());
         }
         Phase::Finished { outcome } => {
-            v["phase"] = "finished".into();
-            v["outcome"] = outcome.clone();
+            status.phase = Some(PhaseName::Finished);
+            status.outcome = Some(outcome.clone());
         }
     }
-    v
+    status
 }

@@ -4,7 +4,7 @@
 //! on them; the sequence's unit tests put a recorder in its place.
 
 use crate::freeze::{self, FrozenSet, Thawed};
-use crate::guardian::Guardian;
+use crate::guardian::{Guardian, ToGuardian};
 use crate::hooks::{self, Ending, Hook, Limits};
 use crate::messages::Progress;
 use crate::plan::{Instance, Plan};
@@ -207,7 +207,7 @@ impl Backend for Real<'_> {
             None => Vec::new(),
         };
         if let Some(g) = &self.guardian {
-            g.link().tell("released");
+            g.link().tell(&ToGuardian::Released);
         }
         errors
     }

@@ -17,14 +17,15 @@
 
 mod commands;
 mod process;
+mod protocol;
 mod service;
 
 pub use commands::{lock_command, status_command, unlock_command};
 pub use process::HolderWaiter;
+pub use protocol::Variables;
 
 use crate::report::Report;
 use crate::signals;
-use std::collections::BTreeMap;
 use std::io::{Read, Write};
 use std::os::fd::AsFd;
 use std::time::Instant;
@@ -82,7 +83,7 @@ pub trait Waiter {
     /// Locked (and frozen): tell whoever waits, with the hook variables.
     /// An error means nobody can be told (they are gone): the caller
     /// releases everything at once, with the error as the reason.
-    fn ready(&mut self, env: &BTreeMap<String, String>, deadline: Instant) -> Result<(), String>;
+    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), String>;
     /// Wait for the release request or the deadline.
     fn wait(&mut self, deadline: Instant) -> WaitEnd;
     /// The run is over: hand its outcome to whoever asks.
@@ -146,7 +147,7 @@ impl StdinWaiter {
 }
 
 impl Waiter for StdinWaiter {
-    fn ready(&mut self, env: &BTreeMap<String, String>, _deadline: Instant) -> Result<(), String> {
+    fn ready(&mut self, env: &Variables, _deadline: Instant) -> Result<(), String> {
         let pairs: Vec<String> = env.iter().map(|(k, v)| shell_pair(k, v)).collect();
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY {}", pairs.join(" "))
