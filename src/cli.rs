@@ -32,6 +32,11 @@ pub fn after_help() -> String {
 
 pub use crate::server::strategy::LockMode;
 
+/// The value clap gives a bare `--password`/`-p` (default_missing_value):
+/// "prompt for it". A control character cannot come from a shell argument in
+/// practice, so it cannot be mistaken for a real password.
+pub const PASSWORD_PROMPT: &str = "\u{1}prompt";
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum QueryType {
@@ -113,7 +118,7 @@ pub struct Cli {
         value_name = "PASS",
         num_args = 0..=1,
         require_equals = true,
-        default_missing_value = crate::options::password::PROMPT,
+        default_missing_value = PASSWORD_PROMPT,
         help_heading = "Connection"
     )]
     pub password: Option<String>,
@@ -511,10 +516,7 @@ mod tests {
             parse(&["--password=secret"]).password.as_deref(),
             Some("secret")
         );
-        assert_eq!(
-            parse(&["-p"]).password.as_deref(),
-            Some(crate::options::password::PROMPT)
-        );
+        assert_eq!(parse(&["-p"]).password.as_deref(), Some(PASSWORD_PROMPT));
         assert_eq!(parse(&["--password="]).password.as_deref(), Some(""));
         // "-p x" is a bare -p followed by something else, as in the mysql client.
         assert!(Cli::try_parse_from(["mysql-quiesce", "-p", "x"]).is_err());

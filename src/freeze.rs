@@ -278,91 +278,119 @@ pub fn validate(
     })?;
     let mut out: Vec<Target> = Vec::new();
     for target in targets {
-        let shown = target.display();
-        let canonical = target
-            .canonicalize()
-            .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
-        let mount = mount_of_in(&canonical, &all).ok_or_else(|| {
-            exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it"))
-        })?;
-        if canonical == Path::new("/") || mount.fs == root.fs {
-            let also = if canonical == Path::new("/") {
-                String::new()
-            } else {
-                format!(" (device {}, the filesystem mounted at /)", root.fs)
-            };
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!(
-                    "--freeze={shown}: refusing to freeze the root filesystem{also}: the machine would hang, \
-                     mysql-quiesce included; put the data on its own filesystem (--force-freeze does not change this)"
-                ),
-            ));
-        }
-        if mount.mountpoint != canonical {
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!(
-                    "--freeze={shown} is not a mount point (it is on the filesystem mounted at {}); FIFREEZE freezes \
-                     whole filesystems: give the mount point",
-                    mount.mountpoint.display()
-                ),
-            ));
-        }
-        let fs_type = mount.fs_type.clone();
-        if let Some((_, why)) = NOT_FREEZABLE.iter().find(|(t, _)| *t == fs_type) {
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!(
-                    "--freeze={shown}: a {fs_type} filesystem cannot be frozen{}",
-                    if why.is_empty() {
-                        String::new()
-                    } else {
-                        format!("; {why}")
-                    }
-                ),
-            ));
-        }
-        if let Some(first) = out.iter().find(|t| t.fs == mount.fs) {
-            let why = if first.mountpoint == mount.mountpoint {
-                format!("--freeze={shown} is given twice")
-            } else {
-                format!(
-                    "--freeze={shown} is the same filesystem (device {}) as --freeze={}, mounted twice; freezing it \
-                     a second time would fail: give it once",
-                    mount.fs,
-                    first.mountpoint.display()
-                )
-            };
-            return Err(exit::fail(exit::CONFIG, why));
-        }
-        for (path, kind) in protected {
-            if !mount_of_in(path, &all).is_some_and(|m| m.fs == mount.fs) {
-                continue;
-            }
-            let (what, overridable) = kind.subject(path);
-            if overridable && force {
-                continue;
-            }
-            return Err(exit::fail(
-                exit::CONFIG,
-                format!(
-                    "--freeze={shown}: {what} is on that filesystem, and mysql-quiesce never touches a frozen \
-                     filesystem; {}",
-                    kind.fix()
-                ),
-            ));
-        }
-        let meta = std::fs::metadata(&canonical)
-            .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
-        out.push(Target {
-            mountpoint: mount.mountpoint,
-            fs_type,
-            fs: mount.fs,
-            dir: (meta.dev(), meta.ino()),
-        });
+        let checked = check_target(target, &all, &root)?;
+        refuse_twice(&checked, target, &out)?;
+        refuse_protected(&checked, target, protected, force, &all)?;
+        out.push(checked);
     }
     Ok(out)
+}
+
+/// One --freeze target on its own: a mount point, not the root filesystem,
+/// of a type that can be frozen.
+fn check_target(target: &Path, all: &[Mount], root: &Mount) -> anyhow::Result<Target> {
+    let shown = target.display();
+    let canonical = target
+        .canonicalize()
+        .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
+    let mount = mount_of_in(&canonical, all)
+        .ok_or_else(|| exit::fail(exit::CONFIG, format!("--freeze={shown}: no mount holds it")))?;
+    if canonical == Path::new("/") || mount.fs == root.fs {
+        let also = if canonical == Path::new("/") {
+            String::new()
+        } else {
+            format!(" (device {}, the filesystem mounted at /)", root.fs)
+        };
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--freeze={shown}: refusing to freeze the root filesystem{also}: the machine would hang, \
+                 mysql-quiesce included; put the data on its own filesystem (--force-freeze does not change this)"
+            ),
+        ));
+    }
+    if mount.mountpoint != canonical {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--freeze={shown} is not a mount point (it is on the filesystem mounted at {}); FIFREEZE freezes \
+                 whole filesystems: give the mount point",
+                mount.mountpoint.display()
+            ),
+        ));
+    }
+    let fs_type = mount.fs_type.clone();
+    if let Some((_, why)) = NOT_FREEZABLE.iter().find(|(t, _)| *t == fs_type) {
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--freeze={shown}: a {fs_type} filesystem cannot be frozen{}",
+                if why.is_empty() {
+                    String::new()
+                } else {
+                    format!("; {why}")
+                }
+            ),
+        ));
+    }
+    let meta = std::fs::metadata(&canonical)
+        .map_err(|e| exit::fail(exit::CONFIG, format!("--freeze={shown}: {e}")))?;
+    Ok(Target {
+        mountpoint: mount.mountpoint,
+        fs_type,
+        fs: mount.fs,
+        dir: (meta.dev(), meta.ino()),
+    })
+}
+
+/// The same filesystem twice (given twice, or mounted twice) would fail on
+/// its second freeze.
+fn refuse_twice(checked: &Target, target: &Path, earlier: &[Target]) -> anyhow::Result<()> {
+    let Some(first) = earlier.iter().find(|t| t.fs == checked.fs) else {
+        return Ok(());
+    };
+    let shown = target.display();
+    let why = if first.mountpoint == checked.mountpoint {
+        format!("--freeze={shown} is given twice")
+    } else {
+        format!(
+            "--freeze={shown} is the same filesystem (device {}) as --freeze={}, mounted twice; freezing it \
+             a second time would fail: give it once",
+            checked.fs,
+            first.mountpoint.display()
+        )
+    };
+    Err(exit::fail(exit::CONFIG, why))
+}
+
+/// Nothing we need while frozen (our binary, hooks, state, the socket)
+/// may be on it; `force` overrides the overridable ones.
+fn refuse_protected(
+    checked: &Target,
+    target: &Path,
+    protected: &[(PathBuf, Protected)],
+    force: bool,
+    all: &[Mount],
+) -> anyhow::Result<()> {
+    for (path, kind) in protected {
+        if !mount_of_in(path, all).is_some_and(|m| m.fs == checked.fs) {
+            continue;
+        }
+        let (what, overridable) = kind.subject(path);
+        if overridable && force {
+            continue;
+        }
+        return Err(exit::fail(
+            exit::CONFIG,
+            format!(
+                "--freeze={}: {what} is on that filesystem, and mysql-quiesce never touches a frozen \
+                 filesystem; {}",
+                target.display(),
+                kind.fix()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 /// Result of thawing one filesystem.

@@ -66,43 +66,15 @@ pub fn entries_to_args(
     cmd: &clap::Command,
     notes: &mut Vec<String>,
 ) -> anyhow::Result<Vec<Derived>> {
-    let with_suffix = |g: &str| suffix.map(|s| format!("{g}{s}"));
-    let mut client_groups: Vec<String> = CLIENT_GROUPS.iter().map(|g| g.to_string()).collect();
-    client_groups.extend(CLIENT_GROUPS.iter().filter_map(|g| with_suffix(g)));
-    let mut tool_groups = vec![TOOL_GROUP.to_string()];
-    tool_groups.extend(with_suffix(TOOL_GROUP));
-
+    let groups = Groups::new(suffix);
     let mut out = Vec::new();
     for e in entries {
-        let is_client = client_groups.contains(&e.group);
-        if !is_client && !tool_groups.contains(&e.group) {
+        let Some(is_client) = groups.is_client(&e.group) else {
             continue;
-        }
-        let mut key = normalise(&e.key);
-        let loose = key.starts_with("loose-");
-        if loose {
-            key = key["loose-".len()..].to_string();
-        }
-        let mut value = e.value.clone();
-        if is_client {
-            // MySQL/MariaDB spellings of TLS settings, mapped to --ssl-mode.
-            let ssl_mode = match (key.as_str(), value.as_deref().map(truthy)) {
-                ("ssl", None | Some(Some(true))) => Some("REQUIRED"),
-                ("ssl", Some(Some(false))) | ("skip-ssl" | "disable-ssl", _) => Some("DISABLED"),
-                ("ssl-verify-server-cert", None | Some(Some(true))) => Some("VERIFY_IDENTITY"),
-                _ => None,
-            };
-            if let Some(mode) = ssl_mode {
-                key = "ssl-mode".into();
-                value = Some(mode.into());
-            } else if !CONNECTION_KEYS.contains(&key.as_str()) {
-                notes.push(format!(
-                    "{}: [{}] {key} is for other programs; mysql-quiesce ignores it",
-                    e.origin, e.group
-                ));
-                continue;
-            }
-        }
+        };
+        let Some(Spelled { key, value, loose }) = spelled(e, is_client, notes) else {
+            continue;
+        };
         if DEFAULTS_OPTIONS.contains(&key.as_str()) {
             return Err(exit::fail(
                 exit::CONFIG,
@@ -112,14 +84,7 @@ pub fn entries_to_args(
                 ),
             ));
         }
-        // skip-X / disable-X / enable-X for flags.
-        let (key, negated) = match ["skip-", "disable-", "enable-"]
-            .iter()
-            .find_map(|p| key.strip_prefix(p).map(|k| (*p, k)))
-        {
-            Some((prefix, k)) if is_flag(cmd, k) => (k.to_string(), prefix != "enable-"),
-            _ => (key, false),
-        };
+        let (key, negated) = negation(cmd, key);
         let Some(arg) = cmd
             .get_arguments()
             .find(|a| a.get_long() == Some(key.as_str()))
@@ -136,76 +101,183 @@ pub fn entries_to_args(
                 format!("{}: unknown option `{key}` in [{}]; see `mysql-quiesce --help` for the options", e.origin, e.group),
             ));
         };
-        // As root, every mysql-quiesce key but the connection ones (which keep
-        // the mysql client's rule) must come from a file only root could have
-        // written: they run commands, choose what is frozen or written, or
-        // decide whether and how long the database is locked (the pattern of
-        // CVE-2016-6662: a config file turned into code execution as root).
-        if as_root && !is_client && !CONNECTION_KEYS.contains(&key.as_str()) {
-            if let Some(why) = &e.untrusted {
-                return Err(exit::fail(
-                    exit::CONFIG,
-                    format!(
-                        "{}: `{key}` is not taken from this file: mysql-quiesce runs as root, and {why}, so \
-                         someone other than root could make root run commands, write files or change the lock \
-                         with it. Nothing was done. Move the line to a file only root can write (owned by root, \
-                         not writable by group or others, in directories likewise), e.g. \
-                         /etc/mysql-quiesce/*.cnf, or give it on the command line",
-                        e.origin
-                    ),
-                ));
-            }
+        if as_root && !is_client {
+            refuse_untrusted(e, &key)?;
         }
-        let id = arg.get_id().to_string();
-        match arg.get_action() {
-            ArgAction::SetTrue | ArgAction::Count => {
-                let times = match value.as_deref() {
-                    None => 1,
-                    Some(v) => match (truthy(v), v.parse::<u8>()) {
-                        (Some(b), _) => usize::from(b),
-                        (None, Ok(n)) if matches!(arg.get_action(), ArgAction::Count) => usize::from(n),
-                        _ => {
-                            return Err(exit::fail(
-                                exit::CONFIG,
-                                format!("{}: `{key}` is a switch; its value must be 1/0, true/false or on/off, not `{v}`", e.origin),
-                            ))
-                        }
-                    },
-                };
-                let times = if negated { 0 } else { times };
-                // A later file turns a switch off or sets it again (last wins);
-                // only a counted switch (-v) adds up.
-                if times == 0 || matches!(arg.get_action(), ArgAction::SetTrue) {
-                    out.retain(|d: &Derived| d.id != id);
-                }
-                for _ in 0..times {
-                    out.push(Derived {
-                        id: id.clone(),
-                        arg: format!("--{key}"),
-                        origin: e.origin.clone(),
-                    });
-                }
-            }
-            _ => {
-                let v = match value {
-                    Some(v) => v,
-                    None if key == "password" => PROMPT.to_string(),
-                    None => {
-                        return Err(exit::fail(
-                            exit::CONFIG,
-                            format!("{}: `{key}` needs a value (`{key} = ...`)", e.origin),
-                        ));
-                    }
-                };
-                out.push(Derived {
-                    id,
-                    arg: format!("--{key}={v}"),
-                    origin: e.origin.clone(),
-                });
-            }
-        }
+        add(&mut out, arg, e, &key, value, negated)?;
     }
     Ok(out)
+}
+
+/// The option-file groups we read.
+struct Groups {
+    client: Vec<String>,
+    tool: Vec<String>,
+}
+
+impl Groups {
+    fn new(suffix: Option<&str>) -> Groups {
+        let with_suffix = |g: &str| suffix.map(|s| format!("{g}{s}"));
+        let mut client: Vec<String> = CLIENT_GROUPS.iter().map(|g| g.to_string()).collect();
+        client.extend(CLIENT_GROUPS.iter().filter_map(|g| with_suffix(g)));
+        let mut tool = vec![TOOL_GROUP.to_string()];
+        tool.extend(with_suffix(TOOL_GROUP));
+        Groups { client, tool }
+    }
+
+    /// Some(true) for a client group, Some(false) for ours, None for others.
+    fn is_client(&self, group: &String) -> Option<bool> {
+        if self.client.contains(group) {
+            Some(true)
+        } else if self.tool.contains(group) {
+            Some(false)
+        } else {
+            None
+        }
+    }
+}
+
+/// An entry's key as our option name.
+struct Spelled {
+    key: String,
+    value: Option<String>,
+    /// `loose-` prefixed: unknown is a note, not an error.
+    loose: bool,
+}
+
+/// The key in our spelling: `loose-` off, and in client groups the
+/// MySQL/MariaDB spellings of TLS settings mapped to --ssl-mode. None (with
+/// a note) for a client-group key that belongs to other programs.
+fn spelled(e: &Entry, is_client: bool, notes: &mut Vec<String>) -> Option<Spelled> {
+    let key = normalise(&e.key);
+    let (key, loose) = match key.strip_prefix("loose-") {
+        Some(k) => (k.to_string(), true),
+        None => (key, false),
+    };
+    if !is_client {
+        return Some(Spelled {
+            key,
+            value: e.value.clone(),
+            loose,
+        });
+    }
+    let ssl_mode = match (key.as_str(), e.value.as_deref().map(truthy)) {
+        ("ssl", None | Some(Some(true))) => Some("REQUIRED"),
+        ("ssl", Some(Some(false))) | ("skip-ssl" | "disable-ssl", _) => Some("DISABLED"),
+        ("ssl-verify-server-cert", None | Some(Some(true))) => Some("VERIFY_IDENTITY"),
+        _ => None,
+    };
+    if let Some(mode) = ssl_mode {
+        return Some(Spelled {
+            key: "ssl-mode".into(),
+            value: Some(mode.into()),
+            loose,
+        });
+    }
+    if !CONNECTION_KEYS.contains(&key.as_str()) {
+        notes.push(format!(
+            "{}: [{}] {key} is for other programs; mysql-quiesce ignores it",
+            e.origin, e.group
+        ));
+        return None;
+    }
+    Some(Spelled {
+        key,
+        value: e.value.clone(),
+        loose,
+    })
+}
+
+/// skip-X / disable-X / enable-X for a switch X: (X, whether it is off).
+fn negation(cmd: &clap::Command, key: String) -> (String, bool) {
+    match ["skip-", "disable-", "enable-"]
+        .iter()
+        .find_map(|p| key.strip_prefix(p).map(|k| (*p, k)))
+    {
+        Some((prefix, k)) if is_flag(cmd, k) => (k.to_string(), prefix != "enable-"),
+        _ => (key, false),
+    }
+}
+
+/// As root, every mysql-quiesce key but the connection ones (which keep the
+/// mysql client's rule) must come from a file only root could have written:
+/// they run commands, choose what is frozen or written, or decide whether
+/// and how long the database is locked (the pattern of CVE-2016-6662: a
+/// config file turned into code execution as root).
+fn refuse_untrusted(e: &Entry, key: &str) -> anyhow::Result<()> {
+    if CONNECTION_KEYS.contains(&key) {
+        return Ok(());
+    }
+    let Some(why) = &e.untrusted else {
+        return Ok(());
+    };
+    Err(exit::fail(
+        exit::CONFIG,
+        format!(
+            "{}: `{key}` is not taken from this file: mysql-quiesce runs as root, and {why}, so \
+             someone other than root could make root run commands, write files or change the lock \
+             with it. Nothing was done. Move the line to a file only root can write (owned by root, \
+             not writable by group or others, in directories likewise), e.g. \
+             /etc/mysql-quiesce/*.cnf, or give it on the command line",
+            e.origin
+        ),
+    ))
+}
+
+/// The entry as arguments of `arg`, replacing earlier ones where the last wins.
+fn add(
+    out: &mut Vec<Derived>,
+    arg: &clap::Arg,
+    e: &Entry,
+    key: &str,
+    value: Option<String>,
+    negated: bool,
+) -> anyhow::Result<()> {
+    let id = arg.get_id().to_string();
+    let derived = |arg: String| Derived {
+        id: id.clone(),
+        arg,
+        origin: e.origin.clone(),
+    };
+    match arg.get_action() {
+        ArgAction::SetTrue | ArgAction::Count => {
+            let counted = matches!(arg.get_action(), ArgAction::Count);
+            let times = match value.as_deref() {
+                None => 1,
+                Some(v) => match (truthy(v), v.parse::<u8>()) {
+                    (Some(b), _) => usize::from(b),
+                    (None, Ok(n)) if counted => usize::from(n),
+                    _ => {
+                        return Err(exit::fail(
+                            exit::CONFIG,
+                            format!("{}: `{key}` is a switch; its value must be 1/0, true/false or on/off, not `{v}`", e.origin),
+                        ))
+                    }
+                },
+            };
+            let times = if negated { 0 } else { times };
+            // A later file turns a switch off or sets it again (last wins);
+            // only a counted switch (-v) adds up.
+            if times == 0 || !counted {
+                out.retain(|d: &Derived| d.id != id);
+            }
+            out.extend((0..times).map(|_| derived(format!("--{key}"))));
+        }
+        _ => {
+            let v = match value {
+                Some(v) => v,
+                None if key == "password" => PROMPT.to_string(),
+                None => {
+                    return Err(exit::fail(
+                        exit::CONFIG,
+                        format!("{}: `{key}` needs a value (`{key} = ...`)", e.origin),
+                    ));
+                }
+            };
+            out.push(derived(format!("--{key}={v}")));
+        }
+    }
+    Ok(())
 }
 
 /// Take the MySQL-style switch negations off the command line:

@@ -6,10 +6,7 @@
 use crate::exit;
 use std::io::{BufRead, Write};
 
-/// The value clap gives a bare `--password`/`-p` (default_missing_value):
-/// "prompt for it". A control character cannot come from a shell argument in
-/// practice, so it cannot be mistaken for a real password.
-pub const PROMPT: &str = "\u{1}prompt";
+pub use crate::cli::PASSWORD_PROMPT as PROMPT;
 
 /// Ask for the password on the terminal with echo off.
 pub fn prompt() -> anyhow::Result<String> {

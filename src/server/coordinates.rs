@@ -45,19 +45,6 @@ pub fn binlog_status_statement(info: &ServerInfo) -> &'static str {
     }
 }
 
-/// The statement that shows replica status on this server.
-pub fn replica_status_statement(info: &ServerInfo) -> &'static str {
-    let new_name = match info.flavor {
-        Flavor::Mariadb => info.at_least(10, 5, 1),
-        _ => info.at_least(8, 0, 22),
-    };
-    if new_name {
-        "SHOW REPLICA STATUS"
-    } else {
-        "SHOW SLAVE STATUS"
-    }
-}
-
 fn non_empty(s: Option<String>) -> Option<String> {
     s.filter(|s| !s.trim().is_empty())
 }
@@ -121,7 +108,7 @@ pub fn read(
         ));
     }
 
-    let replica = replica_status_statement(info);
+    let replica = info.replica_statements().show;
     match conn.query::<Row, _>(replica) {
         Ok(rows) => {
             if let Some(row) = rows.first() {
@@ -194,7 +181,7 @@ mod tests {
 
     #[test]
     fn replica_status_uses_the_new_name_where_it_exists() {
-        let statement = |v: &str| replica_status_statement(&ServerInfo::from_strings(v, ""));
+        let statement = |v: &str| ServerInfo::from_strings(v, "").replica_statements().show;
         assert_eq!(statement("8.0.22"), "SHOW REPLICA STATUS");
         assert_eq!(statement("8.0.21"), "SHOW SLAVE STATUS");
         assert_eq!(statement("10.5.1-MariaDB"), "SHOW REPLICA STATUS");

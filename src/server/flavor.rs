@@ -73,11 +73,41 @@ impl ServerInfo {
         self.version_number >= (major, minor, patch)
     }
 
+    /// The replica statements this server understands: REPLICA where the
+    /// name exists (MySQL 8.0.22, MariaDB 10.5.1), SLAVE before.
+    pub fn replica_statements(&self) -> ReplicaStatements {
+        let new_names = match self.flavor {
+            Flavor::Mariadb => self.at_least(10, 5, 1),
+            _ => self.at_least(8, 0, 22),
+        };
+        if new_names {
+            ReplicaStatements {
+                show: "SHOW REPLICA STATUS",
+                stop_sql_thread: "STOP REPLICA SQL_THREAD",
+                start_sql_thread: "START REPLICA SQL_THREAD",
+            }
+        } else {
+            ReplicaStatements {
+                show: "SHOW SLAVE STATUS",
+                stop_sql_thread: "STOP SLAVE SQL_THREAD",
+                start_sql_thread: "START SLAVE SQL_THREAD",
+            }
+        }
+    }
+
     /// "MariaDB 10.11.19".
     pub fn short(&self) -> String {
         let (a, b, c) = self.version_number;
         format!("{} {a}.{b}.{c}", self.flavor.name())
     }
+}
+
+/// How a server spells the replica statements we use.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ReplicaStatements {
+    pub show: &'static str,
+    pub stop_sql_thread: &'static str,
+    pub start_sql_thread: &'static str,
 }
 
 /// "10.11.19-MariaDB-log" -> (10, 11, 19); a "5.5.5-" replication prefix is skipped.

@@ -487,29 +487,9 @@ impl LockSession {
         released
     }
 
-    fn replica_statements(&self) -> (&'static str, &'static str, &'static str) {
-        let new_names = match self.info.flavor {
-            super::Flavor::Mariadb => self.info.at_least(10, 5, 1),
-            _ => self.info.at_least(8, 0, 22),
-        };
-        if new_names {
-            (
-                "SHOW REPLICA STATUS",
-                "STOP REPLICA SQL_THREAD",
-                "START REPLICA SQL_THREAD",
-            )
-        } else {
-            (
-                "SHOW SLAVE STATUS",
-                "STOP SLAVE SQL_THREAD",
-                "START SLAVE SQL_THREAD",
-            )
-        }
-    }
-
     /// Whether the replica SQL thread runs; None when this is no replica.
     fn replica_sql_running(&mut self) -> anyhow::Result<Option<bool>> {
-        let (show, _, _) = self.replica_statements();
+        let show = self.info.replica_statements().show;
         let rows: Vec<mysql::Row> = self.conn.query(show).map_err(|e| sql_error(show, &e))?;
         Ok(rows.first().map(|r| {
             ["Replica_SQL_Running", "Slave_SQL_Running"]
@@ -527,7 +507,7 @@ impl LockSession {
         if let Ok(text) = std::fs::read_to_string(&path) {
             match self.replica_sql_running() {
                 Ok(Some(false)) => {
-                    let (_, _, start) = self.replica_statements();
+                    let start = self.info.replica_statements().start_sql_thread;
                     let note: serde_json::Value = serde_json::from_str(&text).unwrap_or_default();
                     progress.warn(format!(
                         "the replica SQL thread is STOPPED: a mysql-quiesce run (pid {}) stopped it for \
@@ -549,7 +529,7 @@ impl LockSession {
     }
 
     pub(crate) fn stop_replica_sql(&mut self, progress: &Progress) -> anyhow::Result<()> {
-        let (_, stop, _) = self.replica_statements();
+        let stop = self.info.replica_statements().stop_sql_thread;
         if self.replica_sql_running()? != Some(true) {
             progress
                 .warn("--stop-replica-sql: no replica SQL thread is running here; nothing to stop");
@@ -596,7 +576,7 @@ impl LockSession {
         if !std::mem::take(&mut self.replica_stopped) {
             return;
         }
-        let (_, _, start) = self.replica_statements();
+        let start = self.info.replica_statements().start_sql_thread;
         progress.sql(start);
         // Our own session may be gone (that is what verify reports): use the watchdog's.
         let result = self
@@ -675,7 +655,7 @@ impl Drop for LockSession {
             let _ = self.conn.query_drop(self.strategy.unlock);
         }
         if self.replica_stopped {
-            let (_, _, start) = self.replica_statements();
+            let start = self.info.replica_statements().start_sql_thread;
             let started = self
                 .conn
                 .query_drop(start)
