@@ -30,38 +30,14 @@ pub fn after_help() -> String {
     )
 }
 
+pub use crate::server::connect::{Protocol, SslMode};
+pub use crate::server::guard::QueryType;
 pub use crate::server::strategy::LockMode;
 
 /// The value clap gives a bare `--password`/`-p` (default_missing_value):
 /// "prompt for it". A control character cannot come from a shell argument in
 /// practice, so it cannot be mistaken for a real password.
 pub const PASSWORD_PROMPT: &str = "\u{1}prompt";
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum QueryType {
-    /// Any statement that holds tables open (SELECT too): what blocks FLUSH TABLES WITH READ LOCK on MySQL.
-    All,
-    /// Only data-changing statements (INSERT, UPDATE, DELETE, REPLACE, ALTER, LOAD).
-    Update,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[value(rename_all = "UPPER")]
-pub enum Protocol {
-    Tcp,
-    Socket,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
-#[value(rename_all = "SCREAMING_SNAKE_CASE")]
-pub enum SslMode {
-    Disabled,
-    Preferred,
-    Required,
-    VerifyCa,
-    VerifyIdentity,
-}
 
 #[derive(Debug, Clone, Parser)]
 #[command(

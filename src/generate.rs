@@ -313,7 +313,7 @@ pub fn man_page() -> Vec<u8> {
     man.render_synopsis_section(&mut out).expect("render man");
     man.render_description_section(&mut out)
         .expect("render man");
-    out.extend_from_slice(crate::procedure::roff_list().as_bytes());
+    out.extend_from_slice(sequence_roff().as_bytes());
     man.render_options_section(&mut out).expect("render man");
     out.extend_from_slice(subcommands_section(&command()).as_bytes());
     let extra = EXTRA_MAN
@@ -356,6 +356,28 @@ pub fn readme_tables() -> String {
         crate::server::strategy::markdown_table(),
         crate::exit::markdown_table()
     )
+}
+
+/// The man page's account of the sequence (roff).
+fn sequence_roff() -> String {
+    let mut out = String::from(
+        ".PP\nThe sequence of a run, and what a failure at each step does (the first failure decides the exit \
+         status, except that a lost lock, 65, decides it whatever else failed; everything acquired is still \
+         released, in order):\n",
+    );
+    for (i, s) in crate::procedure::STEPS.iter().enumerate() {
+        out.push_str(&format!(
+            ".TP\n{}. {}\n{} On failure: {}.\n",
+            i + 1,
+            s.name,
+            roff_text(s.what),
+            roff_text(s.on_failure)
+        ));
+    }
+    out.push_str(
+        ".PP\nProgress goes to stderr; \\-\\-report and \\-\\-metrics\\-file are written last, after thaw and unlock.\n",
+    );
+    out
 }
 
 #[cfg(test)]

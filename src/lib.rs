@@ -2,9 +2,12 @@
 //! filesystems, run the snapshot, and always release everything.
 //!
 //! `cli` defines the command line; `options` merges it with option files and
-//! environment; `run` is the sequence; `server`, `freeze` and `hooks` hold the
-//! resources it acquires; `report` says what happened.
+//! environment; `mode` decides what is asked; `plan` validates it once;
+//! `run` is the sequence; `server`, `freeze`, `guardian` and `hooks` hold
+//! the resources it acquires; `report` says what happened. The README's
+//! Architecture section has the whole map.
 
+pub mod atomic_write;
 pub mod cli;
 pub mod exit;
 pub mod freeze;

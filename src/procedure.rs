@@ -100,25 +100,3 @@ pub fn markdown_table() -> String {
     }
     out
 }
-
-/// The man page's account of the sequence (roff).
-pub fn roff_list() -> String {
-    let mut out = String::from(
-        ".PP\nThe sequence of a run, and what a failure at each step does (the first failure decides the exit \
-         status, except that a lost lock, 65, decides it whatever else failed; everything acquired is still \
-         released, in order):\n",
-    );
-    for (i, s) in STEPS.iter().enumerate() {
-        out.push_str(&format!(
-            ".TP\n{}. {}\n{} On failure: {}.\n",
-            i + 1,
-            s.name,
-            crate::generate::roff_text(s.what),
-            crate::generate::roff_text(s.on_failure)
-        ));
-    }
-    out.push_str(
-        ".PP\nProgress goes to stderr; \\-\\-report and \\-\\-metrics\\-file are written last, after thaw and unlock.\n",
-    );
-    out
-}

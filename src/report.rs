@@ -3,7 +3,6 @@
 //! `messages`.
 
 use serde::Serialize;
-use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -42,48 +41,7 @@ pub fn rfc3339(t: SystemTime) -> String {
     )
 }
 
-/// Write a file atomically: temp file in the same directory, fsync, rename.
-/// Readers see the old file or the new one, never a torn one.
-pub fn write_atomic(path: &Path, contents: &[u8]) -> std::io::Result<()> {
-    // 0666 before the umask: what File::create gives.
-    write_atomic_mode(path, contents, 0o666)
-}
-
-/// `write_atomic` with the new file's mode (before the umask), e.g. 0600 for
-/// files only root may read.
-pub fn write_atomic_mode(path: &Path, contents: &[u8], mode: u32) -> std::io::Result<()> {
-    let dir = path
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp.{}", std::process::id()));
-    let result = (|| {
-        // We run as root in directories others may write to: never follow a
-        // planted symlink, never write into a file someone else opened.
-        let _ = std::fs::remove_file(&tmp);
-        let mut f = std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .custom_flags(libc::O_NOFOLLOW)
-            .mode(mode)
-            .open(&tmp)?;
-        f.write_all(contents)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)?;
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-        Ok(())
-    })();
-    if result.is_err() {
-        let _ = std::fs::remove_file(&tmp);
-    }
-    result
-}
+pub use crate::atomic_write::{write_atomic, write_atomic_mode};
 
 /// The metrics file a run replaces, for what it carries over. Never read
 /// through a symbolic link, from a FIFO (which would block) or a device, and
@@ -135,7 +93,7 @@ pub struct FreezeRecord {
 #[derive(Debug, Clone, Serialize)]
 pub struct LockRecord {
     /// As asked for, then as resolved on the (first) server.
-    pub mode: crate::cli::LockMode,
+    pub mode: crate::server::strategy::LockMode,
     pub statement: Option<String>,
     pub connection_id: Option<u32>,
     /// Time the successful lock statement took (writers blocked while it waited).
@@ -157,7 +115,7 @@ pub struct InstanceRecord {
     pub connection_id: u32,
     /// The lock session's TLS cipher; null when not encrypted.
     pub tls: Option<String>,
-    pub lock: crate::cli::LockMode,
+    pub lock: crate::server::strategy::LockMode,
     pub coordinates: Option<crate::server::Coordinates>,
 }
 
@@ -196,7 +154,7 @@ pub struct Report {
 }
 
 impl Report {
-    pub fn new(run_id: String, mode: crate::cli::LockMode) -> Report {
+    pub fn new(run_id: String, mode: crate::server::strategy::LockMode) -> Report {
         Report {
             tool: "mysql-quiesce",
             tool_version: env!("CARGO_PKG_VERSION"),
@@ -375,11 +333,11 @@ mod tests {
     fn last_success_time_is_carried_over_by_failed_runs_only() {
         let t1 = UNIX_EPOCH + Duration::from_secs(1_800_000_000);
         let t2 = t1 + Duration::from_secs(86_400);
-        let mut ok = Report::new("a".into(), crate::cli::LockMode::Auto);
+        let mut ok = Report::new("a".into(), crate::server::strategy::LockMode::Auto);
         ok.exit_code = 0;
         let first = ok.prometheus(t1, None);
         assert_eq!(gauge(&first, "last_success_timestamp_seconds"), 1.8e9);
-        let mut failed = Report::new("b".into(), crate::cli::LockMode::Auto);
+        let mut failed = Report::new("b".into(), crate::server::strategy::LockMode::Auto);
         failed.exit_code = 75;
         let second = failed.prometheus(t2, Some(&first));
         assert_eq!(gauge(&second, "last_success_timestamp_seconds"), 1.8e9);
@@ -405,33 +363,6 @@ mod tests {
             0.0
         );
         assert_eq!(previous_success("garbage"), 0.0);
-    }
-
-    #[test]
-    fn atomic_write_replaces_whole_file_and_leaves_no_temp() {
-        let dir = tempfile::tempdir().unwrap();
-        let p = dir.path().join("c.json");
-        write_atomic(&p, b"old").unwrap();
-        // A reader that opened the old file (here: a hard link to it) keeps
-        // the old contents whole: the new file replaces it by rename, it is
-        // never truncated and rewritten in place.
-        let reader = dir.path().join("reader");
-        std::fs::hard_link(&p, &reader).unwrap();
-        write_atomic(&p, b"new").unwrap();
-        assert_eq!(std::fs::read(&p).unwrap(), b"new");
-        assert_eq!(std::fs::read(&reader).unwrap(), b"old");
-        std::fs::remove_file(&reader).unwrap();
-        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
-        // A symlink planted where the temp file goes is not followed.
-        let target = dir.path().join("target");
-        std::fs::write(&target, "untouched").unwrap();
-        let tmp = dir
-            .path()
-            .join(format!(".c.json.tmp.{}", std::process::id()));
-        std::os::unix::fs::symlink(&target, &tmp).unwrap();
-        write_atomic(&p, b"newer").unwrap();
-        assert_eq!(std::fs::read_to_string(&target).unwrap(), "untouched");
-        assert_eq!(std::fs::read(&p).unwrap(), b"newer");
     }
 
     #[test]

@@ -322,7 +322,11 @@ impl State {
     /// Written atomically (temp file, rename), mode 0600, never through a symlink.
     pub fn write_result(&self, v: &impl serde::Serialize) -> std::io::Result<()> {
         let text = serde_json::to_string(v).map_err(std::io::Error::other)?;
-        crate::report::write_atomic_mode(&self.last_result(), format!("{text}\n").as_bytes(), 0o600)
+        crate::atomic_write::write_atomic_mode(
+            &self.last_result(),
+            format!("{text}\n").as_bytes(),
+            0o600,
+        )
     }
 
     pub fn remove_result(&self) -> bool {

@@ -2,15 +2,34 @@
 //! socket for localhost (or --protocol=SOCKET), TCP otherwise, never silently
 //! switching transports (`prefer_socket(false)`).
 
-use crate::cli::{Protocol, SslMode};
 use crate::exit;
 use crate::messages::Progress;
+use clap::ValueEnum;
 use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, SslOpts};
 use std::fmt;
 use std::path::PathBuf;
 use std::sync::mpsc;
 use std::time::Duration;
+
+/// --protocol.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[value(rename_all = "UPPER")]
+pub enum Protocol {
+    Tcp,
+    Socket,
+}
+
+/// --ssl-mode, with the mysql client's values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[value(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum SslMode {
+    Disabled,
+    Preferred,
+    Required,
+    VerifyCa,
+    VerifyIdentity,
+}
 
 /// Where the server is, for connecting and for messages.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -8,7 +8,7 @@ use super::lock::{AttemptError, LockConfig, LockSession};
 use super::Coordinates;
 use crate::exit;
 use crate::messages::Progress;
-use crate::plan::Instance;
+use crate::server::instance::Instance;
 use crate::signals;
 use crate::state::State;
 use std::time::{Duration, Instant};

@@ -3,8 +3,18 @@
 //! before locking instead of stalling every writer, and, only when asked,
 //! kill them.
 
-use crate::cli::QueryType;
+use clap::ValueEnum;
 use mysql::prelude::Queryable;
+
+/// --long-query-type: which running statements the guard waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryType {
+    /// Any statement that holds tables open (SELECT too): what blocks FLUSH TABLES WITH READ LOCK on MySQL.
+    All,
+    /// Only data-changing statements (INSERT, UPDATE, DELETE, REPLACE, ALTER, LOAD).
+    Update,
+}
 
 /// A statement running on the server.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -14,9 +14,10 @@ use super::coordinates::{self, Coordinates};
 use super::flavor::ServerInfo;
 use super::guard::{self, Running};
 use super::strategy::{self, Strategy};
-use crate::cli::{LockMode, QueryType};
 use crate::exit;
 use crate::messages::Progress;
+use crate::server::guard::QueryType;
+use crate::server::strategy::LockMode;
 use mysql::prelude::Queryable;
 use mysql::Conn;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -105,7 +106,7 @@ impl LockSession {
         let info = ServerInfo::detect(&mut conn)
             .map_err(|e| sql_error("detecting the server version", &e))?;
         let strategy = strategy::resolve(cfg.mode, &info, &mut conn)?;
-        let tls_cipher = if spec.ssl_mode == crate::cli::SslMode::Disabled {
+        let tls_cipher = if spec.ssl_mode == super::connect::SslMode::Disabled {
             None
         } else {
             conn.query_first::<(String, String), _>("SHOW SESSION STATUS LIKE 'Ssl_cipher'")
@@ -544,7 +545,7 @@ impl LockSession {
             );
             let dir = crate::state::State::new(note.parent().unwrap_or(std::path::Path::new(".")));
             let written = dir.check(true).map_err(|e| format!("{e:#}")).and_then(|_| {
-                crate::report::write_atomic_mode(note, text.as_bytes(), 0o600)
+                crate::atomic_write::write_atomic_mode(note, text.as_bytes(), 0o600)
                     .map_err(|e| e.to_string())
             });
             if let Err(e) = written {

@@ -7,6 +7,7 @@ pub mod coordinates;
 pub mod flavor;
 pub mod group;
 pub mod guard;
+pub mod instance;
 pub mod lock;
 pub mod strategy;
 
