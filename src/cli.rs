@@ -209,7 +209,9 @@ pub struct Cli {
     #[arg(global = true, long, value_name = "SPEC", action = ArgAction::Append, help_heading = "Lock")]
     pub instance: Vec<String>,
 
-    /// How long ONE lock attempt may make writers wait, in seconds (fractions allowed).
+    /// How long ONE lock attempt may make writers wait at most, in seconds (fractions allowed).
+    /// Earlier attempts get less (0.25 s, doubling; the last one all of it), so a blocked
+    /// attempt costs writers little.
     #[arg(
         global = true,
         long,
@@ -239,27 +241,36 @@ pub struct Cli {
     )]
     pub lock_retry_delay: f64,
 
-    /// Before each lock attempt, wait (within the retries) while a statement of --long-query-type
-    /// has been running longer than SECS. 0 = off.
-    #[arg(
-        global = true,
-        long,
-        value_name = "SECS",
-        default_value = "0",
-        help_heading = "Lock"
-    )]
-    pub long_query_guard: f64,
+    /// Before each lock attempt, wait while a statement the lock would wait for (see
+    /// --long-query-type) has run longer than SECS, instead of making every writer wait
+    /// behind it. 0 = off. Default: 1 for ftwrl (it waits for running statements), off for
+    /// the modes that do not.
+    #[arg(global = true, long, value_name = "SECS", help_heading = "Lock")]
+    pub long_query_guard: Option<f64>,
 
-    /// Which running statements the guard and --kill-long-queries consider.
+    /// Which running statements the guard, the wait after a blocked attempt and
+    /// --kill-long-queries consider. Default: what the lock waits for (all on MySQL and Percona
+    /// ftwrl; update on MariaDB and for the other modes).
     #[arg(
         global = true,
         long,
         value_enum,
         value_name = "TYPE",
-        default_value = "all",
         help_heading = "Lock"
     )]
-    pub long_query_type: QueryType,
+    pub long_query_type: Option<QueryType>,
+
+    /// How long in all to wait for long statements to finish, before and between lock
+    /// attempts (nothing is locked meanwhile). If they still run then: exit 75 naming them.
+    /// 0 = never wait (attempt at once and rely on the retries).
+    #[arg(
+        global = true,
+        long,
+        value_name = "SECS",
+        default_value = "60",
+        help_heading = "Lock"
+    )]
+    pub long_query_wait: f64,
 
     /// DANGEROUS: when a lock attempt has waited SECS, KILL QUERY the statements of
     /// --long-query-type that started before it. Must be below --lock-wait-timeout. Off by default.

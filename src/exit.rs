@@ -41,7 +41,7 @@ pub const STATUSES: &[Status] = &[
     Status { code: "65", meaning: "consistency not guaranteed: the lock session was lost while locked; do not trust the snapshot (takes precedence over any other failure)" },
     Status { code: "69", meaning: "cannot connect; from `unlock`: nothing to unlock (no holder, no waiting result)" },
     Status { code: "70", meaning: "internal error, or a filesystem could not be thawed (run `fsfreeze -u MOUNTPOINT`)" },
-    Status { code: "75", meaning: "lock not acquired within the retries, another run holds the run lock, or (from `lock`) an earlier holder's outcome waits for its `unlock`; nothing changed, safe to retry" },
+    Status { code: "75", meaning: "lock not acquired within the retries, long statements still running after --long-query-wait, another run holds the run lock, or (from `lock`) an earlier holder's outcome waits for its `unlock`; nothing changed, safe to retry" },
     Status { code: "77", meaning: "authentication failed or a privilege is missing" },
     Status { code: "78", meaning: "configuration error (option file, option value, unsafe file or directory)" },
     Status { code: "124", meaning: "a hook timed out, or `--max-lock-time` passed (also when the run was stalled past it; from `unlock`: the holder released at `--max-lock-time`)" },

@@ -27,7 +27,7 @@ pub const CONNECT: Step = Step {
 };
 pub const LOCK: Step = Step {
     name: "lock",
-    what: "bounded attempts (`--lock-wait-timeout` each), retried (`--lock-retries`)",
+    what: "long statements waited out first (`--long-query-wait`), then bounded attempts (0.25 s, doubling up to `--lock-wait-timeout`), retried (`--lock-retries`)",
     on_failure: "exit 75, nothing locked",
 };
 pub const COORDINATES: Step = Step {

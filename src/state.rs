@@ -288,6 +288,8 @@ impl State {
                             ),
                         ));
                     }
+                    // A flock has no descriptor that says when it is
+                    // released; these probes hold it for moments only.
                     std::thread::sleep(Duration::from_millis(20));
                 }
                 Probe::Absent => unreachable!("probe(create = true) creates the lock file"),

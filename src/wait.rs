@@ -93,6 +93,14 @@ pub fn pidfd(pid: u32) -> Option<OwnedFd> {
     Some(owned)
 }
 
+/// Wait until process `pid` (any process, not only a child of ours) has
+/// exited, or `deadline`. None when that cannot be watched (no such process
+/// now, or no pidfd_open): the caller checks another way.
+pub fn process_exit(pid: u32, deadline: Instant) -> Option<bool> {
+    let fd = pidfd(pid)?;
+    Some(until(&[fd.as_fd()], false, Some(deadline)) == Woke::Ready(0))
+}
+
 /// Kernels without pidfd_open (before 5.3, e.g. RHEL 8): how often a child is
 /// checked. The only polling left, and only there.
 const POLL_FALLBACK: Duration = Duration::from_millis(5);

@@ -207,7 +207,19 @@ fn a_run_stopped_while_its_lock_attempt_waits_loses_the_lock_soon_after_max_lock
             "true".into(),
         ],
     );
-    std::thread::sleep(Duration::from_millis(500));
+    // Stopped while the attempt waits (its first budget is 0.25 s, so as
+    // soon as the server shows it): the watchdog thread that would cancel
+    // it is stopped too.
+    let mut c = s.conn();
+    while c
+        .query_first::<u64, _>(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+        )
+        .unwrap()
+        .is_none()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(3), "the lock attempt never started");
+    }
     kill(run.pid(), Signal::SIGSTOP).unwrap();
     let wrote_at = blocked_writer(&s).join().unwrap();
     long.join().unwrap().unwrap();

@@ -436,6 +436,8 @@ fn lock_wait_is_bounded_and_gives_up_with_75_behind_a_long_write() {
             "--lock-wait-timeout=0.3",
             "--lock-retries=2",
             "--lock-retry-delay=1.5",
+            // Attempt at once, not waiting for the UPDATE to finish.
+            "--long-query-wait=0",
         ])
         .assert()
         .code(75)
@@ -674,7 +676,7 @@ fn metrics_file_has_every_gauge_and_a_failed_run_keeps_the_last_success_time() {
     let before = unix_now();
     s.mq()
         .arg(format!("--metrics-file={}", metrics.display()))
-        .args(["--lock=ftwrl", "--lock-wait-timeout=30"])
+        .args(["--lock=ftwrl", "--lock-wait-timeout=30", "--lock-retries=0"])
         .args(["--pre", "sleep 0.3"])
         .assert()
         .success();

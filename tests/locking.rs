@@ -83,36 +83,120 @@ fn long_query_guard_waits_instead_of_locking_and_gives_up_with_75() {
     let long = background(&s, "SELECT SLEEP(5) FROM d.slow");
     std::thread::sleep(Duration::from_millis(1200));
     // While the guard waits, writers are not blocked at all: an FTWRL attempt
-    // behind the SELECT would block them for its whole 1 s budget.
+    // behind the SELECT would block them for its whole budget.
     let writer = Writer::start(s.opts(), "d.w");
     s.mq()
         .args([
             "--lock=ftwrl",
             "--long-query-guard=1",
-            "--lock-retries=1",
-            "--lock-retry-delay=0.2",
+            "--long-query-type=all",
+            "--long-query-wait=1",
         ])
         .assert()
         .code(75)
         .stderr(
-            predicate::str::contains("--long-query-guard sees connection")
-                .and(predicate::str::contains("SLEEP(5)")),
+            predicate::str::contains("waiting for connection")
+                .and(predicate::str::contains(
+                    "(--long-query-wait) for connection",
+                ))
+                .and(predicate::str::contains("SLEEP(5)"))
+                .and(predicate::str::contains("Nothing is locked"))
+                .and(predicate::str::contains("lock attempt").not()),
         );
     let worst = writer.stop();
     assert!(
         worst < Duration::from_millis(500),
         "writers waited {worst:?}: the guard tried to lock anyway"
     );
-    // A SELECT is not an update: with --long-query-type=update the guard lets it pass.
+    // A SELECT is not an update: with --long-query-type=update the guard
+    // lets it pass, and so does the default on MariaDB, whose FTWRL does not
+    // wait for SELECTs.
+    for args in [
+        &["--long-query-guard=1", "--long-query-type=update"][..],
+        &["--lock=ftwrl"][..],
+    ] {
+        s.mq()
+            .args(args)
+            .args(["--lock-retries=0", "--long-query-wait=1"])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains("waiting for").not());
+    }
+    long.join().unwrap().unwrap();
+}
+
+/// The default on ftwrl: a write that has run a second or more is waited
+/// out before any attempt, so writers never queue behind an attempt that
+/// would wait for it; the lock is taken once it has finished.
+#[test]
+fn ftwrl_waits_out_a_long_write_before_attempting_and_locks_when_it_ends() {
+    let s = server!();
+    setup(&s);
+    let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(3)");
+    std::thread::sleep(Duration::from_millis(1200));
+    let writer = Writer::start(s.opts(), "d.w");
+    s.mq()
+        .args(["--lock=ftwrl", "--snapshot", "true"])
+        .assert()
+        .success()
+        .stderr(
+            predicate::str::contains("waiting for connection")
+                .and(predicate::str::contains("SLEEP(3)"))
+                .and(predicate::str::contains("the long statements finished"))
+                .and(predicate::str::contains("gave up").not()),
+        );
+    let worst = writer.stop();
+    long.join().unwrap().unwrap();
+    eprintln!("measured: worst writer wait {worst:?}");
+    // A safety bound (speed is in bench/): no attempt was made while the
+    // UPDATE ran, so writers waited about the snapshot, not its remaining 2 s.
+    assert!(
+        worst < Duration::from_millis(1000),
+        "a writer waited {worst:?}"
+    );
+}
+
+/// A write too young for the guard blocks the first attempt: that attempt
+/// gives up after its short first budget (not --lock-wait-timeout), names
+/// the write, and the next attempt comes as soon as the write has finished,
+/// without the retry pause.
+#[test]
+fn an_attempt_behind_a_young_long_write_gives_up_early_and_the_next_follows_its_end() {
+    let s = server!();
+    setup(&s);
+    let long = background(&s, "UPDATE d.slow SET i = i + SLEEP(3)");
+    let writer = Writer::start(s.opts(), "d.w");
+    let started = Instant::now();
     s.mq()
         .args([
-            "--long-query-guard=1",
-            "--long-query-type=update",
-            "--lock-retries=0",
+            "--lock=ftwrl",
+            "--lock-wait-timeout=5",
+            "--lock-retry-delay=30",
+            "--snapshot",
+            "true",
         ])
         .assert()
-        .success();
+        .success()
+        .stderr(
+            predicate::str::contains(
+                "lock attempt 1/11 gave up on `FLUSH TABLES WITH READ LOCK` after 0.2",
+            )
+            .and(predicate::str::contains("waiting behind connection"))
+            .and(predicate::str::contains("SLEEP(3)"))
+            .and(predicate::str::contains("the long statements finished"))
+            .and(predicate::str::contains("lock attempt 2/").not()),
+        );
+    let took = started.elapsed();
+    let worst = writer.stop();
     long.join().unwrap().unwrap();
+    eprintln!("measured: worst writer wait {worst:?}, run {took:?}");
+    // Safety bounds: the 30 s retry pause was not taken, and no attempt
+    // waited out the 5 s --lock-wait-timeout behind the UPDATE.
+    assert!(took < Duration::from_secs(20), "the run took {took:?}");
+    assert!(
+        worst < Duration::from_millis(2500),
+        "a writer waited {worst:?}"
+    );
 }
 
 #[test]
@@ -207,6 +291,15 @@ fn the_guard_and_kill_without_the_process_privilege_are_refused_not_blind() {
         .args(["--user=bk", "--", "true"])
         .assert()
         .success();
+    // The default guard (ftwrl) does not need it, but says what it cannot see.
+    common::mysql_quiesce()
+        .args(&args)
+        .args(["--user=bk", "--lock=ftwrl", "--", "true"])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains(
+            "lacks PROCESS: the long-query guard sees only its own statements",
+        ));
 }
 
 #[test]
@@ -601,10 +694,13 @@ fn when_one_instance_cannot_be_locked_the_others_are_released_and_the_run_exits_
             a.socket.display()
         ))
         .arg(format!("--instance=mysql://root@127.0.0.1:{}", b.port))
+        // Never waiting for the UPDATE: every round fails on the second
+        // instance, and each must release the first.
         .args([
             "--lock-wait-timeout=0.5",
             "--lock-retries=2",
             "--lock-retry-delay=0.3",
+            "--long-query-wait=0",
             "--snapshot",
             "exit 9",
         ])

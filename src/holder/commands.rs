@@ -11,6 +11,7 @@ use crate::messages::Progress;
 use crate::plan::Plan;
 use crate::signals;
 use crate::state::{self, Owner, Probe, State};
+use crate::wait::{ChildWait, Watched};
 use std::ffi::OsString;
 use std::fs::File;
 use std::io::{BufRead, BufReader, Write};
@@ -18,7 +19,7 @@ use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How long `status` and `unlock` wait for the holder's first answer. It
@@ -233,7 +234,7 @@ fn start_holder<'a>(
     let child =
         spawned.map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot start the holder: {e}")))?;
     let holder = PendingHolder {
-        child,
+        child: Watched::new(child),
         state,
         lock_file,
         plan,
@@ -248,7 +249,7 @@ fn start_holder<'a>(
 /// stops it and clears what it leaves in the state directory: nobody may be
 /// left holding a lock nobody knows about.
 struct PendingHolder<'a> {
-    child: Child,
+    child: Watched,
     state: &'a State,
     lock_file: &'a File,
     plan: &'a Plan,
@@ -265,6 +266,7 @@ impl PendingHolder<'_> {
     fn handed_out(mut self) -> anyhow::Result<()> {
         let pid = self.pid();
         let told = self
+            .child
             .child
             .stdin
             .take()
@@ -431,23 +433,17 @@ fn read_report(pipe: &impl AsFd) -> Report {
     }
 }
 
-fn wait_exit(child: &mut Child, within: Duration) -> bool {
-    let end = Instant::now() + within;
-    loop {
-        if let Ok(Some(_)) = child.try_wait() {
-            return true;
-        }
-        if Instant::now() >= end {
-            return false;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+fn wait_exit(child: &mut Watched, within: Duration) -> bool {
+    matches!(
+        child.wait(false, Some(Instant::now() + within)),
+        Ok(ChildWait::Exited(_))
+    )
 }
 
 /// The variables cannot be handed out (`why`): ask the holder to release
 /// (SIGTERM: it stops retrying, thaws, unlocks), and kill it if it does not
 /// exit in time (its guardian thaws; the server drops the lock).
-fn stop_holder(child: &mut Child, why: &str, plan: &Plan, progress: &Progress) {
+fn stop_holder(child: &mut Watched, why: &str, plan: &Plan, progress: &Progress) {
     let pid = nix::unistd::Pid::from_raw(child.id() as i32);
     progress.warn(format!(
         "{why} before the lock was handed out: stopping holder pid {pid} so that nothing stays locked"
@@ -606,7 +602,17 @@ fn after_exit(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
                         ),
                     });
                 }
-                std::thread::sleep(Duration::from_millis(50));
+                // The flock goes when its holder exits: wait for that exit.
+                // A flock itself has no descriptor that says when it is
+                // released, so without a pid to watch (a `lock` still
+                // starting its holder) it is probed again shortly.
+                let watched = now
+                    .as_ref()
+                    .or(owner.as_ref())
+                    .and_then(|o| crate::wait::process_exit(o.pid as u32, end));
+                if watched.is_none() {
+                    std::thread::sleep(Duration::from_millis(50));
+                }
             }
         }
     }

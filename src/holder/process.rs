@@ -11,13 +11,14 @@ use crate::plan::Plan;
 use crate::report::{self, Report};
 use crate::signals;
 use crate::state::{self, State};
+use nix::fcntl::OFlag;
 use std::collections::BTreeMap;
 use std::fs::File;
 use std::io::Write;
 use std::os::fd::{AsFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixListener;
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant, SystemTime};
+use std::time::{Instant, SystemTime};
 
 /// The holder's side: serves `status` and `unlock` on the socket.
 pub struct HolderWaiter {
@@ -27,6 +28,8 @@ pub struct HolderWaiter {
     lock_file: File,
     ready_pipe: Option<File>,
     shared: service::Handle,
+    /// Readable when an `unlock` has asked for the release.
+    wake_read: OwnedFd,
 }
 
 /// Take an inherited descriptor named by `var`, not passed on to our children.
@@ -88,9 +91,12 @@ impl HolderWaiter {
         let h = &plan.hooks;
         let hooks = h.snapshot.len() + h.post.len() + h.after.len();
         let expect_within = hooks as f64 * (plan.hook_timeout.as_secs_f64() + 2.0) + 30.0;
+        let (wake_read, wake) = nix::unistd::pipe2(OFlag::O_CLOEXEC | OFlag::O_NONBLOCK)
+            .map_err(|e| exit::fail(exit::SOFTWARE, format!("cannot create a pipe: {e}")))?;
         let shared = Arc::new(Mutex::new(Shared {
             phase: Phase::Locking,
             release_requested: false,
+            wake,
             waiting: Vec::new(),
             collected: false,
             in_file: false,
@@ -104,6 +110,7 @@ impl HolderWaiter {
             lock_file,
             ready_pipe: Some(ready_pipe),
             shared,
+            wake_read,
         })
     }
 
@@ -182,11 +189,19 @@ impl Waiter for HolderWaiter {
                 self.releasing(format!("received signal {sig}"));
                 return WaitEnd::Signal(sig);
             }
-            if Instant::now() >= deadline {
-                self.releasing("--max-lock-time passed before `unlock`".into());
-                return WaitEnd::Deadline;
+            // Woken by `unlock` (the socket thread writes to the pipe), a
+            // signal, or the deadline.
+            match crate::wait::until(&[self.wake_read.as_fd()], true, Some(deadline)) {
+                crate::wait::Woke::Timeout => {
+                    self.releasing("--max-lock-time passed before `unlock`".into());
+                    return WaitEnd::Deadline;
+                }
+                crate::wait::Woke::Ready(_) => {
+                    let mut drained = [0u8; 64];
+                    let _ = nix::unistd::read(self.wake_read.as_fd(), &mut drained);
+                }
+                crate::wait::Woke::Signal => {}
             }
-            std::thread::sleep(Duration::from_millis(20));
         }
     }
 

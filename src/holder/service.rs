@@ -13,6 +13,7 @@ use crate::exit;
 use crate::report;
 use crate::state::State;
 use std::io::{BufRead, BufReader, Write};
+use std::os::fd::OwnedFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant, SystemTime};
@@ -39,6 +40,8 @@ pub struct Shared {
     pub phase: Phase,
     /// Set by an `unlock`; the waiter ends its wait on it.
     pub release_requested: bool,
+    /// Written to with `release_requested`: wakes the waiter at once.
+    pub wake: OwnedFd,
     /// `unlock` clients waiting for the outcome.
     pub waiting: Vec<UnixStream>,
     /// The outcome went to an `unlock` (or to the `lock` command).
@@ -65,6 +68,8 @@ pub fn spawn(listener: UnixListener, shared: Handle, state: State) -> std::io::R
         .spawn(move || loop {
             match listener.accept() {
                 Ok((stream, _)) => serve(stream, &shared, &state),
+                // accept fails for want of descriptors or memory: back off a
+                // little rather than spin (nothing to wait for as an event).
                 Err(_) => std::thread::sleep(Duration::from_millis(50)),
             }
         })
@@ -97,6 +102,8 @@ fn serve(stream: UnixStream, shared: &Handle, state: &State) {
             }
             Phase::Holding { .. } | Phase::Releasing { .. } => {
                 sh.release_requested = true;
+                // Non-blocking; a full pipe already has a wake-up in it.
+                let _ = nix::unistd::write(&sh.wake, b"u");
                 let ack = UnlockReply::Ack(Ack {
                     ack: true,
                     pid: std::process::id(),

@@ -4,6 +4,8 @@
 use super::Plan;
 use crate::cli::LockMode;
 use crate::procedure::{self, Step};
+use crate::server::guard::QueryType;
+use crate::server::lock::{Guard, AUTO_GUARD};
 use crate::server::strategy;
 use std::fmt::Write as _;
 
@@ -45,13 +47,37 @@ pub fn describe(plan: &Plan) -> String {
                 ),
             );
         }
-        if let Some(g) = lock.guard {
+        let kind = match lock.query_type {
+            Some(QueryType::All) => "any statement",
+            Some(QueryType::Update) => "a data-changing statement",
+            None => "a statement the lock would wait for (any on MySQL/Percona ftwrl, data-changing otherwise)",
+        };
+        let guard = match lock.guard {
+            Guard::Off => None,
+            Guard::After(g) => Some(format!(
+                "before each attempt, wait while {kind} has run longer than {:.2} s (--long-query-guard)",
+                g.as_secs_f64()
+            )),
+            Guard::Auto => Some(format!(
+                "with ftwrl, before each attempt, wait while {kind} has run longer than {:.0} s (--long-query-guard)",
+                AUTO_GUARD.as_secs_f64()
+            )),
+        };
+        if lock.long_query_wait.is_zero() {
+            line(
+                procedure::LOCK,
+                "never wait for long statements (--long-query-wait=0): attempt at once, rely on the retries".into(),
+            );
+        } else {
+            if let Some(g) = guard {
+                line(procedure::LOCK, g);
+            }
             line(
                 procedure::LOCK,
                 format!(
-                    "before each attempt, wait while a {:?} statement has run longer than {:.2} s (--long-query-guard)",
-                    lock.query_type,
-                    g.as_secs_f64()
+                    "after an attempt that gave up behind statements it can name, wait for them to finish and \
+                     attempt again at once; all such waits at most {:.0} s in all (--long-query-wait), then exit 75",
+                    lock.long_query_wait.as_secs_f64()
                 ),
             );
         }
@@ -73,8 +99,9 @@ pub fn describe(plan: &Plan) -> String {
         line(
             procedure::LOCK,
             format!(
-                "{statements} (each attempt at most {:.2} s, then KILL QUERY; {} attempt(s), {:.2} s apart)",
-                lock.wait.as_secs_f64(),
+                "{statements} ({}, then KILL QUERY; {} attempt(s), {:.2} s apart unless they waited behind named \
+                 statements)",
+                budgets(lock),
                 lock.retries + 1,
                 lock.retry_delay.as_secs_f64()
             ),
@@ -83,10 +110,9 @@ pub fn describe(plan: &Plan) -> String {
             line(
                 procedure::LOCK,
                 format!(
-                    "DANGEROUS --kill-long-queries: after {:.2} s of an attempt, KILL QUERY the {:?} statements that \
-                     started before it",
-                    k.as_secs_f64(),
-                    lock.query_type
+                    "DANGEROUS --kill-long-queries: after {:.2} s of an attempt, KILL QUERY {kind} that started \
+                     before it",
+                    k.as_secs_f64()
                 ),
             );
         }
@@ -160,4 +186,22 @@ pub fn describe(plan: &Plan) -> String {
         plan.max_lock_time.as_secs_f64()
     );
     out
+}
+
+/// The attempts' budgets in words: "attempts of 0.25, 0.50, 1.00 s (then 1.00 s each)".
+fn budgets(lock: &crate::server::lock::LockConfig) -> String {
+    let mut shown = Vec::new();
+    for n in 1..=lock.retries.saturating_add(1).min(8) {
+        let b = lock.attempt_budget(n);
+        shown.push(format!("{:.2}", b.as_secs_f64()));
+        if b >= lock.wait {
+            break;
+        }
+    }
+    let more = if shown.len() < lock.retries.saturating_add(1) as usize {
+        format!(" (then {:.2} s each)", lock.wait.as_secs_f64())
+    } else {
+        String::new()
+    };
+    format!("attempts of at most {} s{more}", shown.join(", "))
 }

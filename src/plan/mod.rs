@@ -20,7 +20,7 @@ use crate::hooks::{self, Ending};
 use crate::messages::Progress;
 use crate::options::Loaded;
 use crate::server::connect::ConnectSpec;
-use crate::server::lock::LockConfig;
+use crate::server::lock::{Guard, LockConfig};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -137,7 +137,13 @@ impl Plan {
 /// The lock's settings, with every duration checked.
 fn lock_config(cli: &Cli) -> anyhow::Result<LockConfig> {
     let wait = seconds("lock-wait-timeout", cli.lock_wait_timeout, false)?;
-    let guard = seconds("long-query-guard", cli.long_query_guard, true)?;
+    let guard = match cli.long_query_guard {
+        None => Guard::Auto,
+        Some(g) => match seconds("long-query-guard", g, true)? {
+            g if g.is_zero() => Guard::Off,
+            g => Guard::After(g),
+        },
+    };
     let kill_after = match cli.kill_long_queries {
         Some(k) => Some(seconds("kill-long-queries", k, true)?),
         None => None,
@@ -158,8 +164,9 @@ fn lock_config(cli: &Cli) -> anyhow::Result<LockConfig> {
         wait,
         retries: cli.lock_retries,
         retry_delay: seconds("lock-retry-delay", cli.lock_retry_delay, true)?,
-        guard: (!guard.is_zero()).then_some(guard),
+        guard,
         query_type: cli.long_query_type,
+        long_query_wait: seconds("long-query-wait", cli.long_query_wait, true)?,
         kill_after,
         pre_flush: cli.pre_flush,
         stop_replica_sql: cli.stop_replica_sql,

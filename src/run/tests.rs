@@ -3,11 +3,11 @@
 //! tests (tests/) prove the same on real servers and real filesystems.
 
 use super::*;
-use crate::cli::{LockMode, QueryType};
+use crate::cli::LockMode;
 use crate::freeze::{FsId, Target, Thawed};
 use crate::plan::{Hooks, Instance, Outputs};
 use crate::server::connect::{ConnectSpec, ConnectionArgs};
-use crate::server::lock::LockConfig;
+use crate::server::lock::{Guard, LockConfig};
 use crate::server::{Coordinates, ServerInfo};
 use std::path::PathBuf;
 
@@ -168,8 +168,9 @@ fn plan(hooks: Hooks, freeze: bool, max_lock_time: Duration) -> Plan {
             wait: Duration::from_secs(1),
             retries: 0,
             retry_delay: Duration::ZERO,
-            guard: None,
-            query_type: QueryType::All,
+            guard: Guard::Auto,
+            query_type: None,
+            long_query_wait: Duration::from_secs(60),
             kill_after: None,
             pre_flush: false,
             stop_replica_sql: false,

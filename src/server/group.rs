@@ -13,6 +13,9 @@ use crate::signals;
 use crate::state::State;
 use std::time::{Duration, Instant};
 
+/// How often the process list is read while waiting for long statements.
+const LONG_QUERY_POLL: Duration = Duration::from_millis(50);
+
 pub struct Member {
     pub instance: Instance,
     pub session: LockSession,
@@ -69,16 +72,21 @@ impl LockGroup {
             }
         }
         let attempts = cfg.retries.saturating_add(1);
+        let waits_end = Instant::now() + cfg.long_query_wait;
         for n in 1..=attempts {
             if let Some(sig) = signals::received() {
                 return Err(interrupted(sig));
             }
+            if !cfg.long_query_wait.is_zero() {
+                self.wait_out_long_statements(cfg, waits_end, progress)?;
+            }
+            let budget = cfg.attempt_budget(n);
             let started = Instant::now();
             let results: Vec<Result<(), AttemptError>> = std::thread::scope(|s| {
                 let handles: Vec<_> = self
                     .members
                     .iter_mut()
-                    .map(|m| s.spawn(|| m.session.try_lock(cfg, progress)))
+                    .map(|m| s.spawn(|| m.session.try_lock(cfg, budget, progress)))
                     .collect();
                 handles
                     .into_iter()
@@ -113,16 +121,15 @@ impl LockGroup {
             if let Some(e) = fatal {
                 return Err(e);
             }
-            if n < attempts {
-                for m in &mut self.members {
-                    m.session.pause(true, cfg.retry_delay, cfg, progress);
-                }
-                if !interruptible_sleep(cfg.retry_delay) {
-                    return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
-                }
-                for m in &mut self.members {
-                    m.session.pause(false, cfg.retry_delay, cfg, progress);
-                }
+            // Behind statements we can name, the next attempt comes as soon
+            // as they are gone (the wait above); otherwise after the pause.
+            let known = !cfg.long_query_wait.is_zero()
+                && self
+                    .members
+                    .iter()
+                    .any(|m| m.session.blocked_by_known_statements());
+            if n < attempts && !known {
+                self.pause(cfg.retry_delay, cfg, progress)?;
             }
         }
         let what = match self.members.as_slice() {
@@ -134,10 +141,99 @@ impl LockGroup {
             format!(
                 "could not take {what} in {attempts} attempt(s) of at most {:.2} s each; nothing is locked and nothing was \
                  changed, so it is safe to retry later. Long-running statements block the lock; see --lock-wait-timeout, \
-                 --lock-retries, --lock-retry-delay and --long-query-guard",
+                 --lock-retries, --lock-retry-delay, --long-query-guard and --long-query-wait",
                 cfg.wait.as_secs_f64()
             ),
         ))
+    }
+
+    /// Nothing held, for `delay`: the lock sessions' idle bound lengthened
+    /// for it, then back to a held lock's.
+    fn pause(
+        &mut self,
+        delay: Duration,
+        cfg: &LockConfig,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        for m in &mut self.members {
+            m.session.pause(true, delay, cfg, progress);
+        }
+        if !interruptible_sleep(delay) {
+            return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
+        }
+        for m in &mut self.members {
+            m.session.pause(false, delay, cfg, progress);
+        }
+        Ok(())
+    }
+
+    /// Before an attempt: wait while statements the lock would wait behind
+    /// run (those the guard sees, and those the last attempt gave up
+    /// behind), up to `until` (--long-query-wait from the start). Nothing is
+    /// held meanwhile. The server tells no other session when a statement
+    /// ends, so the process list is read every `LONG_QUERY_POLL`.
+    fn wait_out_long_statements(
+        &mut self,
+        cfg: &LockConfig,
+        until: Instant,
+        progress: &Progress,
+    ) -> anyhow::Result<()> {
+        let mut waiting_since: Option<Instant> = None;
+        loop {
+            let mut long = Vec::new();
+            for m in &mut self.members {
+                match m.session.long_statements(cfg) {
+                    Ok(rows) => long.extend(
+                        rows.iter()
+                            .map(|r| format!("{}{}", m.instance.prefix(), r.describe())),
+                    ),
+                    Err(e) => progress.warn(format!(
+                        "{}{e:#}; attempting without waiting for long statements",
+                        m.instance.prefix()
+                    )),
+                }
+            }
+            let now = Instant::now();
+            if long.is_empty() {
+                if let Some(since) = waiting_since {
+                    progress.info(format!(
+                        "the long statements finished after {:.1} s; locking now",
+                        since.elapsed().as_secs_f64()
+                    ));
+                    for m in &mut self.members {
+                        m.session.pause(false, Duration::ZERO, cfg, progress);
+                    }
+                }
+                return Ok(());
+            }
+            if now >= until {
+                return Err(exit::fail(
+                    exit::TEMPFAIL,
+                    format!(
+                        "waited {:.0} s (--long-query-wait) for {} to finish, and it still runs: locking now would \
+                         make every writer wait behind it. Nothing is locked and nothing was changed, so it is safe to \
+                         retry later; or raise --long-query-wait, or see --kill-long-queries",
+                        cfg.long_query_wait.as_secs_f64(),
+                        long.join("; ")
+                    ),
+                ));
+            }
+            if waiting_since.is_none() {
+                waiting_since = Some(now);
+                progress.info(format!(
+                    "waiting for {} to finish before locking (at most {:.1} s more, --long-query-wait); nothing is \
+                     locked, writers are not blocked",
+                    long.join("; "),
+                    (until - now).as_secs_f64()
+                ));
+                for m in &mut self.members {
+                    m.session.pause(true, until - now, cfg, progress);
+                }
+            }
+            if !interruptible_sleep(LONG_QUERY_POLL.min(until - now)) {
+                return Err(interrupted(signals::received().unwrap_or(libc::SIGTERM)));
+            }
+        }
     }
 
     /// Coordinates of every instance, in order.

@@ -6,6 +6,7 @@
 //! the project's research notes for what each statement waits for.
 
 use super::flavor::{Flavor, ServerInfo};
+use super::guard::QueryType;
 use crate::exit;
 use clap::ValueEnum;
 use mysql::prelude::Queryable;
@@ -56,6 +57,10 @@ pub struct Strategy {
     pub privileges: &'static [&'static str],
     /// Whether commits are blocked, so the binary-log position is exact.
     pub exact_binlog_point: bool,
+    /// The running statements its lock statement waits for while every
+    /// writer waits behind it: what the long-query guard waits out before an
+    /// attempt (None: it does not wait for running statements).
+    pub waits_for: Option<QueryType>,
 }
 
 pub const FTWRL: Strategy = Strategy {
@@ -65,6 +70,14 @@ pub const FTWRL: Strategy = Strategy {
     unlock: "UNLOCK TABLES",
     privileges: &["RELOAD"],
     exact_binlog_point: true,
+    // Its FLUSH TABLES waits for every statement that has a table open, SELECTs too.
+    waits_for: Some(QueryType::All),
+};
+
+/// MariaDB's FTWRL does not wait for running SELECTs, only for writes.
+pub const FTWRL_MARIADB: Strategy = Strategy {
+    waits_for: Some(QueryType::Update),
+    ..FTWRL
 };
 
 pub const BACKUP_STAGE: Strategy = Strategy {
@@ -74,6 +87,8 @@ pub const BACKUP_STAGE: Strategy = Strategy {
     unlock: "BACKUP STAGE END",
     privileges: &["RELOAD"],
     exact_binlog_point: true,
+    // Only writes to non-transactional tables, which a process list cannot tell apart.
+    waits_for: None,
 };
 
 pub const INSTANCE: Strategy = Strategy {
@@ -83,6 +98,7 @@ pub const INSTANCE: Strategy = Strategy {
     unlock: "UNLOCK INSTANCE",
     privileges: &["BACKUP_ADMIN"],
     exact_binlog_point: false,
+    waits_for: None,
 };
 
 /// Percona Server 8.0 (BACKUP_ADMIN from 8.0.13-4).
@@ -93,6 +109,7 @@ pub const TABLES_FOR_BACKUP: Strategy = Strategy {
     unlock: "UNLOCK TABLES",
     privileges: &["BACKUP_ADMIN"],
     exact_binlog_point: false,
+    waits_for: None,
 };
 
 /// Percona Server 5.6/5.7: the same statement needs RELOAD.
@@ -139,7 +156,13 @@ pub const MODES: &[ModeRow] = &[
         mode: LockMode::Ftwrl,
         name: "ftwrl",
         planned: &[FTWRL],
-        resolve: Some(|_, _| Ok(FTWRL)),
+        resolve: Some(|info, _| {
+            Ok(if info.flavor == Flavor::Mariadb {
+                FTWRL_MARIADB
+            } else {
+                FTWRL
+            })
+        }),
         server: "any",
         blocks: "all writes and commits; waits for running statements first",
         binlog_point: "exact",
