@@ -510,6 +510,11 @@ fn binlog_position(s: &TestServer) -> (String, u64) {
 fn qemu_ga_holds_the_lock_from_its_freeze_to_its_thaw_under_a_write_load() {
     let fs = need!(LoopFs::new(FsKind::Xfs));
     let s = need!(TestServer::start_with_datadir_in(fs.mountpoint(), &[]));
+    let datadir = s.value("SELECT @@datadir").unwrap();
+    assert!(
+        Path::new(&datadir).starts_with(fs.mountpoint()),
+        "{datadir}"
+    );
     create_memory_table(&s);
     // The coordinates file lives on the data filesystem, inside the snapshot.
     let coordinates = fs.mountpoint().join("mysql-quiesce-coordinates.json");
@@ -621,6 +626,10 @@ fn a_failed_lock_makes_qemu_ga_abort_its_freeze_and_leaves_nothing_frozen_or_loc
     }
 
     // Why the dispatcher: the sample QEMU ships ignores the script's status and freezes unlocked.
+    // (Also: qemu-ga's thaw, FITHAW on every filesystem it sees, leaves another test's
+    // frozen filesystem alone: it does not see it.)
+    let other = need!(LoopFs::new(FsKind::Ext4));
+    other.freeze();
     if Path::new("/etc/qemu/fsfreeze-hook").exists() {
         let mut qga = need!(Qga::start(&fs, Dispatcher::Sample, &down, ""));
         let r = qga.freeze();
@@ -631,7 +640,17 @@ fn a_failed_lock_makes_qemu_ga_abort_its_freeze_and_leaves_nothing_frozen_or_loc
         assert!(!fs.probe_writable(Duration::from_millis(300)));
         assert_eq!(qga.thaw()["return"], 1);
         assert!(fs.probe_writable(Duration::from_secs(5)));
+    } else {
+        assert!(
+            std::env::var("CI").as_deref() != Ok("true"),
+            "CI=true and no /etc/qemu/fsfreeze-hook (qemu-guest-agent ships it)"
+        );
     }
+    assert!(
+        !other.probe_writable(Duration::from_millis(300)),
+        "qemu-ga thawed a filesystem it must not see"
+    );
+    other.thaw();
 }
 
 #[test]
@@ -641,7 +660,7 @@ fn a_qemu_ga_thaw_that_never_comes_is_ended_by_max_lock_time_without_touching_th
     let s = need!(TestServer::start_with_datadir_in(fs.mountpoint(), &[]));
     create_memory_table(&s);
     let cnf = framework_cnf(&s, "");
-    let mut qga = need!(Qga::start(&fs, Dispatcher::Ours, &cnf, "--max-lock-time=3"));
+    let mut qga = need!(Qga::start(&fs, Dispatcher::Ours, &cnf, "--max-lock-time=6"));
     let r = qga.freeze();
     assert_eq!(r["return"], 1, "{r}\n{}", qga.hook_log());
     assert!(!memory_write_succeeds(&s), "locked");
@@ -650,7 +669,7 @@ fn a_qemu_ga_thaw_that_never_comes_is_ended_by_max_lock_time_without_touching_th
     let t = Instant::now();
     while holder_running(&cnf) {
         assert!(
-            t.elapsed() < Duration::from_secs(15),
+            t.elapsed() < Duration::from_secs(20),
             "the holder did not end at --max-lock-time"
         );
         std::thread::sleep(Duration::from_millis(100));
