@@ -28,9 +28,15 @@ const ENV: &[(&str, &str)] = &[
     ("MYSQL_QUIESCE_LOCK", "backup-stage"),
 ];
 
+/// Run a hook as mysql-quiesce would, bounded: a hook that never returns (a
+/// poll loop that misses its end) fails the test with 124 instead of hanging it.
 fn run_hook(name: &str, args: &[&str], path: &str, extra_env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(hook(name));
-    cmd.args(args).env("PATH", path).stdin(Stdio::null());
+    let mut cmd = Command::new("/usr/bin/timeout");
+    cmd.args(["-s", "KILL", "60"])
+        .arg(hook(name))
+        .args(args)
+        .env("PATH", path)
+        .stdin(Stdio::null());
     for (k, v) in ENV.iter().chain(extra_env) {
         cmd.env(k, v);
     }
