@@ -125,6 +125,13 @@ impl Waiter for HolderWaiter {
         let Some(mut pipe) = self.ready_pipe.take() else {
             return Ok(());
         };
+        // `lock` exits as soon as it has handed the variables out, and we
+        // stay: the parent-death signal goes, before the report, or `lock`
+        // could read it, hand out and exit before we clear it, and its death
+        // would stop us right after it said "locked". Its death is still
+        // seen: the report cannot be written, or no "handed out" comes on our
+        // stdin (killed while its stdout was blocked, say): release.
+        clear_parent_death_signal();
         let msg = serde_json::json!({ "ok": true, "pid": std::process::id(), "env": env });
         writeln!(pipe, "{msg}").map_err(|e| {
             format!(
@@ -132,11 +139,6 @@ impl Waiter for HolderWaiter {
                  e.g. by a framework timeout), so nobody knows the lock is held; released everything at once"
             )
         })?;
-        // `lock` exits as soon as it has handed the variables out, and we
-        // stay: the parent-death signal goes. Whether it handed them out is
-        // what it says on our stdin; if it dies first (killed while its
-        // stdout was blocked, say), its end closes without that: release.
-        clear_parent_death_signal();
         let stdin = std::io::stdin();
         let mut answer = [0u8; 16];
         let acked = match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
