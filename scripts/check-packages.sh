@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Build the packages and prove they work (CI runs this as root):
 # - both packages hold exactly the expected files (derived from hooks/ and docs/frameworks/, so
-#   a new hook or example that is not packaged fails here), with the option file 0600 and a
+#   a new hook or example that is not packaged fails here: docs/frameworks/'s top-level files go to
+#   /usr/share/doc/mysql-quiesce/frameworks/, each framework's directory to /usr/share/mysql-quiesce/,
+#   executable in the package exactly when executable in git), with the option file 0600 and a
 #   conffile / %config(noreplace);
 # - the .deb installs with dpkg; the installed binary, man page, completions and hooks work; the
 #   service reads /etc/mysql-quiesce/*.cnf; the timer is not enabled; an edited option file
 #   survives a reinstall; lintian reports no error or warning (its exit status, not a grep);
 # - the installed service runs once for real against a throwaway MariaDB (systemctl where systemd
-#   runs, else its own ExecStart line with its StateDirectory), runs the configured snapshot hook
-#   and writes its report;
+#   runs, else its own ExecStart line with its StateDirectory), runs the snapshot hook configured in
+#   [mysql-quiesce-service] and writes its report; the installed QEMU guest agent script locks and
+#   unlocks that server with the same files and is not disturbed by that service-only hook;
 # - the .rpm passes its digest check, installs into a scratch root with rpm, and an upgrade to a
 #   newer release keeps an edited option file.
 # The machine is left as found: the .deb is purged and the scratch root removed on exit.
@@ -37,7 +40,9 @@ version=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n 1)
 # ---------------------------------------------------------------- expected contents
 cnf=/etc/mysql-quiesce/mysql-quiesce.cnf
 hook_files=$(for h in hooks/*; do [[ $h == *.md ]] || echo "/usr/share/mysql-quiesce/$h"; done)
-framework_files=$(find docs/frameworks -type f | sed 's|^docs/|/usr/share/doc/mysql-quiesce/|')
+framework_docs=$(find docs/frameworks -maxdepth 1 -type f | sed 's|^docs/|/usr/share/doc/mysql-quiesce/|')
+framework_files=$(find docs/frameworks -mindepth 2 -type f | sed 's|^docs/frameworks/|/usr/share/mysql-quiesce/|')
+framework_scripts=$(find docs/frameworks -mindepth 2 -type f -perm -u+x | sed 's|^docs/frameworks/|/usr/share/mysql-quiesce/|')
 common="/usr/bin/mysql-quiesce
 /usr/share/man/man1/mysql-quiesce.1.gz
 /usr/share/bash-completion/completions/mysql-quiesce
@@ -47,6 +52,7 @@ $cnf
 /usr/share/doc/mysql-quiesce/README.md
 /usr/share/doc/mysql-quiesce/hooks.md
 $hook_files
+$framework_docs
 $framework_files"
 deb_expected="$common
 /usr/share/zsh/vendor-completions/_mysql-quiesce
@@ -97,7 +103,11 @@ dpkg-query -W -f='${Conffiles}\n' mysql-quiesce | grep -q "^ $cnf " || fail "dpk
 while read -r f; do
     [[ -x $f ]] || fail "$f is not executable"
 done <<<"/usr/bin/mysql-quiesce
-$hook_files"
+$hook_files
+$framework_scripts"
+while read -r f; do
+    [[ -x $f ]] && fail "$f is executable, not so in git"
+done < <(comm -23 <(sort <<<"$framework_files") <(sort <<<"$framework_scripts"))
 
 got=$(/usr/bin/mysql-quiesce --version) || fail "the installed binary does not run"
 [[ $got == "mysql-quiesce $version" ]] || fail "--version says '$got', expected 'mysql-quiesce $version'"
@@ -113,14 +123,20 @@ bash -c 'source /usr/share/bash-completion/completions/mysql-quiesce && complete
 /usr/share/mysql-quiesce/hooks/lvm-snapshot --help | grep -q -- --snapshot || fail "an installed hook does not run (_common.sh?)"
 /usr/bin/mysql-quiesce --defaults-file="$cnf" --print-defaults >/dev/null || fail "the shipped option file does not parse"
 
-# The service reads /etc/mysql-quiesce/*.cnf: run its own ExecStart line with --print-defaults.
+# The service's ExecStart: continuation lines joined as systemd joins them, $$ unescaped. It runs
+# mysql-quiesce in a retry loop; `mq_command` is that mysql-quiesce command line.
 exec_start=$(sed -n '/^ExecStart=/,/[^\\]$/p' /lib/systemd/system/mysql-quiesce.service |
-    sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ')
-[[ $exec_start == /usr/bin/mysql-quiesce* ]] || fail "unexpected ExecStart: $exec_start"
-printf '[mysql-quiesce]\nlock-retries = 7\n' >"$dropin"
+    sed 's/^ExecStart=//; s/\\$//' | tr '\n' ' ' | sed 's/\$\$/$/g')
+[[ $exec_start == "/bin/sh -c '"* ]] || fail "unexpected ExecStart: $exec_start"
+mq_command=$(grep -o '/usr/bin/mysql-quiesce [^;]*' <<<"$exec_start")
+[[ -n $mq_command ]] || fail "no mysql-quiesce command in ExecStart: $exec_start"
+# The service reads /etc/mysql-quiesce/*.cnf, its [mysql-quiesce-service] group included.
+printf '[mysql-quiesce]\nlock-retries = 7\n[mysql-quiesce-service]\nlock-retry-delay = 9\n' >"$dropin"
 chmod 600 "$dropin"
-# shellcheck disable=SC2086 # ExecStart is a word list
-$exec_start --print-defaults | grep -qx -- --lock-retries=7 || fail "the service does not read $dropin"
+# shellcheck disable=SC2086 # a word list
+defaults=$($mq_command --print-defaults)
+grep -qx -- --lock-retries=7 <<<"$defaults" || fail "the service does not read $dropin"
+grep -qx -- --lock-retry-delay=9 <<<"$defaults" || fail "the service does not read [mysql-quiesce-service]"
 rm -f "$dropin"
 if command -v systemd-analyze >/dev/null; then
     systemd-analyze verify /lib/systemd/system/mysql-quiesce.service /lib/systemd/system/mysql-quiesce.timer ||
@@ -145,7 +161,7 @@ bash scripts/throwaway-mariadb.sh start "$db" >/dev/null || fail "cannot start a
 report=/var/lib/mysql-quiesce/last-report.json
 marker=/var/lib/mysql-quiesce/check-packages-snapshot-ran
 rm -f "$report" "$marker"
-printf '[client]\nsocket = %s/sock\nuser = root\n[mysql-quiesce]\nsnapshot = touch %s\n' "$db" "$marker" >"$dropin"
+printf '[client]\nsocket = %s/sock\nuser = root\n[mysql-quiesce-service]\nsnapshot = touch %s\n' "$db" "$marker" >"$dropin"
 chmod 600 "$dropin"
 if [[ -d /run/systemd/system ]]; then
     systemctl daemon-reload
@@ -155,8 +171,7 @@ if [[ -d /run/systemd/system ]]; then
 else
     # No systemd here: what the unit does, by hand (StateDirectory= is created by systemd).
     mkdir -p /var/lib/mysql-quiesce
-    # shellcheck disable=SC2086 # ExecStart is a word list
-    $exec_start 2>"$scratch/service.err" || fail "the service's ExecStart failed: $(cat "$scratch/service.err")"
+    bash -c "$exec_start" 2>"$scratch/service.err" || fail "the service's ExecStart failed: $(cat "$scratch/service.err")"
     how="its ExecStart line (no systemd on this machine)"
 fi
 [[ -f $marker ]] || fail "the service ($how) did not run the configured snapshot hook"
@@ -165,9 +180,18 @@ import json, sys
 r = json.load(open(sys.argv[1]))
 assert r["exit_code"] == 0 and r["consistent"] is True and r["hooks"][0]["command"].startswith("touch "), r
 EOF
-rm -f "$dropin" "$marker" "$report"
-bash scripts/throwaway-mariadb.sh stop "$db" >/dev/null
+rm -f "$marker" "$report"
 echo "service: ran once via $how, report written"
+# The installed QEMU guest agent script, as qemu-ga runs it, reads the same files (the
+# drop-in's [client]) and ignores the service's own snapshot hook.
+qga=/usr/share/mysql-quiesce/qemu-ga/fsfreeze-hook.d/mysql-quiesce
+"$qga" freeze >"$scratch/qga.out" 2>&1 || fail "$qga freeze failed: $(cat "$scratch/qga.out")"
+grep -q "^export MYSQL_QUIESCE_BINLOG_FILE=" "$scratch/qga.out" || fail "$qga freeze printed no coordinates: $(cat "$scratch/qga.out")"
+"$qga" thaw >"$scratch/qga.out" 2>&1 || fail "$qga thaw failed: $(cat "$scratch/qga.out")"
+[[ ! -e $marker ]] || fail "$qga ran the service's snapshot hook"
+echo "qemu-ga script: locked and unlocked with the installed configuration"
+rm -f "$dropin"
+bash scripts/throwaway-mariadb.sh stop "$db" >/dev/null
 
 # Upgrades keep an edited option file.
 echo "# local edit" >>"$cnf"
@@ -192,7 +216,11 @@ grep -qx -- "-rw------- cn $cnf" <<<"$flags" || fail "rpm: $cnf is not 0600 %con
 while read -r f; do
     grep -Eq -- "^-rwxr-xr-x [a-z]* $f\$" <<<"$flags" || fail "rpm: $f is not 0755"
 done <<<"/usr/bin/mysql-quiesce
-$hook_files"
+$hook_files
+$framework_scripts"
+while read -r f; do
+    grep -Eq -- "^-rw-r--r-- [a-z]* $f\$" <<<"$flags" || fail "rpm: $f is not 0644"
+done < <(comm -23 <(sort <<<"$framework_files") <(sort <<<"$framework_scripts"))
 if rpm -qp --scripts "$rpm_file" 2>/dev/null | grep -Eq 'systemctl|preset'; then
     fail "rpm: a scriptlet touches systemd units"
 fi

@@ -19,6 +19,8 @@ PACKAGES=(
     debootstrap # scripts/server-matrix.sh (MySQL 9 / MariaDB 11 from Debian sid)
     python3 python3-venv # moto (local EC2 endpoint) and the AWS CLI for the hook tests
     lintian rpm man-db # scripts/check-packages.sh
+    qemu-guest-agent # qemu-ga, run without a VM on a unix socket: the fsfreeze hook tests (tests/frameworks.rs)
+    python3-yaml # tests/frameworks.rs reads the Velero, Kanister and DLM YAML examples as their frameworks would
 )
 # moto's EC2 server and the AWS CLI come from PyPI, in a venv of their own (Debian's pip
 # refuses system-wide installs); scripts/test.sh puts its bin/ on PATH.
@@ -89,7 +91,7 @@ if ((${#missing[@]} > 0)); then
     rm -f "$log"
 fi
 
-for tool in mariadbd mariadb-install-db mariadb mkfs.xfs mkfs.ext4 losetup fsfreeze cc pkg-config openssl; do
+for tool in mariadbd mariadb-install-db mariadb mkfs.xfs mkfs.ext4 losetup fsfreeze cc pkg-config openssl qemu-ga; do
     PATH="$PATH:/usr/sbin:/sbin" command -v "$tool" >/dev/null ||
         die "'$tool' is still missing after package installation"
 done

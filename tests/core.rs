@@ -763,8 +763,10 @@ fn the_shipped_example_option_file_parses_with_every_option_uncommented() {
     let dir = tempfile::tempdir().unwrap();
     let all = dir.path().join("all.cnf");
     std::fs::write(&all, uncommented).unwrap();
+    // The service's view: the shared group and [mysql-quiesce-service].
     common::mysql_quiesce()
         .arg(format!("--defaults-file={}", all.display()))
+        .arg("--defaults-group-suffix=-service")
         .arg("--print-defaults")
         .assert()
         .success()

@@ -28,9 +28,15 @@ const ENV: &[(&str, &str)] = &[
     ("MYSQL_QUIESCE_LOCK", "backup-stage"),
 ];
 
+/// Run a hook as mysql-quiesce would, bounded: a hook that never returns (a
+/// poll loop that misses its end) fails the test with 124 instead of hanging it.
 fn run_hook(name: &str, args: &[&str], path: &str, extra_env: &[(&str, &str)]) -> Output {
-    let mut cmd = Command::new(hook(name));
-    cmd.args(args).env("PATH", path).stdin(Stdio::null());
+    let mut cmd = Command::new("/usr/bin/timeout");
+    cmd.args(["-s", "KILL", "60"])
+        .arg(hook(name))
+        .args(args)
+        .env("PATH", path)
+        .stdin(Stdio::null());
     for (k, v) in ENV.iter().chain(extra_env) {
         cmd.env(k, v);
     }
@@ -48,8 +54,9 @@ impl Recorder {
         let dir = tempfile::tempdir().unwrap();
         for (tool, output) in tools {
             let script = format!(
-                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> {log}\necho -- >> {log}\nprintf '%s\\n' '{output}'\n",
-                log = dir.path().join("log").display()
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done | tee -a {tlog} >> {log}\necho -- >> {log}\necho -- >> {tlog}\nprintf '%s\\n' '{output}'\n",
+                log = dir.path().join("log").display(),
+                tlog = dir.path().join(format!("{tool}.log")).display()
             );
             let p = dir.path().join(tool);
             std::fs::write(&p, script).unwrap();
@@ -71,14 +78,48 @@ impl Recorder {
             .map(str::to_string)
             .collect()
     }
+
+    /// Every call of `tool`, each as its argv.
+    fn calls(&self, tool: &str) -> Vec<Vec<String>> {
+        let log = std::fs::read_to_string(self.dir.path().join(format!("{tool}.log")))
+            .unwrap_or_default();
+        let mut calls = vec![];
+        let mut argv = vec![];
+        for l in log.lines() {
+            if l == "--" {
+                calls.push(std::mem::take(&mut argv));
+            } else {
+                argv.push(l.to_string());
+            }
+        }
+        calls
+    }
+
+    /// Replace `tool` with a script of our own (it still logs its calls).
+    fn script(&self, tool: &str, body: &str) {
+        let p = self.dir.path().join(tool);
+        std::fs::write(
+            &p,
+            format!(
+                "#!/bin/sh\nfor a in \"$@\"; do printf '%s\\n' \"$a\"; done >> {tlog}\necho -- >> {tlog}\n{body}\n",
+                tlog = self.dir.path().join(format!("{tool}.log")).display()
+            ),
+        )
+        .unwrap();
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    }
+
+    fn file(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
 }
 
 const DESCRIPTION: &str =
     "mysql-quiesce run 20261123T230000Z-42-abcdef: binlog binlog.000007:1234 gtid 0-1-99";
 
 #[test]
-fn lvm_snapshot_runs_lvcreate_with_the_run_id_in_the_name() {
-    let r = Recorder::new(&[("lvcreate", "Logical volume created")]);
+fn lvm_snapshot_of_a_thick_lv_is_a_cow_snapshot_of_the_given_size_with_a_warning() {
+    let r = Recorder::new(&[("lvs", "  linear"), ("lvcreate", "Logical volume created")]);
     let out = run_hook(
         "lvm-snapshot",
         &["--vg", "vg0", "--lv=mysql", "--size", "5G"],
@@ -92,13 +133,97 @@ fn lvm_snapshot_runs_lvcreate_with_the_run_id_in_the_name() {
     );
     let name = "mysql-quiesce-20261123T230000Z-42-abcdef";
     assert_eq!(
-        r.argv(),
-        ["--snapshot", "--name", name, "--size", "5G", "vg0/mysql"]
+        r.calls("lvs"),
+        [["--noheadings", "-o", "segtype", "vg0/mysql"]]
+    );
+    assert_eq!(
+        r.calls("lvcreate"),
+        [["--snapshot", "--name", name, "--size", "5G", "vg0/mysql"]]
     );
     assert_eq!(
         String::from_utf8_lossy(&out.stdout),
         format!("vg0/{name}\n")
     );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("becomes invalid once 5G of changes fill it up"),
+        "{stderr}"
+    );
+
+    // Without a size there is no COW snapshot to make.
+    let r = Recorder::new(&[("lvs", "  striped"), ("lvcreate", "")]);
+    let out = run_hook(
+        "lvm-snapshot",
+        &["--vg", "vg0", "--lv", "mysql"],
+        &r.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("needs --size"));
+    assert!(r.calls("lvcreate").is_empty());
+}
+
+#[test]
+fn lvm_snapshot_of_a_thin_lv_takes_no_size_and_says_how_to_activate_it() {
+    let name = "mysql-quiesce-20261123T230000Z-42-abcdef";
+    let r = Recorder::new(&[("lvs", "  thin"), ("lvcreate", "Logical volume created")]);
+    let out = run_hook(
+        "lvm-snapshot",
+        &["--vg", "vg0", "--lv", "mysql"],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        r.calls("lvcreate"),
+        [["--snapshot", "--name", name, "vg0/mysql"]]
+    );
+    assert!(String::from_utf8_lossy(&out.stderr).contains(&format!("lvchange -ay -K vg0/{name}")));
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout),
+        format!("vg0/{name}\n")
+    );
+
+    // --activate: without the activation-skip flag (-kn), active like any LV.
+    let r = Recorder::new(&[("lvs", "  thin"), ("lvcreate", "")]);
+    let out = run_hook(
+        "lvm-snapshot",
+        &["--vg", "vg0", "--lv", "mysql", "--activate"],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        r.calls("lvcreate"),
+        [[
+            "--snapshot",
+            "--name",
+            name,
+            "--setactivationskip",
+            "n",
+            "vg0/mysql"
+        ]]
+    );
+
+    // A size on a thin LV would make an old-style COW snapshot: refused.
+    let r = Recorder::new(&[("lvs", "  thin"), ("lvcreate", "")]);
+    let out = run_hook(
+        "lvm-snapshot",
+        &["--vg", "vg0", "--lv", "mysql", "--size", "1G"],
+        &r.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("thin snapshot takes no --size"));
+    assert!(r.calls("lvcreate").is_empty());
 }
 
 #[test]
@@ -144,11 +269,28 @@ fn ec2_create_snapshot_passes_the_coordinates_in_the_description_and_prints_the_
         ["vol-0123", "-d", DESCRIPTION, "--region", "eu-west-1"]
     );
     assert_eq!(String::from_utf8_lossy(&out.stdout), "snap-0abc\n");
+    // Legacy: it says so, and where to go instead.
+    assert!(String::from_utf8_lossy(&out.stderr).contains("legacy hook (EC2 API tools): prefer"));
+}
+
+/// A gcloud that records its calls and answers `snapshots describe` with
+/// the statuses in `statuses`, one per call (the last one repeated).
+fn gcloud_with_statuses(statuses: &[&str]) -> Recorder {
+    let r = Recorder::new(&[]);
+    std::fs::write(r.file("statuses"), statuses.join("\n") + "\n").unwrap();
+    r.script(
+        "gcloud",
+        &format!(
+            "[ \"$3\" = describe ] || exit 0\nf={f}\nhead -n 1 $f\n[ $(wc -l < $f) -gt 1 ] && sed -i 1d $f\nexit 0",
+            f = r.file("statuses").display()
+        ),
+    );
+    r
 }
 
 #[test]
-fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
-    let r = Recorder::new(&[("gcloud", "Created")]);
+fn gcloud_disk_snapshot_starts_async_and_returns_once_the_snapshot_is_uploading() {
+    let r = gcloud_with_statuses(&["CREATING", "CREATING", "UPLOADING", "READY"]);
     let out = run_hook(
         "gcloud-disk-snapshot",
         &[
@@ -158,6 +300,8 @@ fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
             "europe-west1-b",
             "--project",
             "p1",
+            "--poll",
+            "0.05",
         ],
         &r.path(),
         &[],
@@ -168,8 +312,9 @@ fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
         String::from_utf8_lossy(&out.stderr)
     );
     let name = "mysql-quiesce-20261123t230000z-42-abcdef";
+    let calls = r.calls("gcloud");
     assert_eq!(
-        r.argv(),
+        calls[0],
         [
             "compute",
             "snapshots",
@@ -183,14 +328,97 @@ fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
             "mysql-quiesce-run-id=20261123t230000z-42-abcdef,mysql-quiesce-binlog-file=binlog-000007,mysql-quiesce-binlog-pos=1234",
             "--description",
             DESCRIPTION,
+            "--async",
             "--project",
             "p1",
         ]
     );
+    // Polled until it left CREATING, no longer: the upload runs unlocked.
+    let describe = [
+        "compute",
+        "snapshots",
+        "describe",
+        name,
+        "--format=value(status)",
+        "--project",
+        "p1",
+    ];
+    assert_eq!(calls[1..], [describe, describe, describe]);
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name}\n"));
 
+    // --until ready: the whole upload, until READY.
+    let r = gcloud_with_statuses(&["CREATING", "UPLOADING", "UPLOADING", "READY"]);
+    let out = run_hook(
+        "gcloud-disk-snapshot",
+        &[
+            "--disk", "d", "--zone", "z", "--until", "ready", "--poll", "0.05",
+        ],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(r.calls("gcloud").len(), 1 + 4);
+
+    // A snapshot that fails fails the hook.
+    let r = gcloud_with_statuses(&["CREATING", "FAILED"]);
+    let out = run_hook(
+        "gcloud-disk-snapshot",
+        &["--disk", "d", "--zone", "z", "--poll", "0.05"],
+        &r.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("failed"));
+    assert!(out.stdout.is_empty());
+}
+
+#[test]
+fn gcloud_disk_snapshot_takes_regional_disks_and_makes_valid_names_and_labels() {
+    // A regional disk: --source-disk-region.
+    let r = gcloud_with_statuses(&["UPLOADING"]);
+    let out = run_hook(
+        "gcloud-disk-snapshot",
+        &["--disk", "d", "--region", "europe-west1"],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let create = &r.calls("gcloud")[0];
+    let at = create
+        .iter()
+        .position(|a| a == "--source-disk-region")
+        .unwrap();
+    assert_eq!(create[at + 1], "europe-west1");
+    assert!(!create.iter().any(|a| a == "--source-disk-zone"));
+
+    // Cut to 63 characters, a name never ends in '-' (here the cut falls on one).
+    let prefix = "a".repeat(45);
+    let r = gcloud_with_statuses(&["READY"]);
+    let out = run_hook(
+        "gcloud-disk-snapshot",
+        &["--disk", "d", "--zone", "z", "--prefix", &prefix],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let name = format!("{prefix}-20261123t230000z");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name}\n"));
+    assert_eq!(r.calls("gcloud")[0][3], name);
+
     // Inexact coordinates: labelled as such, never with a position.
-    let r = Recorder::new(&[("gcloud", "Created")]);
+    let r = gcloud_with_statuses(&["READY"]);
     let out = run_hook(
         "gcloud-disk-snapshot",
         &["--disk", "d", "--zone", "z"],
@@ -198,13 +426,135 @@ fn gcloud_disk_snapshot_uses_valid_names_and_labels() {
         &[("MYSQL_QUIESCE_COORDINATES_EXACT", "0")],
     );
     assert!(out.status.success());
-    let argv = r.argv();
+    let argv = &r.calls("gcloud")[0];
     let labels = &argv[argv.iter().position(|a| a == "--labels").unwrap() + 1];
     assert_eq!(
         labels,
         "mysql-quiesce-run-id=20261123t230000z-42-abcdef,mysql-quiesce-coordinates=inexact"
     );
     assert!(!argv.iter().any(|a| a.contains("1234")), "{argv:?}");
+
+    // Refused before anything runs: both or neither location, a prefix Google rejects.
+    for args in [
+        &["--disk", "d", "--zone", "z", "--region", "r"][..],
+        &["--disk", "d"],
+        &["--disk", "d", "--zone", "z", "--prefix", "1nightly"],
+        &["--disk", "d", "--zone", "z", "--until", "done"],
+    ] {
+        let r = gcloud_with_statuses(&["READY"]);
+        let out = run_hook("gcloud-disk-snapshot", args, &r.path(), &[]);
+        assert_eq!(out.status.code(), Some(1), "{args:?}");
+        assert!(r.calls("gcloud").is_empty(), "{args:?}");
+    }
+}
+
+#[test]
+fn azure_disk_snapshot_runs_az_snapshot_create_with_tags_and_prints_the_id() {
+    let id = "/subscriptions/s1/resourceGroups/rg1/providers/Microsoft.Compute/snapshots/mysql-quiesce-20261123T230000Z-42-abcdef";
+    let r = Recorder::new(&[("az", id)]);
+    let out = run_hook(
+        "azure-disk-snapshot",
+        &[
+            "--resource-group",
+            "rg1",
+            "--disk=mysql-data",
+            "--subscription",
+            "s1",
+            "--tag",
+            "team=dba",
+        ],
+        &r.path(),
+        &[],
+    );
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_eq!(
+        r.calls("az"),
+        [[
+            "snapshot",
+            "create",
+            "--resource-group",
+            "rg1",
+            "--name",
+            "mysql-quiesce-20261123T230000Z-42-abcdef",
+            "--source",
+            "mysql-data",
+            "--incremental",
+            "true",
+            "--tags",
+            "mysql-quiesce-run-id=20261123T230000Z-42-abcdef",
+            "mysql-quiesce-binlog-file=binlog.000007",
+            "mysql-quiesce-binlog-pos=1234",
+            "mysql-quiesce-gtid=0-1-99",
+            "team=dba",
+            "--query",
+            "id",
+            "--output",
+            "tsv",
+            "--subscription",
+            "s1",
+        ]]
+    );
+    assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{id}\n"));
+
+    // Inexact coordinates, a full snapshot, a GTID set longer than a tag value.
+    let long_gtid: String = (1..=40)
+        .map(|i| format!("3E11FA47-71CA-11E1-9E33-C80AA9429{i:03}:1-{i}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    for (env, full, want, absent) in [
+        (
+            vec![("MYSQL_QUIESCE_COORDINATES_EXACT", "0")],
+            true,
+            "mysql-quiesce-coordinates=inexact",
+            "binlog-pos",
+        ),
+        (
+            vec![("MYSQL_QUIESCE_GTID", long_gtid.as_str())],
+            false,
+            "mysql-quiesce-gtid-truncated=true",
+            "coordinates=inexact",
+        ),
+    ] {
+        let r = Recorder::new(&[("az", id)]);
+        let mut args = vec!["--resource-group", "rg1", "--disk", "d"];
+        if full {
+            args.push("--full");
+        }
+        let out = run_hook("azure-disk-snapshot", &args, &r.path(), &env);
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let argv = &r.calls("az")[0];
+        assert!(argv.iter().any(|a| a == want), "{argv:?}");
+        assert!(!argv.iter().any(|a| a.contains(absent)), "{argv:?}");
+        let inc = &argv[argv.iter().position(|a| a == "--incremental").unwrap() + 1];
+        assert_eq!(inc, if full { "false" } else { "true" });
+        if let Some(g) = argv
+            .iter()
+            .find_map(|a| a.strip_prefix("mysql-quiesce-gtid="))
+        {
+            assert!(g.len() <= 256 && g.ends_with(",..."), "{g}");
+            assert!(long_gtid.starts_with(g.trim_end_matches(",...")));
+        }
+    }
+
+    // az printing no id is a failure, not an empty success.
+    let r = Recorder::new(&[("az", "")]);
+    let out = run_hook(
+        "azure-disk-snapshot",
+        &["--resource-group", "rg1", "--disk", "d"],
+        &r.path(),
+        &[],
+    );
+    assert_eq!(out.status.code(), Some(1));
+    let out = run_hook("azure-disk-snapshot", &["--disk", "d"], &r.path(), &[]);
+    assert_eq!(out.status.code(), Some(1), "--resource-group is required");
 }
 
 #[test]
@@ -232,6 +582,12 @@ fn a_missing_tool_exits_127_naming_it() {
             vec!["--volume-id", "vol-1"],
             "ec2-create-snapshot",
         ),
+        (
+            "azure-disk-snapshot",
+            vec!["--resource-group", "rg", "--disk", "d"],
+            "az",
+        ),
+        ("lvm-snapshot", vec!["--vg", "vg0", "--lv", "lv"], "lvs"),
     ] {
         let out = run_hook(name, &args, &path, &[]);
         assert_eq!(out.status.code(), Some(127), "{name}");
@@ -244,7 +600,7 @@ fn a_missing_tool_exits_127_naming_it() {
 
 #[test]
 fn bad_arguments_fail_with_a_message() {
-    let r = Recorder::new(&[("lvcreate", "")]);
+    let r = Recorder::new(&[("lvs", "linear"), ("lvcreate", "")]);
     let out = run_hook("lvm-snapshot", &["--vg", "vg0"], &r.path(), &[]);
     assert_eq!(out.status.code(), Some(1));
     assert!(String::from_utf8_lossy(&out.stderr).contains("required"));

@@ -1,5 +1,6 @@
-//! Split lock/unlock and hold modes, with each framework's calling pattern
-//! simulated by separate processes, against a real MariaDB.
+//! Split lock/unlock and hold modes, as separate processes (the way snapshot
+//! frameworks call them), against a real MariaDB. The framework examples
+//! themselves are tested in tests/frameworks.rs.
 
 mod common;
 
@@ -11,7 +12,7 @@ use nix::unistd::Pid;
 use predicates::prelude::*;
 use std::io::{BufRead, BufReader};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -735,290 +736,8 @@ fn hold_reports_a_lost_lock_with_65() {
     assert_eq!(wait_code(child), Some(65));
 }
 
-// ------------------------------------------------------------------ the shipped framework examples
-
-/// PATH with the binary under test first, as an installed package would have it.
-fn path_with_binary() -> String {
-    let bin = Path::new(BIN).parent().unwrap();
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
-}
-
-fn example(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("docs/frameworks")
-        .join(rel)
-}
-
-fn read_example(rel: &str) -> String {
-    std::fs::read_to_string(example(rel)).unwrap()
-}
-
-const SHIPPED_CNF: &str = "/etc/mysql-quiesce/mysql-quiesce.cnf";
-
-/// The option file the examples read, pointing at the test server. FTWRL so
-/// that a long write can make `lock` wait.
-fn framework_cnf(s: &TestServer) -> PathBuf {
-    let cnf = s.path("mq.cnf");
-    std::fs::write(
-        &cnf,
-        format!(
-            "[mysql-quiesce]\nsocket = {}\nuser = root\nlock = ftwrl\nlock-file = {}\nstate-dir = {}\nmax-lock-time = 60\n",
-            s.socket.display(),
-            s.path("run.lock").display(),
-            s.path("state").display()
-        ),
-    )
-    .unwrap();
-    cnf
-}
-
-/// The longest `lock` can take with the retry options in `text` (all four must be set):
-/// connecting, every attempt, every wait between attempts.
-fn worst_case_lock_seconds(text: &str) -> f64 {
-    let opt = |name: &str| -> f64 {
-        let key = format!("--{name}=");
-        let at = text
-            .find(&key)
-            .unwrap_or_else(|| panic!("{key} is not set:\n{text}"));
-        let rest = &text[at + key.len()..];
-        let end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        rest[..end].parse().unwrap()
-    };
-    let retries = opt("lock-retries");
-    opt("connect-timeout")
-        + (retries + 1.0) * opt("lock-wait-timeout")
-        + retries * opt("lock-retry-delay")
-}
-
-/// The runCommand block scalar of the SSM document, with DLM's `command`
-/// parameter filled in and the shipped paths pointed at the test's.
-fn dlm_script(command: &str, cnf: &Path, freeze: &Path) -> String {
-    let yaml = read_example("aws-dlm-ssm-document.yaml");
-    let lines: Vec<&str> = yaml.lines().collect();
-    let at = lines
-        .iter()
-        .position(|l| l.trim() == "runCommand:")
-        .expect("runCommand in the SSM document");
-    assert_eq!(
-        lines[at + 1].trim(),
-        "- |",
-        "runCommand must be one block scalar"
-    );
-    let indent = |l: &str| l.len() - l.trim_start().len();
-    let body_indent = indent(lines[at + 2]);
-    let script: String = lines[at + 2..]
-        .iter()
-        .take_while(|l| l.trim().is_empty() || indent(l) >= body_indent)
-        .map(|l| format!("{}\n", l.get(body_indent..).unwrap_or("")))
-        .collect();
-    for needle in ["{{ command }}", SHIPPED_CNF, "FREEZE=/var/lib/mysql"] {
-        assert!(script.contains(needle), "{needle} not in the DLM script");
-    }
-    let script = script
-        .replace("{{ command }}", command)
-        .replace(SHIPPED_CNF, cnf.to_str().unwrap())
-        .replace(
-            "FREEZE=/var/lib/mysql",
-            &format!("FREEZE={}", freeze.display()),
-        );
-    // Never freeze anything but the test's own loop filesystem.
-    assert!(!script.contains("/var/lib/mysql"), "{script}");
-    script
-}
-
-fn run_dlm(s: &TestServer, command: &str, cnf: &Path, fs: &LoopFs) -> Option<i32> {
-    let file = s.path(&format!("dlm-{command}.sh"));
-    std::fs::write(&file, dlm_script(command, cnf, fs.mountpoint())).unwrap();
-    // The SSM agent runs runShellScript commands with sh.
-    Command::new("sh")
-        .arg(&file)
-        .env("PATH", path_with_binary())
-        .status()
-        .unwrap()
-        .code()
-}
-
-#[test]
-fn the_aws_dlm_document_locks_in_pre_script_unlocks_in_post_script_and_checks_in_dry_run() {
-    let s = need!(TestServer::start());
-    let fs = need!(LoopFs::new(FsKind::Xfs));
-    let cnf = framework_cnf(&s);
-    // DLM's default script timeout is 10 s.
-    let worst = worst_case_lock_seconds(&dlm_script("pre-script", &cnf, fs.mountpoint()));
-    assert!(worst < 9.0, "lock may take {worst} s, DLM kills it at 10 s");
-
-    assert_eq!(run_dlm(&s, "dry-run", &cnf, &fs), Some(0));
-    assert!(fs.probe_writable(Duration::from_secs(5)), "dry-run froze");
-    assert!(s.write_succeeds(1), "dry-run locked");
-
-    assert_eq!(run_dlm(&s, "pre-script", &cnf, &fs), Some(0));
-    assert!(!s.write_succeeds(1), "locked between pre- and post-script");
-    assert!(
-        !fs.probe_writable(Duration::from_millis(300)),
-        "frozen between them"
-    );
-    assert_eq!(
-        run_dlm(&s, "pre-script", &cnf, &fs),
-        Some(204),
-        "pre while locked"
-    );
-    assert_eq!(run_dlm(&s, "post-script", &cnf, &fs), Some(0));
-    assert!(fs.writable_within(Duration::from_secs(5)).is_some());
-    assert!(s.write_succeeds(1));
-    assert_eq!(
-        run_dlm(&s, "post-script", &cnf, &fs),
-        Some(205),
-        "post without pre"
-    );
-
-    // A writer that blocks the lock: pre-script gives up (204) inside DLM's 10 s, nothing held.
-    let (id, blocker) = long_write(&s, 30);
-    let t = Instant::now();
-    assert_eq!(run_dlm(&s, "pre-script", &cnf, &fs), Some(204));
-    assert!(t.elapsed() < Duration::from_secs(10), "{:?}", t.elapsed());
-    s.sql(&format!("KILL QUERY {id}"));
-    blocker.join().unwrap();
-    assert!(our_processes(&s).is_empty());
-    assert!(s.write_succeeds(1));
-    assert!(fs.probe_writable(Duration::from_secs(5)));
-}
-
-fn annotation(yaml: &str, key: &str) -> String {
-    yaml.lines()
-        .find_map(|l| l.trim().strip_prefix(&format!("{key}: ")))
-        .unwrap_or_else(|| panic!("annotation {key} missing"))
-        .trim_matches('\'')
-        .to_string()
-}
-
-#[test]
-fn the_velero_hook_commands_hold_the_lock_from_pre_to_post() {
-    let s = need!(TestServer::start());
-    let cnf = framework_cnf(&s);
-    let yaml = read_example("velero-pod-annotations.yaml");
-    let argv = |hook: &str| -> Vec<String> {
-        let json = annotation(&yaml, &format!("{hook}.hook.backup.velero.io/command"));
-        let argv: Vec<String> = serde_json::from_str(&json).unwrap();
-        assert_eq!(argv[0], "/usr/bin/mysql-quiesce");
-        argv.into_iter()
-            .map(|a| a.replace(SHIPPED_CNF, cnf.to_str().unwrap()))
-            .collect()
-    };
-    let (pre, post) = (argv("pre"), argv("post"));
-    let timeout: f64 = annotation(&yaml, "pre.hook.backup.velero.io/timeout")
-        .trim_end_matches('s')
-        .parse()
-        .unwrap();
-    let worst = worst_case_lock_seconds(&pre.join(" "));
-    assert!(
-        worst < timeout - 5.0,
-        "lock may take {worst} s, the hook times out at {timeout} s"
-    );
-    // Velero execs the argv in the container, no shell.
-    let run = |argv: &[String]| Command::new(BIN).args(&argv[1..]).status().unwrap().code();
-    assert_eq!(run(&pre), Some(0));
-    assert!(
-        !s.write_succeeds(1),
-        "locked between the pre and post hooks"
-    );
-    assert_eq!(run(&post), Some(0));
-    assert!(s.write_succeeds(1));
-}
-
-fn run_script(rel: &str, cnf: &Path, args: &[&str]) -> Option<i32> {
-    Command::new("sh")
-        .arg(example(rel))
-        .args(args)
-        .env("PATH", path_with_binary())
-        .env("MYSQL_QUIESCE_CNF", cnf)
-        .env_remove("MYSQL_QUIESCE_OPTS")
-        .status()
-        .unwrap()
-        .code()
-}
-
-#[test]
-fn the_google_cloud_pre_and_post_scripts_hold_the_lock_between_them() {
-    let s = need!(TestServer::start());
-    let cnf = framework_cnf(&s);
-    // The guest agent's default timeout_in_seconds.
-    let worst = worst_case_lock_seconds(&read_example("gcp/pre.sh"));
-    assert!(
-        worst < 55.0,
-        "lock may take {worst} s, the agent kills it at 60 s"
-    );
-    assert_eq!(run_script("gcp/pre.sh", &cnf, &["disk-1,disk-2"]), Some(0));
-    assert!(!s.write_succeeds(1), "locked between pre.sh and post.sh");
-    assert_eq!(run_script("gcp/post.sh", &cnf, &["disk-1,disk-2"]), Some(0));
-    assert!(s.write_succeeds(1));
-    assert_eq!(
-        run_script("gcp/post.sh", &cnf, &["disk-1,disk-2"]),
-        Some(69)
-    );
-}
-
-#[test]
-fn the_azure_pre_and_post_scripts_hold_the_lock_between_them_and_fail_with_1() {
-    let s = need!(TestServer::start());
-    let cnf = framework_cnf(&s);
-    let config: serde_json::Value =
-        serde_json::from_str(&read_example("azure/VMSnapshotScriptPluginConfig.json")).unwrap();
-    assert_eq!(config["pluginName"], "ScriptRunner");
-    assert_eq!(config["continueBackupOnFailure"], false);
-    let timeout = config["timeoutInSeconds"].as_f64().unwrap();
-    let worst = worst_case_lock_seconds(&read_example("azure/pre-script.sh"));
-    assert!(
-        worst < timeout - 5.0,
-        "lock may take {worst} s, Azure kills it at {timeout} s"
-    );
-    assert_eq!(run_script("azure/pre-script.sh", &cnf, &[]), Some(0));
-    assert!(
-        !s.write_succeeds(1),
-        "locked between the pre- and post-script"
-    );
-    assert_eq!(
-        run_script("azure/pre-script.sh", &cnf, &[]),
-        Some(1),
-        "already locked"
-    );
-    assert!(
-        !s.write_succeeds(1),
-        "the failed second pre-script must not release the first"
-    );
-    assert_eq!(run_script("azure/post-script.sh", &cnf, &[]), Some(0));
-    assert!(s.write_succeeds(1));
-    assert_eq!(
-        run_script("azure/post-script.sh", &cnf, &[]),
-        Some(1),
-        "nothing to unlock"
-    );
-}
-
-#[test]
-fn the_coprocess_example_holds_the_lock_around_existing_snapshot_lines() {
-    let s = need!(TestServer::start());
-    // The "existing snapshot line" proves writes are blocked while it runs:
-    // only a lock wait timeout counts, and it must see the exported variables.
-    let blocked = format!(
-        "[ -n \"$MYSQL_QUIESCE_BINLOG_FILE\" ] || exit 1; {}",
-        s.blocked_write_hook("probe.t")
-    );
-    let status = Command::new("bash")
-        .arg(example("hold-coprocess.sh"))
-        .args(["sh", "-c", &blocked])
-        .env("PATH", path_with_binary())
-        .env("MYSQL_QUIESCE_OPTS", s.args().join(" "))
-        .status()
-        .unwrap();
-    assert_eq!(status.code(), Some(0));
-    assert!(s.write_succeeds(1));
-}
+// ------------------------------------------------------------------ the shipped hooks after `lock`
+// (The framework examples in docs/frameworks/ are tested in tests/frameworks.rs.)
 
 #[test]
 fn after_the_documented_eval_of_lock_every_shipped_hook_sees_the_variables() {
@@ -1027,12 +746,18 @@ fn after_the_documented_eval_of_lock_every_shipped_hook_sees_the_variables() {
     let tools = s.path("tools");
     std::fs::create_dir(&tools).unwrap();
     let log = s.path("tool-args");
-    for tool in ["lvcreate", "zfs", "gcloud", "ec2-create-snapshot"] {
+    for (tool, output) in [
+        ("lvs", "linear"),
+        ("lvcreate", ""),
+        ("zfs", ""),
+        ("gcloud", "UPLOADING"),
+        ("ec2-create-snapshot", "SNAPSHOT snap-1 vol-1"),
+    ] {
         let p = tools.join(tool);
         std::fs::write(
             &p,
             format!(
-                "#!/bin/sh\necho \"{tool} $*\" >> {}\necho 'SNAPSHOT snap-1 vol-1'\n",
+                "#!/bin/sh\necho \"{tool} $*\" >> {}\necho '{output}'\n",
                 log.display()
             ),
         )

@@ -121,6 +121,18 @@ impl TestServer {
 
     /// Start a server with extra mariadbd options (e.g. TLS files, timeouts).
     pub fn start_with(server_id: u32, extra: &[String]) -> Option<TestServer> {
+        Self::start_in(server_id, extra, None)
+    }
+
+    /// Start a server whose data directory is `parent/data` (say on a loop
+    /// filesystem the test freezes); everything else (socket, logs, binary
+    /// log) stays in the server's own temp dir. Drop the server before the
+    /// filesystem (declare it after).
+    pub fn start_with_datadir_in(parent: &Path, extra: &[String]) -> Option<TestServer> {
+        Self::start_in(1, extra, Some(parent))
+    }
+
+    fn start_in(server_id: u32, extra: &[String], datadir_in: Option<&Path>) -> Option<TestServer> {
         let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
             return missing("mariadbd is not installed");
         };
@@ -133,7 +145,7 @@ impl TestServer {
             .prefix("mq")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let data = dir.path().join("data");
+        let data = datadir_in.unwrap_or(dir.path()).join("data");
         let status = Command::new("cp")
             .arg("-a")
             .arg(template)
