@@ -35,6 +35,9 @@ With \-\-instance, the same variables per locked server: \fBMYSQL_QUIESCE_\fR\fI
 \fBMYSQL_QUIESCE_HOLDER_FD\fR, \fBMYSQL_QUIESCE_HOLDER_LOCK_FD\fR and \fBMYSQL_QUIESCE_HOLDER_PASSWORD_FD\fR are
 internal (set by \fBlock\fR for the holder process it starts); do not set them.
 .PP
+The framework scripts in /usr/share/mysql\-quiesce/ read \fBMYSQL_QUIESCE_CNF\fR (an option file to read in place
+of /usr/share/mysql\-quiesce/service.cnf) and \fBMYSQL_QUIESCE_OPTS\fR (options added to every call; they win).
+.PP
 The hooks in /usr/share/mysql\-quiesce/hooks/ also read their tools' own environment, e.g. aws\-ebs\-snapshot:
 \fBAWS_REGION\fR, \fBAWS_DEFAULT_REGION\fR, \fBAWS_ENDPOINT_URL\fR, \fBAWS_EC2_METADATA_SERVICE_ENDPOINT\fR,
 \fBAWS_EC2_METADATA_SERVICE_ENDPOINT_MODE\fR, \fBAWS_EC2_METADATA_DISABLED\fR.
@@ -53,19 +56,39 @@ The packages' commented example option file: mode 0600 (it may hold a password) 
 (%config(noreplace) in the RPM), so upgrades keep your edits. \fBmysql\-quiesce.service\fR reads it and every
 other /etc/mysql\-quiesce/*.cnf, in name order, through
 \fB\-\-defaults\-extra\-file=/usr/share/mysql\-quiesce/service.cnf\fR (which holds
-\fB!includedir /etc/mysql\-quiesce\fR); try that configuration with
-\fBmysql\-quiesce \-\-defaults\-extra\-file=/usr/share/mysql\-quiesce/service.cnf \-\-check\fR.
+\fB!includedir /etc/mysql\-quiesce\fR) with \fB\-\-defaults\-group\-suffix=\-service\fR: settings shared
+with the framework scripts go in [client] and [mysql\-quiesce], the service's own (the snapshot hook, \-\-freeze,
+\-\-metrics\-file) in [mysql\-quiesce\-service], each framework's in its group ([mysql\-quiesce\-qemu\-ga],
+[mysql\-quiesce\-vmware], [mysql\-quiesce\-azure], [mysql\-quiesce\-gcp], [mysql\-quiesce\-dlm]). Try the
+service's configuration with \fBmysql\-quiesce \-\-defaults\-extra\-file=/usr/share/mysql\-quiesce/service.cnf
+\-\-defaults\-group\-suffix=\-service \-\-check\fR.
 .TP
 /usr/share/mysql\-quiesce/hooks/
-Snapshot hooks for \-\-snapshot: aws\-ebs\-snapshot, ec2\-create\-snapshot, lvm\-snapshot, btrfs\-snapshot,
-zfs\-snapshot, gcloud\-disk\-snapshot (each with \-\-help), and _common.sh, which they share.
+Snapshot hooks for \-\-snapshot: aws\-ebs\-snapshot, lvm\-snapshot, btrfs\-snapshot, zfs\-snapshot,
+gcloud\-disk\-snapshot, azure\-disk\-snapshot, ec2\-create\-snapshot (legacy EC2 API tools; use
+aws\-ebs\-snapshot) (each with \-\-help), and _common.sh, which they share.
+.TP
+/usr/share/mysql\-quiesce/qemu\-ga/fsfreeze\-hook, /usr/share/mysql\-quiesce/qemu\-ga/fsfreeze\-hook.d/mysql\-quiesce
+For the QEMU guest agent (Proxmox VE, libvirt, OpenStack): lock on freeze, unlock on thaw. The dispatcher, unlike
+QEMU's sample, fails the freeze when a script fails and undoes the scripts that ran.
+.TP
+/usr/share/mysql\-quiesce/vmware/backupScripts.d/mysql\-quiesce
+For VMware Tools (freeze, thaw, freezeFail).
+.TP
+/usr/share/mysql\-quiesce/gcp/snapshots/pre.sh, /usr/share/mysql\-quiesce/gcp/snapshots/post.sh, /usr/share/mysql\-quiesce/gcp/instance_configs.cfg
+For Google Cloud application-consistent snapshots.
+.TP
+/usr/share/mysql\-quiesce/azure/mysql\-quiesce\-pre.sh, /usr/share/mysql\-quiesce/azure/mysql\-quiesce\-post.sh, /usr/share/mysql\-quiesce/azure/VMSnapshotScriptPluginConfig.json
+For Azure Backup's pre/post scripts.
 .TP
 /usr/share/doc/mysql\-quiesce/frameworks/
-Pre/post-script examples for AWS DLM, Google Cloud, Azure Backup and Velero.
+How each framework calls its scripts (who freezes, who thaws, timeouts, exit statuses), the AWS DLM SSM
+document, Velero and Kanister examples, and a coprocess example for \fBhold\fR.
 .TP
 /lib/systemd/system/mysql\-quiesce.service, mysql\-quiesce.timer
 (/usr/lib/systemd/system/ from the RPM.) A oneshot run with the configuration above and a daily timer for it,
-both shipped disabled: \fBsystemctl enable \-\-now mysql\-quiesce.timer\fR.
+both shipped disabled: \fBsystemctl enable \-\-now mysql\-quiesce.timer\fR. A run that exits 69 or 75 (nothing
+changed) is tried again, up to 5 runs 2 minutes apart.
 .TP
 /var/lib/mysql\-quiesce/last\-report.json
 The JSON report (\-\-report) of the service's last run.
@@ -110,12 +133,13 @@ continuously (65: lost; 124: released at \-\-max\-lock\-time before unlock; 69: 
 before it printed the variables (a framework timeout) stops its holder and exits 128+N; a \fBlock\fR killed outright
 makes its holder release at once. \fBlock\fR refuses (exit 75) while an earlier holder's outcome (it released at \-\-max\-lock\-time, or died)
 waits for its \fBunlock\fR, so that an \fBunlock\fR always answers for its own lock. Give \fBlock\fR retries (\-\-lock\-retries, \-\-lock\-retry\-delay,
-\-\-lock\-wait\-timeout, \-\-connect\-timeout) that end before the framework's timeout. State lives in
+\-\-lock\-wait\-timeout, \-\-long\-query\-wait, \-\-connect\-timeout) that end before the framework's timeout. State lives in
 \-\-state\-dir, which must be ours with mode 0700; one holder at a time (an flock on holder.lock; a second
 \fBlock\fR exits 75). \fBmysql-quiesce hold\fR prints one READY line and holds until stdin reaches EOF or
 SIGTERM/SIGINT (a stdin already at its end, such as /dev/null, is refused with exit status 64). A run killed
 outright while it had stopped a replica SQL thread (\-\-stop\-replica\-sql) leaves it stopped; the next run and
-\-\-check say so until it runs again. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
+\-\-check say so until it runs again. Scripts for the QEMU guest agent, VMware Tools, Google Cloud and Azure Backup
+are in /usr/share/mysql\-quiesce/; examples for AWS DLM, Velero and Kanister in
 /usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
 .SH EXAMPLES
 .nf
@@ -134,7 +158,7 @@ mysql-quiesce --freeze /var/lib/mysql --snapshot /usr/share/mysql-quiesce/hooks/
 vars=$(mysql-quiesce lock --freeze /var/lib/mysql) || exit
 eval "$vars"; take-snapshot; mysql-quiesce unlock
 # alert on failed snapshots with node_exporter
-mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
+mysql-quiesce --metrics-file /var/lib/prometheus/node-exporter/mysql_quiesce.prom -- ...
 .fi
 "#;
 
@@ -461,6 +485,29 @@ mod tests {
         }
         for (name, _) in crate::state::FILES {
             assert!(files.contains(&roff(name)), "FILES lacks {name}");
+        }
+        // Every file the Debian package installs under /usr/share/mysql-quiesce/ is named
+        // (by its path below that directory), so a new framework script cannot go unmentioned.
+        let manifest = include_str!("../Cargo.toml");
+        let installed: Vec<String> = manifest
+            .lines()
+            .filter(|l| l.trim_start().starts_with("[\"docs/frameworks/"))
+            .filter_map(|l| {
+                let mut quoted = l.split('"').skip(1).step_by(2);
+                let source = quoted.next()?;
+                let dest = quoted.next()?;
+                let name = source.rsplit('/').next()?;
+                let dir = dest.strip_prefix("usr/share/mysql-quiesce/")?;
+                Some(format!("{dir}{name}"))
+            })
+            .collect();
+        assert!(installed.len() >= 8, "{installed:?}");
+        for path in installed {
+            assert!(files.contains(&roff(&path)), "FILES lacks {path}");
+        }
+        let env = section(&page, "ENVIRONMENT");
+        for var in ["MYSQL_QUIESCE_CNF", "MYSQL_QUIESCE_OPTS"] {
+            assert!(env.contains(&roff(var)), "ENVIRONMENT lacks {var}");
         }
         let exit = section(&page, "\"EXIT STATUS\"");
         for status in crate::exit::STATUSES {
