@@ -765,3 +765,39 @@ fn a_replica_sql_thread_left_stopped_by_a_killed_run_is_reported_by_the_next_run
         "the note outlived the thread's restart"
     );
 }
+
+/// MariaDB's BACKUP STAGE BLOCK_COMMIT lets a write to an Aria (or MEMORY)
+/// table through: the writer gets 1205, yet its row stays and is binary-logged
+/// under the lock. The run sees the binary log move and does not call the
+/// snapshot consistent (65); with ftwrl the same write is blocked and the run
+/// succeeds.
+#[test]
+fn a_write_that_goes_through_the_lock_is_caught_by_the_binary_log_moving() {
+    let s = server!();
+    s.sql("CREATE DATABASE d; CREATE TABLE d.aria (i INT) ENGINE=Aria");
+    let write = format!(
+        "{} -e 'SET SESSION lock_wait_timeout = 1; INSERT INTO d.aria VALUES (1)' || true",
+        s.client()
+    );
+    let report = s.path("report.json");
+    s.mq()
+        .arg(format!("--report={}", report.display()))
+        .args(["--snapshot", &write])
+        .assert()
+        .code(65)
+        .stderr(
+            predicate::str::contains("the binary log moved from")
+                .and(predicate::str::contains(
+                    "BACKUP STAGE BLOCK_COMMIT was held",
+                ))
+                .and(predicate::str::contains("--lock=ftwrl blocks them")),
+        );
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert_eq!(r["consistent"], false, "{r}");
+    s.mq()
+        .args(["--lock=ftwrl", "--snapshot", &write])
+        .assert()
+        .success();
+    assert!(s.write_succeeds(1));
+}

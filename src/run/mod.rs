@@ -572,8 +572,8 @@ impl<'a> Run<'a> {
             self.fail(
                 exit::INCONSISTENT,
                 format!(
-                    "CONSISTENCY NOT GUARANTEED: {}. The lock may have been released before or during the snapshot, \
-                     so writes may have happened while it was taken: do not trust this snapshot",
+                    "CONSISTENCY NOT GUARANTEED: {}. Writes may have happened while the snapshot was taken: do not \
+                     trust this snapshot, nor its coordinates",
                     lost.join("; ")
                 ),
             );

@@ -115,6 +115,9 @@ pub struct LockSession {
     held: bool,
     /// The replica SQL thread we stopped and must start again.
     replica_stopped: bool,
+    /// The binary-log file and position read under the lock, when they are
+    /// an exact point: `verify` checks that nothing was logged since.
+    locked_binlog: Option<(String, u64)>,
     /// The statements the last attempt that gave up was waiting behind (they
     /// ran before it and still did after): waited out before the next one.
     blockers: Vec<Running>,
@@ -187,6 +190,7 @@ impl LockSession {
             replica_stopped: false,
             replica_note: None,
             blockers: Vec::new(),
+            locked_binlog: None,
         };
         let explicit_guard = matches!(cfg.guard, Guard::After(_));
         if !explicit_guard && cfg.kill_after.is_none() && session.guard_threshold(cfg).is_some() {
@@ -530,6 +534,10 @@ impl LockSession {
         for n in notes {
             progress.warn(n);
         }
+        self.locked_binlog = match (&c.binlog_file, c.binlog_position) {
+            (Some(file), Some(pos)) if c.exact => Some((file.clone(), pos)),
+            _ => None,
+        };
         Ok(c)
     }
 
@@ -537,7 +545,9 @@ impl LockSession {
     /// Err says why not (the snapshot is then not consistent). With a
     /// deadline, the session's idle bound is re-armed afterwards.
     pub fn verify(&mut self, deadline: Option<Instant>, progress: &Progress) -> Result<(), String> {
-        let result = self.check_alive(progress);
+        let result = self
+            .check_alive(progress)
+            .and_then(|()| self.check_binlog_still(progress));
         if result.is_ok() {
             if let Some(d) = deadline {
                 self.bound_idle(d, progress);
@@ -552,6 +562,48 @@ impl LockSession {
             });
         }
         result
+    }
+
+    /// Nothing was written to the binary log since the coordinates were read:
+    /// otherwise a write went through the lock, and they are no exact point.
+    /// (MariaDB's BACKUP STAGE BLOCK_COMMIT lets a write to an Aria or
+    /// MEMORY table through: the writer gets error 1205, but the row stays
+    /// and is logged. FLUSH TABLES WITH READ LOCK blocks it.)
+    fn check_binlog_still(&mut self, progress: &Progress) -> Result<(), String> {
+        let Some((file, pos)) = self.locked_binlog.clone() else {
+            return Ok(());
+        };
+        let statement = coordinates::binlog_status_statement(&self.info);
+        progress.sql(statement);
+        let now = match self.conn.query_first::<mysql::Row, _>(statement) {
+            Ok(Some(row)) => (
+                row.get_opt::<String, _>("File").and_then(Result::ok),
+                row.get_opt::<u64, _>("Position").and_then(Result::ok),
+            ),
+            Ok(None) => (None, None),
+            Err(e) => {
+                return Err(format!(
+                    "the locking connection could not read the binary log position again: {e}"
+                ))
+            }
+        };
+        if now == (Some(file.clone()), Some(pos)) {
+            return Ok(());
+        }
+        let now = match now {
+            (Some(f), Some(p)) => format!("{f}:{p}"),
+            _ => "nothing".to_string(),
+        };
+        Err(format!(
+            "the binary log moved from {file}:{pos} to {now} while {} was held: a write went through the lock{}, so \
+             the coordinates are not an exact point of the snapshot",
+            self.strategy.name,
+            if self.strategy.mode == LockMode::BackupStage {
+                " (BACKUP STAGE lets writes to Aria and MEMORY tables through; --lock=ftwrl blocks them)"
+            } else {
+                ""
+            }
+        ))
     }
 
     fn check_alive(&mut self, progress: &Progress) -> Result<(), String> {

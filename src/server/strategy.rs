@@ -164,8 +164,8 @@ pub const MODES: &[ModeRow] = &[
             })
         }),
         server: "any",
-        blocks: "all writes and commits; waits for running statements first",
-        binlog_point: "exact",
+        blocks: "all writes and commits; waits for running statements first (MariaDB: running writes only)",
+        binlog_point: "exact, checked: the binary log must not move under the lock",
     },
     ModeRow {
         mode: LockMode::BackupStage,
@@ -179,8 +179,8 @@ pub const MODES: &[ModeRow] = &[
             }
         }),
         server: "MariaDB >= 10.4.1",
-        blocks: "commits and non-transactional writes; does **not** wait for running statements on transactional (InnoDB) tables, but does wait for a running write to a non-transactional (MyISAM, Aria) table",
-        binlog_point: "exact",
+        blocks: "commits and MyISAM writes; does **not** wait for running statements on InnoDB tables, but does wait for a running write to a MyISAM or Aria table. A write to an Aria or MEMORY table goes **through** (the writer gets error 1205, yet the row stays and is binary-logged): the run sees the binary log move and exits 65; use `ftwrl` where such writes happen",
+        binlog_point: "exact, checked: the binary log must not move under the lock",
     },
     ModeRow {
         mode: LockMode::Instance,
