@@ -21,4 +21,5 @@ pub mod runlock;
 pub mod server;
 pub mod signals;
 pub mod state;
+pub mod verify;
 pub mod wait;

@@ -38,6 +38,10 @@ pub fn main_entry() -> u8 {
             _ => exit::USAGE,
         };
     }
+    // verify starts its own server on a snapshot: no option files, no connection.
+    if let Some(code) = crate::verify::entry(&argv) {
+        return code;
+    }
     let loaded = match options::load(argv) {
         Ok(loaded) => loaded,
         Err(e) => return load_error(e, &original_argv),
