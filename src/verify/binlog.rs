@@ -62,6 +62,7 @@ pub enum Tail {
     /// transaction the copy does not hold.
     Incomplete { bytes: u64 },
     /// A partial or damaged event: the file was cut short or overwritten.
+    /// `bytes`: everything after the last complete transaction.
     Torn { bytes: u64, why: String },
     /// Events that cannot be read without the server's key (MariaDB
     /// encrypt_binlog): only the server can tell where they end.
@@ -79,7 +80,7 @@ impl Tail {
                 format!("{bytes} bytes of a transaction that never committed after it")
             }
             Tail::Torn { bytes, why } => {
-                format!("{bytes} damaged or partial bytes after it ({why})")
+                format!("{bytes} bytes after it that hold no complete transaction ({why})")
             }
             Tail::Encrypted => "encrypted events after it (only the server can read them)".into(),
         }
@@ -435,6 +436,9 @@ fn scan_reader(mut r: impl Read, size: u64) -> anyhow::Result<Scan> {
             s.end = end;
         }
         offset = end;
+    }
+    if let Tail::Torn { bytes, .. } = &mut s.tail {
+        *bytes = size - s.end;
     }
     if matches!(s.tail, Tail::Clean) {
         s.tail = match closed_by {

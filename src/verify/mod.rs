@@ -357,10 +357,9 @@ impl Verify<'_> {
                 self.fail(
                     exit::INCONSISTENT,
                     format!(
-                        "the binary log {} has {} bytes after its last complete transaction at {} ({}), where the \
-                         recorded coordinates say nothing more was written",
+                        "the binary log {} has its last complete transaction end at {} and {}, where the recorded \
+                         coordinates say nothing more was written",
                         series.as_ref().and_then(|s| s.last()).unwrap_or("?"),
-                        s.size - s.end,
                         s.end,
                         s.tail.describe()
                     ),

@@ -121,6 +121,22 @@ impl TestServer {
 
     /// Start a server with extra mariadbd options (e.g. TLS files, timeouts).
     pub fn start_with(server_id: u32, extra: &[String]) -> Option<TestServer> {
+        Self::launch(server_id, extra, None)
+    }
+
+    /// Start a server whose data directory is `datadir` (made from the
+    /// template; e.g. on a loop-mounted filesystem) and whose binary log is
+    /// `binlog` (a basename: `<dir>/binlog` gives `<dir>/binlog.000001`).
+    /// The caller removes `datadir`.
+    pub fn start_on(datadir: &Path, binlog: &Path, extra: &[String]) -> Option<TestServer> {
+        Self::launch(1, extra, Some((datadir, binlog)))
+    }
+
+    fn launch(
+        server_id: u32,
+        extra: &[String],
+        place: Option<(&Path, &Path)>,
+    ) -> Option<TestServer> {
         let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
             return missing("mariadbd is not installed");
         };
@@ -133,7 +149,8 @@ impl TestServer {
             .prefix("mq")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let data = dir.path().join("data");
+        let data = place.map_or_else(|| dir.path().join("data"), |(d, _)| d.to_path_buf());
+        let binlog = place.map_or_else(|| dir.path().join("binlog"), |(_, b)| b.to_path_buf());
         let status = Command::new("cp")
             .arg("-a")
             .arg(template)
@@ -154,7 +171,7 @@ impl TestServer {
                 dir.path().join("err.log").display()
             ))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
+            .arg(format!("--log-bin={}", binlog.display()))
             .arg(format!("--server-id={server_id}"))
             .args(["--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
             .args(extra)
