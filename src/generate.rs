@@ -95,11 +95,12 @@ Usage error.
 .TP
 \fB65\fR
 Consistency not guaranteed: the locking session was lost while locked. Do not trust the snapshot. Takes
-precedence over any other failure.
+precedence over any other failure. From \fBverify\fR: the copy is not what was recorded (its restore point differs
+from exact recorded coordinates, a table fails CHECK TABLE, or crash recovery reports damage).
 .TP
 \fB69\fR
 Cannot connect to the server. From \fBunlock\fR: nothing to unlock (no holder is running and no result is
-waiting); nothing was changed.
+waiting); nothing was changed. From \fBverify\fR: the server could not start, or not recover within \-\-timeout.
 .TP
 \fB70\fR
 Internal error.
@@ -111,7 +112,8 @@ Lock not acquired within the retries, or another run holds the run lock. Nothing
 Authentication failed or a privilege is missing.
 .TP
 \fB78\fR
-Configuration error (bad option file or option value).
+Configuration error (bad option file or option value). From \fBverify\fR: not a data directory, no server of the
+data's family and version, or no way to make a writable view (no overlay and no \-\-copy\-to).
 .TP
 \fB124\fR
 A hook ran past \-\-hook\-timeout, or the locked section past \-\-max\-lock\-time (from \fBunlock\fR: the holder
@@ -226,6 +228,7 @@ SIGTERM/SIGINT (a stdin already at its end, such as /dev/null, is refused with e
 outright while it had stopped a replica SQL thread (\-\-stop\-replica\-sql) leaves it stopped; the next run and
 \-\-check say so until it runs again. Examples for AWS DLM, Google Cloud, Azure Backup and Velero are in
 /usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
+@GRANTS@
 .SH EXAMPLES
 .nf
 id=$(mysql-quiesce --freeze /var/lib/mysql -- \\
@@ -244,6 +247,9 @@ vars=$(mysql-quiesce lock --freeze /var/lib/mysql) || exit
 eval "$vars"; take-snapshot; mysql-quiesce unlock
 # alert on failed snapshots with node_exporter
 mysql-quiesce --metrics-file /var/lib/node_exporter/mysql_quiesce.prom -- ...
+# prove that a snapshot restores, at the coordinates recorded when it was taken
+mount -o ro,nouuid,norecovery /dev/vg/mysql-snap /mnt/snap    # XFS; ext4: -o ro
+mysql-quiesce verify --datadir /mnt/snap/mysql --coordinates-file /mnt/snap/mysql/snapshot-coordinates.json
 .fi
 "#;
 
@@ -276,7 +282,8 @@ fn subcommands_section(cmd: &clap::Command) -> String {
     let mut out = String::from(
         ".SH SUBCOMMANDS\nThe options above apply to the subcommands too: \\fBlock\\fR and \\fBhold\\fR lock and freeze as a \
          run does (connection, lock, \\-\\-freeze, \\-\\-max\\-lock\\-time, hooks before/pre/post/after, outputs); \
-         \\fBunlock\\fR and \\fBstatus\\fR use \\-\\-state\\-dir.\n",
+         \\fBunlock\\fR and \\fBstatus\\fR use \\-\\-state\\-dir; \\fBverify\\fR takes only its own options (and \\-q, \\-v) and reads no \
+         option files.\n",
     );
     for sub in cmd
         .get_subcommands()
@@ -358,6 +365,7 @@ pub fn man_page() -> Vec<u8> {
     out.extend_from_slice(
         EXTRA_MAN
             .replace("@STATE_FILES@\n", &state_files())
+            .replace("@GRANTS@\n", &crate::grants::man_section())
             .as_bytes(),
     );
     man.render_version_section(&mut out).expect("render man");

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod exit;
 pub mod freeze;
 pub mod generate;
+pub mod grants;
 pub mod guardian;
 pub mod holder;
 pub mod hooks;

@@ -397,11 +397,23 @@ pub fn check(cli: &Cli, p: &Prepared, progress: &Progress) -> u8 {
                     Ok(missing) if missing.is_empty() => {}
                     Ok(missing) => problem(
                         exit::NOPERM,
-                        format!("user '{}' lacks {}", spec.user, missing.join(", ")),
+                        format!(
+                            "user '{}' lacks {}{}",
+                            spec.user,
+                            missing.join(", "),
+                            crate::grants::check_hint(spec, &p.lock, progress)
+                        ),
                     ),
                     Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
                 }
             }
+            Err(e) if exit::code_of(&e) == exit::NOPERM => problem(
+                exit::NOPERM,
+                format!(
+                    "{e:#}{}",
+                    crate::grants::check_hint(spec, &p.lock, progress)
+                ),
+            ),
             Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
         }
     }
