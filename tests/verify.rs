@@ -185,7 +185,7 @@ struct ImageSnapshot {
     copy: Mounted,
     /// Then the live server, before the volume it lives on.
     server: TestServer,
-    _vol: LoopFs,
+    vol: LoopFs,
     dir: tempfile::TempDir,
     coords: PathBuf,
     recorded: serde_json::Value,
@@ -237,7 +237,7 @@ impl ImageSnapshot {
         Some(ImageSnapshot {
             copy,
             server,
-            _vol: vol,
+            vol,
             dir,
             coords,
             recorded,
@@ -325,6 +325,19 @@ fn a_frozen_image_copy_taken_under_load_restores_exactly_at_the_recorded_point()
                 snap.recorded["binlog_position"].as_u64().unwrap()
             ),
         "the load did not go on after the snapshot: live {live_file}:{live_pos}"
+    );
+    // The recovered server read the snapshot's binary log, not the live
+    // file its absolute index names, which has grown since.
+    let file = snap.recorded["binlog_file"].as_str().unwrap();
+    let live_size = std::fs::metadata(snap.vol.mountpoint().join(file))
+        .unwrap()
+        .len();
+    assert!(live_size > r["binlog"]["size"].as_u64().unwrap(), "{r:#}");
+    let seen = &r["server_view"]["binary_logs"][0];
+    assert_eq!(seen[0], file, "{r:#}");
+    assert_eq!(
+        seen[1], r["binlog"]["size"],
+        "the copy's server read another binary log: {r:#}"
     );
     // Ready to paste, for the copy's own restore point.
     let stdout = String::from_utf8_lossy(&out.stdout);
