@@ -634,11 +634,9 @@ fn verify_in_background(
         .unwrap();
     let t = Instant::now();
     loop {
-        // Its server runs with the work directory in its arguments.
-        let servers: Vec<u32> = processes_naming(p(work))
-            .into_iter()
-            .filter(|pid| *pid != child.id())
-            .collect();
+        // Its server has its socket in the work directory (a process forked
+        // by verify that has not exec'd yet still has verify's arguments).
+        let servers = processes_naming(&format!("--socket={}", p(work)));
         if let Some(pid) = servers.first() {
             return (child, *pid);
         }
@@ -668,48 +666,61 @@ fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
 #[test]
 fn a_server_that_cannot_recover_in_time_sigterm_and_a_crashed_server_leave_nothing_behind() {
     let snap = need!(ImageSnapshot::take(|_| {}));
+    let signal = |pid: u32, sig| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap()
+    };
+    use nix::sys::signal::Signal::{SIGKILL, SIGSTOP, SIGTERM};
 
-    // Recovery cannot finish in 0.2 s: 69, server stopped, nothing mounted.
+    // A server that cannot recover in time (stopped as soon as it starts):
+    // 69 at --timeout, the server killed, nothing mounted.
     let work = snap.work("work-timeout");
-    let out = verify(&[
-        "--datadir",
-        p(&snap.root().join("data")),
-        "--binlog-dir",
-        p(snap.root()),
-        "--timeout",
-        "0.2",
-        "--work-dir",
-        p(&work),
-    ]);
-    assert_eq!(out.status.code(), Some(69), "{}", text(&out));
+    let (mut child, server) = verify_in_background(&snap, &work, &["--timeout", "3"]);
+    signal(server, SIGSTOP);
+    let t = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(69));
+    let took = t.elapsed();
     assert!(
-        String::from_utf8_lossy(&out.stderr).contains("within --timeout"),
-        "{}",
-        text(&out)
+        took > Duration::from_secs(2) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    let stderr = std::fs::read_to_string(work.with_extension("stderr")).unwrap();
+    assert!(
+        stderr.contains("did not finish crash recovery within --timeout (3 s)"),
+        "{stderr}"
     );
     assert_nothing_left(&work);
 
-    // SIGTERM while its server runs: 143, nothing left.
+    // SIGTERM while it waits for a server that does not come up: 143 at once
+    // (not at --timeout), nothing left.
     let work = snap.work("work-sigterm");
-    let (mut child, _server) = verify_in_background(&snap, &work, &[]);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(child.id() as i32),
-        nix::sys::signal::Signal::SIGTERM,
-    )
-    .unwrap();
+    let (mut child, server) = verify_in_background(&snap, &work, &[]);
+    signal(server, SIGSTOP);
+    let t = Instant::now();
+    signal(child.id(), SIGTERM);
     assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(143));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
     assert_nothing_left(&work);
 
-    // Its server crashes (SIGKILL) mid-way: verify fails, nothing left.
+    // Its server dies (SIGKILL) while verify waits for it: 69 at once, nothing left.
     let work = snap.work("work-crash");
     let (mut child, server) = verify_in_background(&snap, &work, &[]);
-    nix::sys::signal::kill(
-        nix::unistd::Pid::from_raw(server as i32),
-        nix::sys::signal::Signal::SIGKILL,
-    )
-    .unwrap();
-    let code = wait_exit(&mut child, Duration::from_secs(60));
-    assert!(matches!(code, Some(65 | 69)), "exit {code:?}");
+    let t = Instant::now();
+    signal(server, SIGKILL);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(69));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the server's death was seen after {:?}",
+        t.elapsed()
+    );
+    let stderr = std::fs::read_to_string(work.with_extension("stderr")).unwrap();
+    assert!(
+        stderr.contains("the server exited during crash recovery"),
+        "{stderr}"
+    );
     assert_nothing_left(&work);
 
     // verify itself killed outright: its server dies with it, and the overlay
