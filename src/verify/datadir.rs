@@ -183,8 +183,10 @@ pub fn detect(path: &Path) -> anyhow::Result<DataDir> {
     })
 }
 
-/// Processes whose working directory is `datadir`: a server runs in its
-/// data directory. Verify must run on a snapshot, never on live files.
+/// Servers (mysqld, mariadbd) whose working directory is `datadir`: a
+/// server runs in its data directory. Verify must run on a snapshot, never
+/// on live files. (Other processes there, such as the shell verify was
+/// started from, do not count.)
 pub fn servers_using(datadir: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
     let Ok(procs) = std::fs::read_dir("/proc") else {
@@ -197,10 +199,13 @@ pub fn servers_using(datadir: &Path) -> Vec<(u32, String)> {
         if pid == std::process::id() {
             continue;
         }
-        let cwd = std::fs::read_link(p.path().join("cwd")).ok();
-        if cwd.as_deref() == Some(datadir) {
-            let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
-            found.push((pid, comm.trim().to_string()));
+        let comm = std::fs::read_to_string(p.path().join("comm")).unwrap_or_default();
+        let comm = comm.trim();
+        if !(comm.contains("mysqld") || comm.contains("mariadbd")) {
+            continue;
+        }
+        if std::fs::read_link(p.path().join("cwd")).ok().as_deref() == Some(datadir) {
+            found.push((pid, comm.to_string()));
         }
     }
     found

@@ -140,6 +140,18 @@ impl Verify<'_> {
         Instant::now() + self.timeout
     }
 
+    /// Between steps: a termination signal ends verify here (waits notice
+    /// one by themselves; a clean shutdown runs to its end first).
+    fn interrupted(&self) -> anyhow::Result<()> {
+        match crate::signals::received() {
+            Some(sig) => Err(exit::fail(
+                exit::signal(sig),
+                format!("received signal {sig}; stopping and removing everything"),
+            )),
+            None => Ok(()),
+        }
+    }
+
     fn execute(&mut self) -> anyhow::Result<()> {
         let args = self.args;
         if !(args.timeout > 0.0 && args.timeout.is_finite() && args.timeout < 1e9) {
@@ -216,6 +228,7 @@ impl Verify<'_> {
         };
 
         // The writable view: an overlay in a private mount namespace, or a copy.
+        self.interrupted()?;
         let work = WorkDir::create(&args.work_dir)?;
         let run_dir = work.path().join("run");
         std::fs::create_dir_all(&run_dir)
@@ -322,6 +335,7 @@ impl Verify<'_> {
         };
 
         // Phase 1: crash recovery, the restore point, a clean shutdown.
+        self.interrupted()?;
         let recovery = self.recover(&launch, &data, series.as_ref(), scan.as_ref())?;
         let (verdict, notes) = coordinates::compare(recorded.as_ref(), &recovery.point);
         self.report.comparison = Some(verdict.clone());
@@ -371,6 +385,7 @@ impl Verify<'_> {
         // Phase 2: every table, on an InnoDB read-only start.
         self.report.tables.mode = format!("{:?}", args.check_tables).to_lowercase();
         if args.check_tables == CheckTables::All {
+            self.interrupted()?;
             self.check_tables(&launch)?;
         }
 
