@@ -120,8 +120,3 @@ impl VerifyReport {
         serde_json::to_string_pretty(self).expect("json") + "\n"
     }
 }
-
-/// "12.3 MiB".
-pub fn mib(bytes: u64) -> String {
-    format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
-}

@@ -34,16 +34,6 @@ impl Binary {
         Family::of(self.flavor)
     }
 
-    pub fn info(&self) -> ServerInfo {
-        let ver = self
-            .version_line
-            .split(" Ver ")
-            .nth(1)
-            .and_then(|v| v.split_whitespace().next())
-            .unwrap_or("");
-        ServerInfo::from_strings(ver, &self.version_line)
-    }
-
     /// "MariaDB 10.11.19 (/usr/sbin/mariadbd)".
     pub fn describe(&self) -> String {
         let (a, b, c) = self.version;
