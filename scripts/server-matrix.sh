@@ -7,6 +7,13 @@
 #   server-matrix.sh stop  mysql|mariadb DIR        clean shutdown (kill if needed), remove DIR's files
 #   server-matrix.sh status                         cache state, mounts and running servers
 #   server-matrix.sh versions                       server versions in the cache
+#   server-matrix.sh host-wrapper mysql|mariadb PATH
+#                                                   write PATH: an executable that runs the chroot's server
+#                                                   binary on this host (for tests that need host paths:
+#                                                   loop volumes, overlays), with the chroot's own loader,
+#                                                   libraries, messages, character sets and plugins
+#   server-matrix.sh init mysql|mariadb DATADIR     initialise a fresh data directory at DATADIR (a host
+#                                                   path) with the chroot's server; root has no password
 #
 # Two chroots (sid-mysql, sid-mariadb) because MySQL and MariaDB server packages conflict.
 # The cache lives in $MATRIX_CACHE (default /var/cache/mysql-quiesce-matrix). The Debian mirror is the
@@ -449,11 +456,75 @@ cmd_versions() {
     done
 }
 
+# --------------------------------------------------------------------------------- host use
+
+cmd_host_wrapper() {
+    [[ $# -eq 2 ]] || die "usage: $0 host-wrapper mysql|mariadb PATH"
+    local flavor=$1 path=$2 root bin share
+    check_flavor "$flavor"
+    root=$(readlink -f "$(chroot_dir "$flavor")")
+    bin=$(server_bin "$flavor")
+    case $flavor in
+        mysql) share=$root/usr/share/mysql ;;
+        mariadb) share=$root/usr/share/mariadb ;;
+    esac
+    # --no-defaults must stay the first argument: the extra options go right after it.
+    {
+        echo '#!/bin/sh'
+        echo "# Written by scripts/server-matrix.sh host-wrapper: $flavor from $root, run on this host."
+        printf 'run() { exec %q --library-path %q %q "$@"; }\n' \
+            "$root/lib64/ld-linux-x86-64.so.2" "$root/usr/lib/x86_64-linux-gnu" "$root$bin"
+        echo 'if [ "${1:-}" = --no-defaults ]; then'
+        echo '    shift'
+        printf '    run --no-defaults --basedir=%q --lc-messages-dir=%q --character-sets-dir=%q --plugin-dir=%q "$@"\n' \
+            "$root/usr" "$share" "$share/charsets" "$root/usr/lib/mysql/plugin"
+        echo 'fi'
+        echo 'run "$@"'
+    } >"$path"
+    chmod 755 "$path"
+}
+
+cmd_init() {
+    need_root init
+    [[ $# -eq 2 ]] || die "usage: $0 init mysql|mariadb DATADIR"
+    local flavor=$1 target=$2 root tmp
+    check_flavor "$flavor"
+    [[ -e $target ]] && die "$target already exists; give a path that does not"
+    root=$(chroot_dir "$flavor")
+    tmp=$(mktemp -d "$root/tmp/mq-init.XXXXXX")
+    CLEANUP_CHROOT=$root
+    mount_chroot "$root"
+    local inner=${tmp#"$root"}
+    local ok=1
+    case $flavor in
+        mysql)
+            in_chroot "$root" mysqld --no-defaults --initialize-insecure --user=root \
+                --datadir="$inner/data" --log-error="$inner/init.log" || ok=0
+            ;;
+        mariadb)
+            in_chroot "$root" mariadb-install-db --no-defaults --user=root --datadir="$inner/data" \
+                --auth-root-authentication-method=normal --skip-test-db --skip-name-resolve \
+                >"$tmp/init.log" 2>&1 || ok=0
+            ;;
+    esac
+    if ((ok)); then
+        cp -a "$tmp/data" "$target" || ok=0
+    else
+        tail -n 20 "$tmp/init.log" >&2 || true
+    fi
+    rm -rf "$tmp"
+    release_chroot "$root"
+    CLEANUP_CHROOT=""
+    ((ok)) || die "initialising a $flavor data directory failed (log above)"
+}
+
 case ${1:-} in
     setup) cmd_setup ;;
     start) shift; cmd_start "$@" ;;
     stop) shift; cmd_stop "$@" ;;
     status) cmd_status ;;
     versions) cmd_versions ;;
-    *) die "usage: $0 setup | start mysql|mariadb PORT DATADIR | stop mysql|mariadb DATADIR | status | versions" ;;
+    host-wrapper) shift; cmd_host_wrapper "$@" ;;
+    init) shift; cmd_init "$@" ;;
+    *) die "usage: $0 setup | start mysql|mariadb PORT DATADIR | stop mysql|mariadb DATADIR | status | versions | host-wrapper mysql|mariadb PATH | init mysql|mariadb DATADIR" ;;
 esac

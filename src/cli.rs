@@ -411,6 +411,8 @@ pub enum Sub {
     /// Lock (and freeze), print one ready line, hold until stdin reaches EOF or SIGTERM/SIGINT,
     /// then release; exit status as `unlock`. For coprocesses in shell scripts.
     Hold,
+    #[command(about = crate::verify::args::ABOUT, long_about = crate::verify::args::LONG_ABOUT)]
+    Verify(crate::verify::Args),
     /// Print the man page or a shell completion script to stdout.
     #[command(hide = true)]
     Generate {

@@ -141,6 +141,7 @@ outright while it had stopped a replica SQL thread (\-\-stop\-replica\-sql) leav
 \-\-check say so until it runs again. Scripts for the QEMU guest agent, VMware Tools, Google Cloud and Azure Backup
 are in /usr/share/mysql\-quiesce/; examples for AWS DLM, Velero and Kanister in
 /usr/share/doc/mysql-quiesce/frameworks/ (docs/frameworks/ in the source).
+@GRANTS@
 .SH EXAMPLES
 .nf
 id=$(mysql-quiesce --freeze /var/lib/mysql -- \\
@@ -159,6 +160,9 @@ vars=$(mysql-quiesce lock --freeze /var/lib/mysql) || exit
 eval "$vars"; take-snapshot; mysql-quiesce unlock
 # alert on failed snapshots with node_exporter
 mysql-quiesce --metrics-file /var/lib/prometheus/node-exporter/mysql_quiesce.prom -- ...
+# prove that a snapshot restores, at the coordinates recorded when it was taken
+mount -o ro,nouuid,norecovery /dev/vg/mysql-snap /mnt/snap    # XFS; ext4: -o ro
+mysql-quiesce verify --datadir /mnt/snap/mysql --coordinates-file /mnt/snap/mysql/snapshot-coordinates.json
 .fi
 "#;
 
@@ -261,7 +265,8 @@ fn subcommands_section(cmd: &clap::Command) -> String {
     let mut out = String::from(
         ".SH SUBCOMMANDS\nThe options above apply to the subcommands too: \\fBlock\\fR and \\fBhold\\fR lock and freeze as a \
          run does (connection, lock, \\-\\-freeze, \\-\\-max\\-lock\\-time, hooks before/pre/post/after, outputs); \
-         \\fBunlock\\fR and \\fBstatus\\fR use \\-\\-state\\-dir.\n",
+         \\fBunlock\\fR and \\fBstatus\\fR use \\-\\-state\\-dir; \\fBverify\\fR takes only its own options (and \\-q, \\-v) and reads no \
+         option files.\n",
     );
     for sub in cmd
         .get_subcommands()
@@ -375,10 +380,12 @@ pub fn print(what: Generated) -> u8 {
 /// heading line it follows in the README.
 pub fn readme_tables() -> String {
     format!(
-        "The sequence of a run:\n\n{}\n`--lock=MODE` (default `auto`):\n\n{}\n### Exit status\n\n{}",
+        "The sequence of a run:\n\n{}\n`--lock=MODE` (default `auto`):\n\n{}\n### Exit status\n\n{}\n\
+         Privileges:\n\n{}",
         crate::procedure::markdown_table(),
         crate::server::strategy::markdown_table(),
-        crate::exit::markdown_table()
+        crate::exit::markdown_table(),
+        crate::grants::markdown_table()
     )
 }
 

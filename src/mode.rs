@@ -42,6 +42,9 @@ pub enum Mode {
     Unlock,
     /// `status`.
     Status { json: bool },
+    /// `verify`: a snapshot, not a server (dispatched before option
+    /// loading, like the guardian: see `main_entry`).
+    Verify,
 }
 
 impl Mode {
@@ -56,6 +59,7 @@ impl Mode {
             Some(Sub::Generate { what }) => Mode::Generate(*what),
             Some(Sub::Unlock) => Mode::Unlock,
             Some(Sub::Status { json }) => Mode::Status { json: *json },
+            Some(Sub::Verify(_)) => Mode::Verify,
             _ if cli.print_defaults => Mode::PrintDefaults,
             _ if cli.dry_run => Mode::DryRun,
             _ if cli.check => Mode::Check,
@@ -80,6 +84,10 @@ pub fn main_entry() -> u8 {
             }
             _ => exit::USAGE,
         };
+    }
+    // verify starts its own server on a snapshot: no option files, no connection.
+    if let Some(code) = crate::verify::entry(&argv) {
+        return code;
     }
     let mut loaded = match options::load(argv) {
         Ok(loaded) => loaded,
@@ -114,7 +122,8 @@ pub fn main_entry() -> u8 {
 fn run_mode(mode: Mode, loaded: &Loaded, argv: &[OsString], progress: &Progress) -> u8 {
     let state_dir = loaded.cli.state_dir();
     match mode {
-        Mode::Guardian { .. } => return exit::USAGE,
+        // Both run before option loading; here only if their arguments did not parse.
+        Mode::Guardian { .. } | Mode::Verify => return exit::USAGE,
         Mode::Generate(what) => return crate::generate::print(what),
         Mode::Unlock => return holder::unlock_command(&state_dir, progress),
         Mode::Status { json } => return holder::status_command(&state_dir, json, progress),

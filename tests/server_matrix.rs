@@ -6,9 +6,13 @@
 
 mod common;
 
+use common::load::Writer;
+use common::loopfs::{FsKind, LoopFs};
 use common::server::TestServer;
 use mysql::prelude::Queryable;
 use predicates::prelude::*;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
@@ -430,4 +434,501 @@ fn the_matrix_server_and_a_local_mariadb_are_locked_together() {
         5
     ));
     assert!(local.write_succeeds(5));
+}
+
+// ------------------------------------------------------------------ verify and grants
+
+/// The matrix flavor's server binary, run on this host instead of in its
+/// chroot (`scripts/server-matrix.sh host-wrapper`): it can then live on a
+/// loop volume the test makes, and verify can start it on an overlay.
+fn host_wrapper(m: &Matrix, flavor: &str) -> PathBuf {
+    let path = m.dir.path().join(format!("{flavor}-server"));
+    let st = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/server-matrix.sh"
+        ))
+        .args(["host-wrapper", flavor])
+        .arg(&path)
+        .status()
+        .unwrap();
+    assert!(st.success(), "server-matrix.sh host-wrapper {flavor}");
+    path
+}
+
+/// A fresh data directory of `flavor` at `at` (`server-matrix.sh init`).
+fn init_datadir(flavor: &str, at: &Path) {
+    let out = Command::new("bash")
+        .arg(concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/scripts/server-matrix.sh"
+        ))
+        .args(["init", flavor])
+        .arg(at)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "server-matrix.sh init {flavor}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// A server of the matrix flavor run on this host, on a data directory the
+/// test chose; stopped (and reaped) when dropped.
+struct HostServer {
+    child: std::process::Child,
+    socket: PathBuf,
+}
+
+impl HostServer {
+    fn start(m: &Matrix, wrapper: &Path, datadir: &Path, binlog: &Path) -> HostServer {
+        let run = m.dir.path().join("origin");
+        std::fs::create_dir_all(&run).unwrap();
+        let socket = run.join("sock");
+        let mut cmd = Command::new(wrapper);
+        cmd.arg("--no-defaults")
+            .arg("--user=root")
+            .arg(format!("--datadir={}", datadir.display()))
+            .arg(format!("--socket={}", socket.display()))
+            .arg("--skip-networking")
+            .arg(format!("--log-error={}", run.join("err.log").display()))
+            .arg(format!("--pid-file={}", run.join("pid").display()))
+            .arg(format!("--log-bin={}", binlog.display()))
+            .arg("--server-id=1");
+        if m.is_mysql() {
+            cmd.args([
+                "--mysqlx=OFF",
+                "--secure-file-priv=",
+                "--gtid-mode=ON",
+                "--enforce-gtid-consistency=ON",
+            ]);
+        }
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let s = HostServer { child, socket };
+        let t = Instant::now();
+        while mysql::Conn::new(s.opts()).is_err() {
+            assert!(
+                t.elapsed() < Duration::from_secs(90),
+                "the host {} server did not start: {}",
+                m.flavor,
+                std::fs::read_to_string(run.join("err.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        s
+    }
+
+    fn opts(&self) -> mysql::Opts {
+        mysql::OptsBuilder::new()
+            .socket(Some(self.socket.to_string_lossy()))
+            .prefer_socket(true)
+            .user(Some("root"))
+            .into()
+    }
+}
+
+impl Drop for HostServer {
+    fn drop(&mut self) {
+        let pid = nix::unistd::Pid::from_raw(self.child.id() as i32);
+        let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGTERM);
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(60) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// An image mounted for a test; unmounted when dropped.
+struct Mounted(PathBuf);
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            if Command::new("umount")
+                .arg(&self.0)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success())
+            {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+    }
+}
+
+fn digest(dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd \"$1\" && find . -printf '%p %s %m %T@\\n' | LC_ALL=C sort && \
+             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
+        )
+        .arg("sh")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fail naming the lines that differ (a whole digest would drown the message).
+fn assert_same_digest(before: &str, after: &str, what: &str) {
+    if before == after {
+        return;
+    }
+    let b: std::collections::BTreeSet<&str> = before.lines().collect();
+    let a: std::collections::BTreeSet<&str> = after.lines().collect();
+    let gone: Vec<&&str> = b.difference(&a).take(10).collect();
+    let new: Vec<&&str> = a.difference(&b).take(10).collect();
+    panic!("{what}: files changed.\nbefore only: {gone:#?}\nafter only: {new:#?}");
+}
+
+/// No process and no mount (in any namespace) names `work`, which is empty.
+fn assert_nothing_left(work: &Path) {
+    let needle = work.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            assert!(
+                !String::from_utf8_lossy(&cmd).contains(&needle),
+                "still running: {pid}"
+            );
+        }
+        if let Ok(mounts) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+            assert!(
+                !mounts.contains(&needle),
+                "still mounted in the namespace of {pid}"
+            );
+        }
+    }
+    assert!(
+        std::fs::read_dir(work).unwrap().next().is_none(),
+        "files left in {}",
+        work.display()
+    );
+}
+
+fn read_json(path: &Path) -> serde_json::Value {
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+/// Snapshots of a server of the matrix flavor (run on this host, its data and
+/// binary log on an XFS loop volume) under a write load, frozen by
+/// mysql-quiesce with each lock mode and their image copied: verify finds
+/// the exact restore point in each. With --lock=instance (MySQL) the
+/// recorded coordinates were read while commits went on: verify reports the
+/// exact point next to them; with an exact mode they must be equal.
+#[test]
+fn verify_finds_the_exact_point_of_snapshots_taken_with_each_lock_mode() {
+    let m = matrix!();
+    let wrapper = host_wrapper(&m, &m.flavor);
+    let vol = LoopFs::new(FsKind::Xfs).expect("root and mkfs.xfs (the matrix runs as root)");
+    let data = vol.mountpoint().join("data");
+    init_datadir(&m.flavor, &data);
+    let server = HostServer::start(&m, &wrapper, &data, &vol.mountpoint().join("binlog"));
+    let mut c = mysql::Conn::new(server.opts()).unwrap();
+    c.query_drop("CREATE DATABASE app; CREATE TABLE app.w (i INT) ENGINE=InnoDB; CREATE TABLE app.v (i INT) ENGINE=InnoDB")
+        .unwrap();
+    let writers = [
+        Writer::start(server.opts(), "app.w"),
+        Writer::start(server.opts(), "app.v"),
+    ];
+    std::thread::sleep(Duration::from_millis(400));
+    let modes: &[&str] = if m.is_mysql() {
+        &["instance", "ftwrl"]
+    } else {
+        &["backup-stage"]
+    };
+    for mode in modes {
+        let coords = m.dir.path().join(format!("{mode}.json"));
+        let image = m.dir.path().join(format!("{mode}.img"));
+        let out = common::mysql_quiesce()
+            .args(["--no-defaults", "-uroot"])
+            .arg(format!("--socket={}", server.socket.display()))
+            .arg(format!("--lock-file={}", m.dir.path().join("vl").display()))
+            .arg(format!("--lock={mode}"))
+            .arg(vol.arg())
+            .arg(format!("--coordinates-file={}", coords.display()))
+            .args(["--", "cp", "--sparse=always"])
+            .arg(vol.image())
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "{mode}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let recorded = read_json(&coords);
+        assert_eq!(recorded["exact"], *mode != "instance", "{recorded}");
+        let at = m.dir.path().join(format!("copy-{mode}"));
+        std::fs::create_dir(&at).unwrap();
+        let st = Command::new("mount")
+            .args(["-o", "loop,nouuid"])
+            .arg(&image)
+            .arg(&at)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let copy = Mounted(at);
+        let work = m.dir.path().join(format!("work-{mode}"));
+        std::fs::create_dir(&work).unwrap();
+        let report = m.dir.path().join(format!("verify-{mode}.json"));
+        let before = digest(&copy.0);
+        let t = Instant::now();
+        let out = common::mysql_quiesce()
+            .arg("verify")
+            .arg(format!("--datadir={}", copy.0.join("data").display()))
+            .arg(format!("--binlog-dir={}", copy.0.display()))
+            .arg(format!("--server={}", wrapper.display()))
+            .arg(format!("--coordinates-file={}", coords.display()))
+            .arg(format!("--work-dir={}", work.display()))
+            .arg(format!("--report={}", report.display()))
+            .output()
+            .unwrap();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        eprintln!(
+            "---- verify of the {mode} snapshot ({:?}):\n{stderr}",
+            t.elapsed()
+        );
+        assert_eq!(out.status.code(), Some(0), "{mode}: {stderr}");
+        assert_same_digest(
+            &before,
+            &digest(&copy.0),
+            &format!("{mode}: verify wrote to the snapshot"),
+        );
+        assert_nothing_left(&work);
+        let r = read_json(&report);
+        let point = &r["restore_point"];
+        if *mode == "instance" {
+            assert_eq!(r["comparison"], "inexact");
+            assert!(
+                stderr.contains("recorded coordinates are not exact"),
+                "{stderr}"
+            );
+            let exact = format!(
+                "the exact restore point of the copy is {}:{}",
+                point["binlog_file"].as_str().unwrap(),
+                point["binlog_position"]
+            );
+            assert!(stderr.contains(&exact), "no {exact:?} in:\n{stderr}");
+            // The copy was taken after the coordinates were read, while commits went on.
+            assert_eq!(point["binlog_file"], recorded["binlog_file"]);
+            assert!(
+                point["binlog_position"].as_u64() >= recorded["binlog_position"].as_u64(),
+                "{r:#}"
+            );
+        } else {
+            assert_eq!(r["comparison"], "match", "{r:#}");
+            for key in ["binlog_file", "binlog_position", "gtid"] {
+                assert_eq!(point[key], recorded[key], "{mode} {key}");
+            }
+        }
+        assert!(
+            point["gtid"].as_str().is_some_and(|g| !g.is_empty()),
+            "{r:#}"
+        );
+        assert!(r["tables"]["checked"].as_u64().unwrap() > 5);
+        eprintln!(
+            "measured: {} {mode}: crash recovery {} ms, verify {:?}, writable layer {} bytes",
+            m.flavor,
+            r["recovery_ms"],
+            t.elapsed(),
+            r["writable_bytes"]
+        );
+    }
+    for w in writers {
+        w.stop();
+    }
+}
+
+#[test]
+fn verify_refuses_a_server_of_the_other_family_or_older_than_the_data() {
+    let m = matrix!();
+    let data = m.dir.path().join("data");
+    init_datadir(&m.flavor, &data);
+    let other = if m.is_mysql() { "mariadb" } else { "mysql" };
+    let other_server = host_wrapper(&m, other);
+    let work = m.dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let verify = |server: &Path| {
+        common::mysql_quiesce()
+            .arg("verify")
+            .arg(format!("--datadir={}", data.display()))
+            .arg(format!("--server={}", server.display()))
+            .arg(format!("--work-dir={}", work.display()))
+            .output()
+            .unwrap()
+    };
+    let out = verify(&other_server);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(String::from_utf8_lossy(&out.stderr)
+        .contains("a server of the other family cannot recover it"));
+    // This host's MariaDB 10.11: the other family for MySQL data, older than MariaDB 11.8 data.
+    let local = Path::new("/usr/sbin/mariadbd");
+    let out = verify(local);
+    assert_eq!(
+        out.status.code(),
+        Some(78),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let why = if m.is_mysql() {
+        "a server of the other family cannot recover it"
+    } else {
+        "an older server cannot recover it"
+    };
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains(why),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert_nothing_left(&work);
+}
+
+/// Accounts with exactly the printed GRANTs can do the run; without any one
+/// of them `--check` names its GRANT, or the run fails (or, for SELECT on
+/// performance_schema.log_status, falls back to less consistent coordinates).
+#[test]
+fn the_printed_grants_are_exactly_enough_on_the_matrix_server() {
+    use mysql_quiesce::cli::LockMode;
+    use mysql_quiesce::grants::{self, Column, Usage};
+    let m = matrix!();
+    let column = if m.is_mysql() {
+        Column::Mysql
+    } else {
+        Column::Mariadb
+    };
+    let exact_mode = if m.is_mysql() {
+        LockMode::Ftwrl
+    } else {
+        LockMode::BackupStage
+    };
+    let cases: Vec<(&str, Usage, Vec<&str>)> = vec![
+        (
+            "q_plain",
+            Usage {
+                mode: exact_mode,
+                guard: false,
+                kill: false,
+                stop_replica_sql: false,
+            },
+            vec![],
+        ),
+        (
+            "q_options",
+            Usage {
+                mode: if m.is_mysql() {
+                    LockMode::Instance
+                } else {
+                    LockMode::Ftwrl
+                },
+                guard: true,
+                kill: true,
+                stop_replica_sql: false,
+            },
+            vec![
+                if m.is_mysql() {
+                    "--lock=instance"
+                } else {
+                    "--lock=ftwrl"
+                },
+                "--long-query-guard=30",
+                "--kill-long-queries=0.5",
+            ],
+        ),
+    ];
+    let mut root = m.conn();
+    for (user, usage, options) in cases {
+        let account = grants::account(user, "%");
+        root.query_drop(format!("DROP USER IF EXISTS {account}"))
+            .unwrap();
+        for s in grants::create_statements(column, &usage, &account) {
+            root.query_drop(s.replace("'<password>'", "''")).unwrap();
+        }
+        let coords = m.dir.path().join(format!("{user}.json"));
+        let run = |extra: &[&str]| {
+            common::mysql_quiesce()
+                .args(["--no-defaults", "-h127.0.0.1"])
+                .arg(format!("-P{}", m.port))
+                .arg(format!("-u{user}"))
+                .arg(format!("--lock-file={}", m.dir.path().join("gl").display()))
+                .arg(format!("--coordinates-file={}", coords.display()))
+                .args(&options)
+                .args(extra)
+                .output()
+                .unwrap()
+        };
+        let out = run(&["--", "true"]);
+        assert!(
+            out.status.success(),
+            "{user}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let source_with_all = read_json(&coords)["source"].clone();
+        let out = run(&["--check"]);
+        assert!(
+            out.status.success(),
+            "{user} --check: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        for (privilege, on) in grants::privileges(column, &usage) {
+            root.query_drop(format!("REVOKE {privilege} ON {on} FROM {account}"))
+                .unwrap();
+            let checked = run(&["--check"]);
+            let grant = format!("GRANT {privilege} ON {on} TO {account};");
+            if checked.status.code() == Some(77) {
+                let stderr = String::from_utf8_lossy(&checked.stderr);
+                assert!(
+                    stderr.contains(&format!("run as an administrator: {grant}")),
+                    "{user} without {privilege}:\n{stderr}"
+                );
+            } else {
+                assert!(
+                    checked.status.success(),
+                    "{user}: {}",
+                    String::from_utf8_lossy(&checked.stderr)
+                );
+                let out = run(&["--", "true"]);
+                if privilege == "SELECT" {
+                    assert!(out.status.success());
+                    assert_eq!(source_with_all, "performance_schema.log_status");
+                    assert_ne!(
+                        read_json(&coords)["source"],
+                        source_with_all,
+                        "log_status read without SELECT on it?"
+                    );
+                } else {
+                    assert!(!out.status.success(), "{user} ran without {privilege}");
+                }
+            }
+            root.query_drop(format!("GRANT {privilege} ON {on} TO {account}"))
+                .unwrap();
+        }
+        root.query_drop(format!("DROP USER {account}")).unwrap();
+    }
 }

@@ -58,11 +58,24 @@ pub fn check(plan: &Plan) -> u8 {
                     Ok(missing) if missing.is_empty() => {}
                     Ok(missing) => problem(
                         exit::NOPERM,
-                        format!("user '{}' lacks {}", instance.spec.user, missing.join(", ")),
+                        format!(
+                            "user '{}' lacks {}{}",
+                            instance.spec.user,
+                            missing.join(", "),
+                            crate::grants::check_hint(&instance.spec, &plan.lock, progress)
+                        ),
                     ),
                     Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
                 }
             }
+            // Opening refuses for a privilege the options need (the guard, the kill).
+            Err(e) if exit::code_of(&e) == exit::NOPERM => problem(
+                exit::NOPERM,
+                format!(
+                    "{e:#}{}",
+                    crate::grants::check_hint(&instance.spec, &plan.lock, progress)
+                ),
+            ),
             Err(e) => problem(exit::code_of(&e), format!("{e:#}")),
         }
     }

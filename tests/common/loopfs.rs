@@ -116,6 +116,11 @@ impl LoopFs {
         &self.mountpoint
     }
 
+    /// The image file the filesystem lives in (copy it while frozen for a snapshot).
+    pub fn image(&self) -> &Path {
+        &self.image
+    }
+
     pub fn arg(&self) -> String {
         format!("--freeze={}", self.mountpoint.display())
     }

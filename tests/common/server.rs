@@ -108,6 +108,14 @@ fn free_port() -> u16 {
         .expect("no free TCP port")
 }
 
+/// Where a server's files go when not all in its own temp dir.
+enum Place<'a> {
+    /// The data directory is `parent/data`; the rest stays in the temp dir.
+    DatadirIn(&'a Path),
+    /// The data directory and the binary log's basename, as given.
+    On { datadir: &'a Path, binlog: &'a Path },
+}
+
 impl TestServer {
     /// Start a server, or skip/fail when MariaDB is not installed.
     pub fn start() -> Option<TestServer> {
@@ -121,7 +129,7 @@ impl TestServer {
 
     /// Start a server with extra mariadbd options (e.g. TLS files, timeouts).
     pub fn start_with(server_id: u32, extra: &[String]) -> Option<TestServer> {
-        Self::start_in(server_id, extra, None)
+        Self::launch(server_id, extra, None)
     }
 
     /// Start a server whose data directory is `parent/data` (say on a loop
@@ -129,10 +137,18 @@ impl TestServer {
     /// log) stays in the server's own temp dir. Drop the server before the
     /// filesystem (declare it after).
     pub fn start_with_datadir_in(parent: &Path, extra: &[String]) -> Option<TestServer> {
-        Self::start_in(1, extra, Some(parent))
+        Self::launch(1, extra, Some(Place::DatadirIn(parent)))
     }
 
-    fn start_in(server_id: u32, extra: &[String], datadir_in: Option<&Path>) -> Option<TestServer> {
+    /// Start a server whose data directory is `datadir` (made from the
+    /// template; e.g. on a loop-mounted filesystem) and whose binary log is
+    /// `binlog` (a basename: `<dir>/binlog` gives `<dir>/binlog.000001`).
+    /// The caller removes `datadir`.
+    pub fn start_on(datadir: &Path, binlog: &Path, extra: &[String]) -> Option<TestServer> {
+        Self::launch(1, extra, Some(Place::On { datadir, binlog }))
+    }
+
+    fn launch(server_id: u32, extra: &[String], place: Option<Place<'_>>) -> Option<TestServer> {
         let Some(mariadbd) = find(&["mariadbd", "mysqld"]) else {
             return missing("mariadbd is not installed");
         };
@@ -145,7 +161,11 @@ impl TestServer {
             .prefix("mq")
             .tempdir_in("/tmp")
             .expect("temp dir");
-        let data = datadir_in.unwrap_or(dir.path()).join("data");
+        let (data, binlog) = match place {
+            None => (dir.path().join("data"), dir.path().join("binlog")),
+            Some(Place::DatadirIn(parent)) => (parent.join("data"), dir.path().join("binlog")),
+            Some(Place::On { datadir, binlog }) => (datadir.to_path_buf(), binlog.to_path_buf()),
+        };
         let status = Command::new("cp")
             .arg("-a")
             .arg(template)
@@ -166,7 +186,7 @@ impl TestServer {
                 dir.path().join("err.log").display()
             ))
             .arg(format!("--pid-file={}", dir.path().join("pid").display()))
-            .arg(format!("--log-bin={}", dir.path().join("binlog").display()))
+            .arg(format!("--log-bin={}", binlog.display()))
             .arg(format!("--server-id={server_id}"))
             .args(["--innodb-buffer-pool-size=32M", "--skip-name-resolve"])
             .args(extra)

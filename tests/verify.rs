@@ -1,0 +1,779 @@
+//! `mysql-quiesce verify` against real snapshots of a real server under a
+//! write load: an XFS loop volume frozen by mysql-quiesce and copied, and a
+//! btrfs read-only snapshot. What is asserted is read from outside verify:
+//! the snapshot's files are byte for byte what they were (checksums before
+//! and after), the restore point verify reports is the coordinates the
+//! snapshot run recorded while the live server has moved on, tampered copies
+//! fail with 65, and afterwards no process, mount or file of verify is left.
+//! (MySQL 9 and MariaDB 11 cases run in the server matrix: tests/server_matrix.rs.)
+
+mod common;
+
+use common::load::Writer;
+use common::loopfs::{FsKind, LoopFs};
+use common::process::BIN;
+use common::server::TestServer;
+use mysql::prelude::Queryable;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A filesystem image mounted for a test; unmounted (and its loop device
+/// freed) when dropped.
+struct Mounted {
+    path: PathBuf,
+}
+
+impl Mounted {
+    fn new(image: &Path, at: &Path, options: &str) -> Mounted {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-o", &format!("loop,{options}")])
+            .arg(image)
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o {options} {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        Mounted {
+            path: at.to_path_buf(),
+        }
+    }
+}
+
+impl Drop for Mounted {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let ok = Command::new("umount")
+                .arg(&self.path)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
+    }
+}
+
+/// Names, sizes, modes, modification times and SHA-256 of every file under
+/// `dir`: equal before and after means nothing in it was written.
+fn digest(dir: &Path) -> String {
+    let out = Command::new("sh")
+        .arg("-c")
+        .arg(
+            "cd \"$1\" && find . -printf '%p %s %m %T@\\n' | LC_ALL=C sort && \
+             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
+        )
+        .arg("sh")
+        .arg(dir)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "digest of {}", dir.display());
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// Fail naming the lines that differ (a whole digest would drown the message).
+fn assert_same_digest(before: &str, after: &str, what: &str) {
+    if before == after {
+        return;
+    }
+    let b: std::collections::BTreeSet<&str> = before.lines().collect();
+    let a: std::collections::BTreeSet<&str> = after.lines().collect();
+    let gone: Vec<&&str> = b.difference(&a).take(10).collect();
+    let new: Vec<&&str> = a.difference(&b).take(10).collect();
+    panic!("{what}: files changed.\nbefore only: {gone:#?}\nafter only: {new:#?}");
+}
+
+/// Neither a process nor a mount (in any mount namespace) names `work`,
+/// and `work` itself is empty: verify left nothing behind.
+fn assert_nothing_left(work: &Path) {
+    let needle = work.to_string_lossy().into_owned();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|p| p.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
+            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
+            assert!(!cmd.contains(&needle), "still running: pid {pid}: {cmd}");
+        }
+        if let Ok(mounts) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
+            assert!(
+                !mounts.contains(&needle),
+                "still mounted (in the namespace of pid {pid}): {}",
+                mounts
+                    .lines()
+                    .filter(|l| l.contains(&needle))
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            );
+        }
+    }
+    let left: Vec<_> = std::fs::read_dir(work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.path())
+        .collect();
+    assert!(left.is_empty(), "left in the work directory: {left:?}");
+}
+
+/// Run verify; stdout, stderr and status.
+fn verify(args: &[&str]) -> Output {
+    let mut cmd = common::mysql_quiesce();
+    cmd.arg("verify").args(args);
+    cmd.output().unwrap()
+}
+
+fn text(out: &Output) -> String {
+    format!(
+        "exit {:?}\nstdout:\n{}\nstderr:\n{}",
+        out.status.code(),
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+fn json(path: &Path) -> serde_json::Value {
+    let text = std::fs::read_to_string(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    serde_json::from_str(&text).unwrap()
+}
+
+/// The live server's binary-log position.
+fn live_position(s: &TestServer) -> (String, u64) {
+    let row: mysql::Row = s.conn().query_first("SHOW BINLOG STATUS").unwrap().unwrap();
+    (row.get(0).unwrap(), row.get(1).unwrap())
+}
+
+/// Create app.big (several pages) and wait until InnoDB has checkpointed
+/// past it, so that crash recovery of a later snapshot never rewrites its
+/// pages (and cannot heal a page a test corrupts).
+fn big_table_checkpointed(s: &TestServer) {
+    let mut c = s.conn();
+    c.query_drop(
+        "CREATE TABLE app.big (id INT PRIMARY KEY, pad CHAR(200)) ENGINE=InnoDB; USE app; \
+         INSERT INTO app.big SELECT seq, REPEAT('x', 200) FROM seq_1_to_3000",
+    )
+    .unwrap();
+    let lsn = |c: &mut mysql::Conn, what: &str| -> u64 {
+        let row: mysql::Row = c.query_first("SHOW ENGINE INNODB STATUS").unwrap().unwrap();
+        let status: String = row.get(2).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with(what))
+            .and_then(|l| l.split_whitespace().last())
+            .and_then(|n| n.parse().ok())
+            .unwrap_or_else(|| panic!("no {what} in SHOW ENGINE INNODB STATUS"))
+    };
+    let target = lsn(&mut c, "Log sequence number");
+    c.query_drop("SET GLOBAL innodb_max_dirty_pages_pct_lwm = 0.001; SET GLOBAL innodb_max_dirty_pages_pct = 0")
+        .unwrap();
+    let t = Instant::now();
+    while lsn(&mut c, "Last checkpoint at") < target {
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "no checkpoint past the fill"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// A snapshot made the way the README says: a server under write load, its
+/// data directory and binary log on an XFS volume, mysql-quiesce freezing it
+/// while the volume's image is copied. The copy is mounted read-write, as an
+/// EBS volume made from a snapshot would be (so that only verify's own care
+/// keeps it unwritten).
+struct ImageSnapshot {
+    /// Drops first: the copy is unmounted before its directory goes.
+    copy: Mounted,
+    /// Then the live server, before the volume it lives on.
+    server: TestServer,
+    vol: LoopFs,
+    dir: tempfile::TempDir,
+    coords: PathBuf,
+    recorded: serde_json::Value,
+}
+
+impl ImageSnapshot {
+    /// `prepare` runs on the live server before the load starts.
+    fn take(prepare: impl FnOnce(&TestServer)) -> Option<ImageSnapshot> {
+        let vol = LoopFs::new(FsKind::Xfs)?;
+        let server = TestServer::start_on(
+            &vol.mountpoint().join("data"),
+            &vol.mountpoint().join("binlog"),
+            &[],
+        )?;
+        server.sql("CREATE DATABASE app; CREATE TABLE app.w (i INT) ENGINE=InnoDB; CREATE TABLE app.a (i INT) ENGINE=Aria");
+        prepare(&server);
+        let dir = tempfile::Builder::new()
+            .prefix("mqv")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let coords = dir.path().join("coordinates.json");
+        let image = dir.path().join("snapshot.img");
+        let writers = [
+            Writer::start(server.opts(), "app.w"),
+            Writer::start(server.opts(), "app.a"),
+        ];
+        std::thread::sleep(Duration::from_millis(400));
+        let out = server
+            .mq()
+            .arg(vol.arg())
+            .arg(format!("--coordinates-file={}", coords.display()))
+            .args(["--", "cp", "--sparse=always"])
+            .arg(vol.image())
+            .arg(&image)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "the snapshot run failed: {}",
+            text(&out)
+        );
+        std::thread::sleep(Duration::from_millis(400));
+        for w in writers {
+            w.stop();
+        }
+        let recorded = json(&coords);
+        // Log recovery on mount, as for a writable volume made from a snapshot.
+        let copy = Mounted::new(&image, &dir.path().join("copy"), "nouuid");
+        Some(ImageSnapshot {
+            copy,
+            server,
+            vol,
+            dir,
+            coords,
+            recorded,
+        })
+    }
+
+    fn root(&self) -> &Path {
+        &self.copy.path
+    }
+
+    fn work(&self, name: &str) -> PathBuf {
+        let w = self.dir.path().join(name);
+        std::fs::create_dir_all(&w).unwrap();
+        w
+    }
+
+    /// A writable copy of the snapshot's data directory and binary log, to tamper with.
+    fn tamperable(&self, name: &str) -> PathBuf {
+        let to = self.dir.path().join(name);
+        let st = Command::new("cp")
+            .arg("-a")
+            .arg(self.root())
+            .arg(&to)
+            .status()
+            .unwrap();
+        assert!(st.success());
+        to
+    }
+}
+
+fn p(path: &Path) -> &str {
+    path.to_str().unwrap()
+}
+
+#[test]
+fn a_frozen_image_copy_taken_under_load_restores_exactly_at_the_recorded_point() {
+    let snap = need!(ImageSnapshot::take(|_| {}));
+    let work = snap.work("work");
+    let report = snap.dir.path().join("report.json");
+    let before = digest(snap.root());
+    let out = verify(&[
+        "--datadir",
+        p(&snap.root().join("data")),
+        "--binlog-dir",
+        p(snap.root()),
+        "--coordinates-file",
+        p(&snap.coords),
+        "--work-dir",
+        p(&work),
+        "--report",
+        p(&report),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same_digest(
+        &before,
+        &digest(snap.root()),
+        "verify changed the snapshot's files",
+    );
+    assert_nothing_left(&work);
+
+    let r = json(&report);
+    let point = &r["restore_point"];
+    for (key, recorded) in [
+        ("binlog_file", "binlog_file"),
+        ("binlog_position", "binlog_position"),
+        ("gtid", "gtid"),
+    ] {
+        assert_eq!(point[key], snap.recorded[recorded], "{key}: {r:#}");
+    }
+    assert_eq!(snap.recorded["exact"], true);
+    assert_eq!(r["comparison"], "match");
+    assert!(r["tables"]["checked"].as_u64().unwrap() > 10, "{r:#}");
+    assert_eq!(r["tables"]["failed"].as_array().unwrap().len(), 0);
+    assert!(r["recovery_ms"].as_f64().unwrap() > 0.0);
+    assert_eq!(r["exit_code"], 0);
+    // The live server wrote on after the snapshot, into the files the
+    // snapshot's absolute binary-log index names: the restore point is the
+    // snapshot's own, not theirs.
+    assert_eq!(r["binlog"]["absolute_index"], true);
+    let (live_file, live_pos) = live_position(&snap.server);
+    assert!(
+        (live_file.as_str(), live_pos)
+            > (
+                snap.recorded["binlog_file"].as_str().unwrap(),
+                snap.recorded["binlog_position"].as_u64().unwrap()
+            ),
+        "the load did not go on after the snapshot: live {live_file}:{live_pos}"
+    );
+    // The recovered server read the snapshot's binary log, not the live
+    // file its absolute index names, which has grown since.
+    let file = snap.recorded["binlog_file"].as_str().unwrap();
+    let live_size = std::fs::metadata(snap.vol.mountpoint().join(file))
+        .unwrap()
+        .len();
+    assert!(live_size > r["binlog"]["size"].as_u64().unwrap(), "{r:#}");
+    let seen = &r["server_view"]["binary_logs"][0];
+    assert_eq!(seen[0], file, "{r:#}");
+    assert_eq!(
+        seen[1], r["binlog"]["size"],
+        "the copy's server read another binary log: {r:#}"
+    );
+    // Ready to paste, for the copy's own restore point.
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let gtid = snap.recorded["gtid"].as_str().unwrap();
+    assert!(
+        stdout.contains(&format!("SET GLOBAL gtid_slave_pos = '{gtid}';")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains(&format!(
+            "MASTER_LOG_FILE = '{}', MASTER_LOG_POS = {}",
+            snap.recorded["binlog_file"].as_str().unwrap(),
+            snap.recorded["binlog_position"]
+        )),
+        "{stdout}"
+    );
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("restorable: restore point"), "{stderr}");
+}
+
+#[test]
+fn a_btrfs_read_only_snapshot_restores_exactly_at_the_recorded_point() {
+    let vol = need!(LoopFs::new(FsKind::Btrfs));
+    let m = vol.mountpoint();
+    let st = Command::new("btrfs")
+        .args(["subvolume", "create"])
+        .arg(m.join("vol"))
+        .stdout(Stdio::null())
+        .status()
+        .unwrap();
+    assert!(st.success());
+    // The binary log inside the data directory, named by absolute path.
+    let data = m.join("vol/data");
+    let server = need!(TestServer::start_on(&data, &data.join("binlog"), &[]));
+    server.sql("CREATE DATABASE app; CREATE TABLE app.w (i INT) ENGINE=InnoDB; CREATE TABLE app.a (i INT) ENGINE=Aria");
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let coords = dir.path().join("coordinates.json");
+    let writers = [
+        Writer::start(server.opts(), "app.w"),
+        Writer::start(server.opts(), "app.a"),
+    ];
+    std::thread::sleep(Duration::from_millis(400));
+    let out = server
+        .mq()
+        .arg(format!("--coordinates-file={}", coords.display()))
+        .args(["--", "btrfs", "subvolume", "snapshot", "-r"])
+        .arg(m.join("vol"))
+        .arg(m.join("snap"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    std::thread::sleep(Duration::from_millis(400));
+    for w in writers {
+        w.stop();
+    }
+    let recorded = json(&coords);
+    let snapshot = m.join("snap/data");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let report = dir.path().join("report.json");
+    let before = digest(&snapshot);
+    let out = verify(&[
+        "--datadir",
+        p(&snapshot),
+        "--coordinates-file",
+        p(&coords),
+        "--work-dir",
+        p(&work),
+        "--report",
+        p(&report),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same_digest(
+        &before,
+        &digest(&snapshot),
+        "verify changed the snapshot's files",
+    );
+    assert_nothing_left(&work);
+    let r = json(&report);
+    for key in ["binlog_file", "binlog_position", "gtid"] {
+        assert_eq!(r["restore_point"][key], recorded[key], "{key}: {r:#}");
+    }
+    assert_eq!(r["comparison"], "match");
+    let (live_file, live_pos) = live_position(&server);
+    assert!(
+        (live_file.as_str(), live_pos)
+            > (
+                recorded["binlog_file"].as_str().unwrap(),
+                recorded["binlog_position"].as_u64().unwrap()
+            )
+    );
+    drop(server);
+    let _ = Command::new("btrfs")
+        .args(["subvolume", "delete"])
+        .arg(m.join("snap"))
+        .stdout(Stdio::null())
+        .status();
+}
+
+#[test]
+fn tampered_copies_are_not_what_was_recorded_and_exit_65_with_the_reason() {
+    let snap = need!(ImageSnapshot::take(big_table_checkpointed));
+    let last = snap.recorded["binlog_file"].as_str().unwrap().to_string();
+    type Tamper<'a> = &'a dyn Fn(&Path);
+    let cases: [(&str, Tamper, &str); 3] = [
+        (
+            "binlog-cut",
+            &|root: &Path| {
+                let f = root.join(&last);
+                let len = std::fs::metadata(&f).unwrap().len();
+                let file = std::fs::OpenOptions::new().write(true).open(&f).unwrap();
+                file.set_len(len - 100).unwrap();
+            },
+            "the copy is not what was recorded: the binary log was recorded at",
+        ),
+        (
+            "page-corrupt",
+            &|root: &Path| {
+                use std::io::{Seek, SeekFrom, Write};
+                let mut f = std::fs::OpenOptions::new()
+                    .write(true)
+                    .open(root.join("data/app/big.ibd"))
+                    .unwrap();
+                // Inside leaf page 10, not all zeros: its checksum no longer matches.
+                f.seek(SeekFrom::Start(10 * 16384 + 1000)).unwrap();
+                f.write_all(&[0xaa; 16]).unwrap();
+            },
+            "app.big",
+        ),
+        (
+            "table-file-missing",
+            &|root: &Path| std::fs::remove_file(root.join("data/app/big.ibd")).unwrap(),
+            "big",
+        ),
+    ];
+    for (name, tamper, reason) in cases {
+        let root = snap.tamperable(name);
+        tamper(&root);
+        let work = snap.work(&format!("work-{name}"));
+        let report = snap.dir.path().join(format!("{name}.json"));
+        let out = verify(&[
+            "--datadir",
+            p(&root.join("data")),
+            "--binlog-dir",
+            p(&root),
+            "--coordinates-file",
+            p(&snap.coords),
+            "--work-dir",
+            p(&work),
+            "--report",
+            p(&report),
+        ]);
+        assert_eq!(out.status.code(), Some(65), "{name}: {}", text(&out));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        eprintln!("---- {name}:\n{stderr}");
+        assert!(
+            stderr.contains(reason),
+            "{name}: no {reason:?} in:\n{stderr}"
+        );
+        assert!(
+            out.stdout.is_empty(),
+            "{name}: statements for a bad copy: {}",
+            text(&out)
+        );
+        assert_eq!(json(&report)["exit_code"], 65);
+        assert_nothing_left(&work);
+    }
+}
+
+#[test]
+fn not_a_data_directory_or_not_a_server_is_bad_input_78() {
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let out = verify(&["--datadir", p(dir.path()), "--work-dir", p(&work)]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("is not a MySQL or MariaDB data directory")
+    );
+
+    // A real data directory (a copy: the live one is refused, below) with a
+    // program that is not a server.
+    let s = server!();
+    let data = s.path("data");
+    let copy = dir.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(&data)
+        .arg(&copy)
+        .status()
+        .unwrap()
+        .success());
+    let client = which::which("mariadb").expect("the mariadb client");
+    let out = verify(&[
+        "--datadir",
+        p(&copy),
+        "--server",
+        p(&client),
+        "--work-dir",
+        p(&work),
+    ]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("is not a MySQL or MariaDB server"),
+        "{stderr}"
+    );
+    // A live data directory is refused: verify is for snapshots.
+    let out = verify(&["--datadir", p(&data), "--work-dir", p(&work)]);
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("of a running process"));
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn verify_refuses_the_options_of_a_snapshot_run() {
+    let out = verify(&["--datadir", "/nonexistent", "--freeze", "/tmp"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verify does not take --freeze"));
+    let out = common::mysql_quiesce()
+        .args(["verify", "--help"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(0));
+    let help = String::from_utf8_lossy(&out.stdout);
+    for opt in [
+        "--datadir",
+        "--coordinates-file",
+        "--binlog-dir",
+        "--server",
+        "--check-tables",
+        "--timeout",
+        "--report",
+        "--copy-to",
+    ] {
+        assert!(help.contains(opt), "verify --help lacks {opt}");
+    }
+}
+
+/// Processes whose command line contains `needle`.
+fn processes_naming(needle: &str) -> Vec<u32> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| {
+            let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+            String::from_utf8_lossy(&cmd)
+                .contains(needle)
+                .then_some(pid)
+        })
+        .collect()
+}
+
+/// verify in the background on a good copy; returns it once its server runs.
+#[allow(clippy::zombie_processes)] // the callers wait for it
+fn verify_in_background(
+    snap: &ImageSnapshot,
+    work: &Path,
+    extra: &[&str],
+) -> (std::process::Child, u32) {
+    let stderr = work.with_extension("stderr");
+    let mut child = Command::new(BIN)
+        .arg("verify")
+        .args([
+            "--datadir",
+            p(&snap.root().join("data")),
+            "--binlog-dir",
+            p(snap.root()),
+        ])
+        .args(["--work-dir", p(work)])
+        .args(extra)
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let t = Instant::now();
+    loop {
+        // Its server has its socket in the work directory (a process forked
+        // by verify that has not exec'd yet still has verify's arguments).
+        let servers = processes_naming(&format!("--socket={}", p(work)));
+        if let Some(pid) = servers.first() {
+            return (child, *pid);
+        }
+        if t.elapsed() > Duration::from_secs(30) {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!(
+                "verify's server never started: {}",
+                std::fs::read_to_string(&stderr).unwrap_or_default()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+fn wait_exit(child: &mut std::process::Child, limit: Duration) -> Option<i32> {
+    let t = Instant::now();
+    loop {
+        if let Some(st) = child.try_wait().unwrap() {
+            return st.code();
+        }
+        if t.elapsed() > limit {
+            // Its server dies with it (PR_SET_PDEATHSIG): nothing outlives the test.
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("verify did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+}
+
+#[test]
+fn a_server_that_cannot_recover_in_time_sigterm_and_a_crashed_server_leave_nothing_behind() {
+    let snap = need!(ImageSnapshot::take(|_| {}));
+    let signal = |pid: u32, sig| {
+        nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig).unwrap()
+    };
+    use nix::sys::signal::Signal::{SIGKILL, SIGSTOP, SIGTERM};
+
+    // A server that cannot recover in time (stopped as soon as it starts):
+    // 69 at --timeout, the server killed, nothing mounted.
+    let work = snap.work("work-timeout");
+    let (mut child, server) = verify_in_background(&snap, &work, &["--timeout", "3"]);
+    signal(server, SIGSTOP);
+    let t = Instant::now();
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(69));
+    let took = t.elapsed();
+    assert!(
+        took > Duration::from_secs(2) && took < Duration::from_secs(15),
+        "{took:?}"
+    );
+    let stderr = std::fs::read_to_string(work.with_extension("stderr")).unwrap();
+    assert!(
+        stderr.contains("did not finish crash recovery within --timeout (3 s)"),
+        "{stderr}"
+    );
+    assert_nothing_left(&work);
+
+    // SIGTERM while it waits for a server that does not come up: 143 at once
+    // (not at --timeout), nothing left.
+    let work = snap.work("work-sigterm");
+    let (mut child, server) = verify_in_background(&snap, &work, &[]);
+    signal(server, SIGSTOP);
+    let t = Instant::now();
+    signal(child.id(), SIGTERM);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(143));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "SIGTERM took {:?}",
+        t.elapsed()
+    );
+    assert_nothing_left(&work);
+
+    // Its server dies (SIGKILL) while verify waits for it: 69 at once, nothing left.
+    let work = snap.work("work-crash");
+    let (mut child, server) = verify_in_background(&snap, &work, &[]);
+    let t = Instant::now();
+    signal(server, SIGKILL);
+    assert_eq!(wait_exit(&mut child, Duration::from_secs(60)), Some(69));
+    assert!(
+        t.elapsed() < Duration::from_secs(10),
+        "the server's death was seen after {:?}",
+        t.elapsed()
+    );
+    let stderr = std::fs::read_to_string(work.with_extension("stderr")).unwrap();
+    assert!(
+        stderr.contains("the server exited during crash recovery"),
+        "{stderr}"
+    );
+    assert_nothing_left(&work);
+
+    // verify itself killed outright: its server dies with it, and the overlay
+    // with its mount namespace.
+    let work = snap.work("work-sigkill");
+    let (mut child, _server) = verify_in_background(&snap, &work, &[]);
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t = Instant::now();
+    while !processes_naming(p(&work)).is_empty() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "verify's server outlived it"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    // Its files stay (nothing could remove them); nothing runs or is mounted.
+    let _ = std::fs::remove_dir_all(&work);
+    std::fs::create_dir(&work).unwrap();
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn copy_to_verifies_a_full_copy_and_removes_it() {
+    let snap = need!(ImageSnapshot::take(|_| {}));
+    let work = snap.work("work");
+    let copies = snap.work("copies");
+    let before = digest(snap.root());
+    let out = verify(&[
+        "--datadir",
+        p(&snap.root().join("data")),
+        "--binlog-dir",
+        p(snap.root()),
+        "--coordinates-file",
+        p(&snap.coords),
+        "--check-tables=none",
+        "--copy-to",
+        p(&copies),
+        "--work-dir",
+        p(&work),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_same_digest(
+        &before,
+        &digest(snap.root()),
+        "verify --copy-to changed the snapshot's files",
+    );
+    assert_nothing_left(&work);
+    assert_nothing_left(&copies);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("tables not checked"));
+}
