@@ -741,6 +741,182 @@ fn row(
     }
 }
 
+// ------------------------------------------------------------------ overhead
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    if v.is_empty() {
+        return None;
+    }
+    v.sort_by(|a, b| a.total_cmp(b));
+    Some(round1(v[v.len() / 2]))
+}
+
+/// One mysql-quiesce run with `extra` arguments: its wall time, exit status
+/// and report (with the process start time, for the breakdown).
+fn quiesce_once(
+    cfg: &Config,
+    server: &Server,
+    extra: &[&str],
+) -> (Duration, i32, Option<serde_json::Value>, f64) {
+    let report = cfg.work.path().join("overhead-report.json");
+    let _ = std::fs::remove_file(&report);
+    let mut cmd = Command::new(&cfg.binary);
+    cmd.args(["--no-defaults", "-uroot"])
+        .args(server.quiesce_args())
+        .arg(format!(
+            "--lock-file={}",
+            cfg.work.path().join("run.lock").display()
+        ))
+        .arg(format!("--report={}", report.display()))
+        .args(extra);
+    let (code, wall, _, started, _) = run_measured(cmd);
+    let r = std::fs::read_to_string(&report)
+        .ok()
+        .and_then(|t| serde_json::from_str(&t).ok());
+    (wall, code, r, started)
+}
+
+/// What a run costs beyond the snapshot itself: the lock time each hook adds
+/// (six `true` hooks against none), and a whole no-op run against the mysql
+/// client doing the same job, alternating, medians.
+fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut String) {
+    let runs = if cfg.quick { 3 } else { 21 };
+    let six: &[&str] = &[
+        "--pre",
+        "true",
+        "--pre",
+        "true",
+        "--pre",
+        "true",
+        "--snapshot",
+        "true",
+        "--post",
+        "true",
+        "--",
+        "true",
+    ];
+    let none: &[&str] = &["--", "true"];
+    let mut held: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut wall: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
+    let mut hook_ms = Vec::new();
+    let mut classic_wall = Vec::new();
+    // Phases of the no-hook runs: exec to connect, then each phase's duration.
+    let names = [
+        "connect",
+        "lock",
+        "coordinates",
+        "snapshot",
+        "verify",
+        "unlock",
+    ];
+    let mut phases: Vec<Vec<f64>> = vec![Vec::new(); names.len() + 2];
+    for _ in 0..runs {
+        for (i, args) in [none, six].iter().enumerate() {
+            let (w, code, r, started) = quiesce_once(cfg, server, args);
+            assert_eq!(code, 0, "bench: overhead run failed");
+            let Some(r) = r else { continue };
+            wall[i].push(ms(w));
+            if let Some(h) = r.pointer("/lock/held_ms").and_then(|v| v.as_f64()) {
+                held[i].push(h);
+            }
+            if i == 1 {
+                for h in r["hooks"].as_array().into_iter().flatten() {
+                    hook_ms.extend(h["duration_ms"].as_f64());
+                }
+            } else {
+                let list = r["phases"].as_array().cloned().unwrap_or_default();
+                let find = |n: &str| list.iter().find(|p| p["name"] == n);
+                if let Some(first) =
+                    find("connect").and_then(|p| parse_rfc3339(p["started_at"].as_str()?))
+                {
+                    phases[0].push((first - started) * 1000.0);
+                }
+                for (k, n) in names.iter().enumerate() {
+                    phases[k + 1].extend(find(n).and_then(|p| p["duration_ms"].as_f64()));
+                }
+                let last_end = list
+                    .iter()
+                    .filter_map(|p| {
+                        Some(
+                            parse_rfc3339(p["started_at"].as_str()?)?
+                                + p["duration_ms"].as_f64()? / 1000.0,
+                        )
+                    })
+                    .fold(f64::NAN, f64::max);
+                if last_end.is_finite() {
+                    phases[names.len() + 1].push((started + w.as_secs_f64() - last_end) * 1000.0);
+                }
+            }
+        }
+        let (mut cmd, _) = server.client();
+        cmd.arg("-e")
+            .arg("FLUSH TABLES WITH READ LOCK; SYSTEM true; UNLOCK TABLES");
+        let (code, w, _, _, _) = run_measured(cmd);
+        assert_eq!(code, 0, "bench: the classic no-op failed");
+        classic_wall.push(ms(w));
+    }
+    let row = |scenario: &str, contender: &str, held: Option<f64>, total: Option<f64>| Row {
+        section: "overhead".into(),
+        server: server.version(),
+        step: "`true`".into(),
+        scenario: format!("{scenario} (median of {runs})"),
+        contender: contender.into(),
+        outcome: "ok".into(),
+        worst_writer_ms: None,
+        p99_writer_ms: None,
+        lock_held_ms: held,
+        lock_acquire_ms: None,
+        overhead_ms: None,
+        start_to_locked_ms: None,
+        total_ms: total,
+        peak_rss_kb: None,
+    };
+    let (classic, quiesce) = (median(classic_wall.clone()), median(wall[0].clone()));
+    rows.push(row(
+        "no-op run",
+        "classic mysql -e \"FTWRL; SYSTEM true; UNLOCK TABLES\"",
+        None,
+        classic,
+    ));
+    rows.push(row(
+        "no-op run",
+        "mysql-quiesce -- true",
+        median(held[0].clone()),
+        quiesce,
+    ));
+    rows.push(row(
+        "six `true` hooks (3 pre, snapshot, post, COMMAND)",
+        "mysql-quiesce",
+        median(held[1].clone()),
+        median(wall[1].clone()),
+    ));
+    let fmt = |v: Option<f64>| v.map_or("-".into(), |v| format!("{v:.1}"));
+    let _ = writeln!(
+        notes,
+        "No-op run (`-- true`), median of {runs} alternating runs: mysql-quiesce {} ms, the mysql client {} ms \
+         ({}x). Where mysql-quiesce's time goes (medians): exec to connect {} ms, connect {} ms, lock {} ms, \
+         coordinates {} ms, snapshot (COMMAND) {} ms, verify {} ms, unlock {} ms, after unlock to exit {} ms. \
+         Six `true` hooks held the lock {} ms against {} ms for none; a `true` hook is reported as {} ms.\n",
+        fmt(quiesce),
+        fmt(classic),
+        match (quiesce, classic) {
+            (Some(q), Some(c)) if c > 0.0 => format!("{:.2}", q / c),
+            _ => "-".into(),
+        },
+        fmt(median(phases[0].clone())),
+        fmt(median(phases[1].clone())),
+        fmt(median(phases[2].clone())),
+        fmt(median(phases[3].clone())),
+        fmt(median(phases[4].clone())),
+        fmt(median(phases[5].clone())),
+        fmt(median(phases[6].clone())),
+        fmt(median(phases[7].clone())),
+        fmt(median(held[1].clone())),
+        fmt(median(held[0].clone())),
+        fmt(median(hook_ms)),
+    );
+}
+
 // ------------------------------------------------------------------ sections
 
 fn scenarios(cfg: &Config) -> Vec<(&'static str, Option<String>)> {
@@ -1049,6 +1225,7 @@ fn main() {
     };
     std::fs::create_dir_all(&cfg.out).unwrap();
     let mut rows = Vec::new();
+    let mut notes = String::new();
 
     // MariaDB with its datadir on a loop-mounted XFS, for both steps.
     {
@@ -1065,6 +1242,7 @@ fn main() {
             ],
             &mut rows,
         );
+        overhead(&cfg, &server, &mut rows, &mut notes);
         drop(server);
     }
     if cfg.mysql {
@@ -1100,6 +1278,8 @@ fn main() {
     );
     md.push_str("### Headline: classic procedure / mysql-quiesce, side by side in this run\n\n");
     md.push_str(&ratios(&rows));
+    md.push('\n');
+    md.push_str(&notes);
     md.push_str(&markdown(&rows));
     print!("{md}");
     std::fs::write(cfg.out.join("results.md"), &md).unwrap();
