@@ -331,6 +331,20 @@ impl State {
         )
     }
 
+    /// Move an unreadable result aside (only while holding the flock), so that
+    /// it no longer blocks `lock`; where it went.
+    pub fn set_result_aside(&self) -> std::io::Result<PathBuf> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs();
+        let aside = self
+            .dir
+            .join(format!("last-result.json.unreadable-{stamp}"));
+        std::fs::rename(self.last_result(), &aside)?;
+        Ok(aside)
+    }
+
     pub fn remove_result(&self) -> bool {
         std::fs::remove_file(self.last_result()).is_ok()
     }

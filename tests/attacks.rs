@@ -833,3 +833,73 @@ fn a_hook_writing_to_a_terminal_with_tostop_is_not_stopped() {
         t.elapsed()
     );
 }
+
+/// Two instances: the first is locked, the second's attempt waits behind a
+/// long write, and the run is stopped right then. Writers on the first wait
+/// for the whole stop; the run must not call that a success, even if the
+/// second's attempt then gives up and a later round locks both.
+#[test]
+fn a_run_stopped_while_one_instance_holds_its_lock_and_another_waits_never_exits_0() {
+    let (Some(a), Some(b)) = (TestServer::start(), TestServer::start()) else {
+        return;
+    };
+    for s in [&a, &b] {
+        s.sql("CREATE DATABASE d; CREATE TABLE d.t (i INT); CREATE TABLE d.q (i INT); INSERT INTO d.q VALUES (1)");
+    }
+    let opts = b.opts();
+    let long = std::thread::spawn(move || {
+        mysql::Conn::new(opts)
+            .unwrap()
+            .query_drop("UPDATE d.q SET i = i + 1 WHERE SLEEP(6) = 0")
+    });
+    std::thread::sleep(Duration::from_millis(200));
+    let stderr = a.path("stall-stderr");
+    let mut run = Command::new(BIN)
+        .args([
+            "--no-defaults",
+            "--lock=ftwrl",
+            "--long-query-guard=0",
+            "--long-query-wait=0",
+        ])
+        .args([
+            "--lock-wait-timeout=1",
+            "--lock-retries=20",
+            "--lock-retry-delay=1",
+        ])
+        .arg(format!("--lock-file={}", a.path("l").display()))
+        .arg(format!(
+            "--instance=A=mysql://root@localhost/?socket={}",
+            a.socket.display()
+        ))
+        .arg(format!(
+            "--instance=B=mysql://root@localhost/?socket={}",
+            b.socket.display()
+        ))
+        .args(["--", "true"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).unwrap())
+        .spawn()
+        .unwrap();
+    let pid = nix::unistd::Pid::from_raw(run.id() as i32);
+    let t0 = Instant::now();
+    let mut c = b.conn();
+    while c
+        .query_first::<u64, _>(
+            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
+        )
+        .unwrap()
+        .is_none()
+    {
+        assert!(t0.elapsed() < Duration::from_secs(5), "the attempt on B never started");
+    }
+    kill(pid, Signal::SIGSTOP).unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    kill(pid, Signal::SIGCONT).unwrap();
+    let status = run.wait().unwrap();
+    long.join().unwrap().unwrap();
+    let text = std::fs::read_to_string(&stderr).unwrap();
+    assert_eq!(status.code(), Some(124), "{text}");
+    assert!(text.contains("was stalled"), "{text}");
+    assert!(a.write_succeeds(1) && b.write_succeeds(1));
+}

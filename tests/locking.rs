@@ -804,3 +804,181 @@ fn a_write_that_goes_through_the_lock_is_caught_by_the_binary_log_moving() {
         .success();
     assert!(s.write_succeeds(1));
 }
+
+/// One connection running `sql` back to back until `for_how_long` passed;
+/// returns the errors it got (1317: its statement was killed).
+fn repeating(s: &TestServer, sql: &'static str, for_how_long: Duration) -> JoinHandle<Vec<String>> {
+    let opts = s.opts();
+    std::thread::spawn(move || {
+        let mut c = mysql::Conn::new(opts).unwrap();
+        let end = Instant::now() + for_how_long;
+        let mut errors = Vec::new();
+        while Instant::now() < end {
+            if let Err(e) = c.query_drop(sql) {
+                errors.push(e.to_string());
+            }
+        }
+        errors
+    })
+}
+
+fn setup_engines(s: &TestServer) {
+    s.sql(
+        "CREATE DATABASE d; CREATE TABLE d.inno (i INT) ENGINE=InnoDB; INSERT INTO d.inno VALUES (1); \
+         CREATE TABLE d.q (i INT) ENGINE=InnoDB; INSERT INTO d.q VALUES (1); \
+         CREATE TABLE d.my (i INT) ENGINE=MyISAM; INSERT INTO d.my VALUES (1)",
+    );
+}
+
+/// backup-stage does not wait for running InnoDB statements: when a brief
+/// MyISAM write blocks an attempt, a long InnoDB UPDATE that was running
+/// too is no reason to wait (only the retry pause is).
+#[test]
+fn backup_stage_does_not_wait_out_an_innodb_write_that_never_blocked_it() {
+    let s = server!();
+    setup_engines(&s);
+    let long = background(&s, "UPDATE d.inno SET i = i + 1 WHERE SLEEP(20) = 0");
+    let brief = background(&s, "UPDATE d.my SET i = i + 1 WHERE SLEEP(1.5) = 0");
+    s.mq()
+        .args([
+            "--lock=backup-stage",
+            "--long-query-wait=5",
+            "--lock-retry-delay=1",
+            "--",
+            "true",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("waiting for").not());
+    brief.join().unwrap().unwrap();
+    let _ = long.join();
+}
+
+/// A connection that runs the same short write again and again is not one
+/// statement that still runs: what an attempt waited behind drops out once
+/// it has finished, so the run locks instead of waiting to --long-query-wait.
+#[test]
+fn a_connection_repeating_one_short_write_is_not_an_endless_blocker() {
+    let s = server!();
+    setup_engines(&s);
+    let repeated = repeating(
+        &s,
+        "UPDATE d.q SET i = i + 1 WHERE SLEEP(0.8) = 0",
+        Duration::from_secs(15),
+    );
+    std::thread::sleep(Duration::from_millis(1100));
+    s.mq()
+        .args(["--lock=ftwrl", "--long-query-wait=8", "--", "true"])
+        .assert()
+        .success();
+    let _ = repeated.join();
+}
+
+/// --kill-long-queries kills only what ran before the attempt: the same
+/// statement text run again on the same connection, queued behind our
+/// FLUSH, is a writer that must not be killed.
+#[test]
+fn kill_long_queries_never_kills_a_writer_queued_behind_our_lock() {
+    let s = server!();
+    setup_engines(&s);
+    let innocent = repeating(
+        &s,
+        "UPDATE d.q SET i = i + 1 WHERE SLEEP(0.3) = 0",
+        Duration::from_secs(6),
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let long = background(&s, "UPDATE d.inno SET i = i + 1 WHERE SLEEP(10) = 0");
+    let out = s
+        .mq()
+        .args([
+            "--lock=ftwrl",
+            "--lock-wait-timeout=3",
+            "--kill-long-queries=0.6",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).to_string();
+    let _ = long.join();
+    let errors = innocent.join().unwrap();
+    assert!(
+        errors.iter().all(|e| !e.contains("1317")),
+        "a writer queued behind our lock was killed: {errors:?}\n{stderr}"
+    );
+    assert!(
+        stderr.contains("killed the query of connection") && stderr.contains("SLEEP(10)"),
+        "{stderr}"
+    );
+}
+
+/// The default guard of ftwrl does not take the place of --kill-long-queries:
+/// asked to kill, the run attempts and kills rather than waiting.
+#[test]
+fn kill_long_queries_is_not_silently_disabled_by_the_default_guard() {
+    let s = server!();
+    setup_engines(&s);
+    let long = background(&s, "UPDATE d.inno SET i = i + 1 WHERE SLEEP(20) = 0");
+    std::thread::sleep(Duration::from_millis(1500));
+    s.mq()
+        .args([
+            "--lock=ftwrl",
+            "--lock-wait-timeout=3",
+            "--kill-long-queries=1",
+            "--long-query-wait=5",
+            "--",
+            "true",
+        ])
+        .assert()
+        .success()
+        .stderr(predicate::str::contains("killed the query"));
+    let _ = long.join();
+}
+
+/// A rotation of the binary log under the lock (FLUSH BINARY LOGS from a
+/// binlog-shipping job) logs no change: the coordinates stay exact.
+#[test]
+fn a_binlog_rotation_under_the_lock_is_not_a_write_through_it() {
+    let s = server!();
+    for mode in ["ftwrl", "backup-stage"] {
+        s.mq()
+            .args([
+                &format!("--lock={mode}"),
+                "-v",
+                "--snapshot",
+                &format!("{} -e 'FLUSH BINARY LOGS'", s.client()),
+            ])
+            .assert()
+            .success()
+            .stderr(predicate::str::contains(
+                "the binary log was rotated under the lock",
+            ));
+    }
+}
+
+/// The same server named twice (a socket and a TCP address, say) could never
+/// be locked twice: refused with 78 before anything is locked, instead of
+/// failing every round with 75 as if a retry could help.
+#[test]
+fn the_same_server_given_as_two_instances_is_refused_with_78() {
+    let s = server!();
+    common::mysql_quiesce()
+        .args([
+            "--no-defaults",
+            "--lock=backup-stage",
+            &format!("--lock-file={}", s.path("l").display()),
+        ])
+        .arg(format!(
+            "--instance=ONE=mysql://root@localhost/?socket={}",
+            s.socket.display()
+        ))
+        .arg(format!("--instance=TWO=mysql://root@127.0.0.1:{}", s.port))
+        .args(["--", "true"])
+        .assert()
+        .code(78)
+        .stderr(
+            predicate::str::contains("are the same server")
+                .and(predicate::str::contains("Nothing was locked")),
+        );
+    assert!(s.write_succeeds(1));
+}

@@ -832,8 +832,9 @@ fn a_lock_whose_stdout_is_not_read_still_obeys_sigterm_and_leaves_nothing_locked
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
+    // Locked, and `lock` is stuck printing the variables: not yet handed out.
     wait_for(Duration::from_secs(10), "the holder locked", || {
-        status_json(&s)["phase"] == "holding"
+        status_json(&s)["phase"] == "handing-out"
     });
     kill(Pid::from_raw(child.id() as i32), Signal::SIGTERM).unwrap();
     assert_eq!(wait_child(&mut child, Duration::from_secs(10)), Some(143));
@@ -879,4 +880,89 @@ fn hold_refuses_a_directory_as_stdin() {
         .unwrap();
     assert_eq!(out.status.code(), Some(64));
     assert!(String::from_utf8_lossy(&out.stderr).contains("is a directory"));
+}
+
+/// `lock` exits 0 only for a lock that is still held once its variables are
+/// out: here nobody reads its stdout until after --max-lock-time, the
+/// holder releases (its post hook keeps it alive), and `lock` then must not
+/// print its variables and exit 0.
+#[test]
+fn lock_never_exits_0_for_a_lock_its_holder_already_released() {
+    let s = need!(TestServer::start());
+    // A pipe already full: `lock`'s stdout blocks until we read it.
+    let (r, w) = nix::unistd::pipe().unwrap();
+    nix::fcntl::fcntl(
+        &w,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::O_NONBLOCK),
+    )
+    .unwrap();
+    let chunk = [b'x'; 4096];
+    while nix::unistd::write(&w, &chunk).is_ok() {}
+    nix::fcntl::fcntl(
+        &w,
+        nix::fcntl::FcntlArg::F_SETFL(nix::fcntl::OFlag::empty()),
+    )
+    .unwrap();
+    let lock = std::process::Command::new(BIN)
+        .args(s.args())
+        .args([
+            "lock",
+            "--lock=ftwrl",
+            "--max-lock-time=3",
+            "--post",
+            "sleep 5",
+        ])
+        .stdout(std::process::Stdio::from(w))
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(4500));
+    let released = s.write_succeeds(1);
+    let reader = std::thread::spawn(move || {
+        let mut f = std::fs::File::from(r);
+        let mut v = Vec::new();
+        let _ = std::io::Read::read_to_end(&mut f, &mut v);
+    });
+    let out = lock.wait_with_output().unwrap();
+    let _ = reader.join();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        released,
+        "precondition: the holder released at --max-lock-time"
+    );
+    assert_eq!(out.status.code(), Some(124), "{stderr}");
+    assert!(
+        stderr.contains("must not be used for a snapshot"),
+        "{stderr}"
+    );
+    // The holder cannot know `lock` read that: its outcome also waits for
+    // an `unlock`, which gets it once.
+    s.mq().arg("unlock").assert().code(124);
+    s.mq().arg("unlock").assert().code(69);
+}
+
+/// A last-result.json nobody can read (truncated by a full disk, say) does
+/// not wedge split mode: `lock` refuses with 75 and says to run `unlock`,
+/// which sets it aside and exits 65 (it cannot tell the lock was held), and
+/// `lock` works again.
+#[test]
+fn an_unreadable_result_is_set_aside_by_unlock_and_does_not_wedge_lock() {
+    let s = need!(TestServer::start());
+    s.mq().arg("lock").assert().success();
+    s.mq().arg("unlock").assert().success();
+    let result = s.path("state").join("last-result.json");
+    std::fs::write(&result, "{\"ok\": tru").unwrap();
+    std::fs::set_permissions(&result, std::fs::Permissions::from_mode(0o600)).unwrap();
+    s.mq().arg("lock").assert().code(75).stderr(
+        predicate::str::contains("unreadable")
+            .and(predicate::str::contains("mysql-quiesce unlock")),
+    );
+    assert!(s.write_succeeds(1), "nothing may be locked");
+    s.mq().arg("unlock").assert().code(65).stderr(
+        predicate::str::contains("CONSISTENCY NOT GUARANTEED")
+            .and(predicate::str::contains("moved to")),
+    );
+    assert!(!result.exists());
+    s.mq().arg("lock").assert().success();
+    s.mq().arg("unlock").assert().success();
 }

@@ -3,7 +3,7 @@
 //! with a message that says what is still held and what to do.
 
 use super::protocol::{
-    self, Outcome, PhaseName, ReadyReport, Request, Status, UnlockReply, Variables,
+    self, HandOver, Outcome, PhaseName, ReadyReport, Request, Status, UnlockReply, Variables,
 };
 use super::{shell_pair, HOLDER_FD, HOLDER_LOCK_FD, HOLDER_PASSWORD_FD};
 use crate::exit;
@@ -55,7 +55,8 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
     }
     let (holder, report_pipe) = start_holder(plan, argv, &state, &lock_file, progress)?;
     let pid = holder.pid();
-    let locked = match read_report(&report_pipe) {
+    let mut pending = Vec::new();
+    let locked = match read_report(&report_pipe, &mut pending, None) {
         Report::Line(line) => match protocol::from_line::<ReadyReport>(&line) {
             Some(ReadyReport::Locked(locked)) => locked,
             Some(ReadyReport::Failed(outcome)) => {
@@ -80,7 +81,7 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
             }
         },
         Report::Signal(sig) => return Ok(holder.interrupted(sig)),
-        Report::Eof => {
+        Report::Eof | Report::Timeout => {
             holder.reap();
             return Err(exit::fail(
                 exit::SOFTWARE,
@@ -109,7 +110,9 @@ fn lock(plan: &Plan, argv: &[OsString], json: bool, progress: &Progress) -> anyh
             return Ok(exit::SOFTWARE);
         }
     }
-    holder.handed_out()?;
+    if let Some(code) = holder.handed_out(&report_pipe, &mut pending)? {
+        return Ok(code);
+    }
     progress.info(format!(
         "locked by holder pid {pid}; run `mysql-quiesce unlock` within --max-lock-time ({} s)",
         plan.max_lock_time.as_secs_f64()
@@ -134,7 +137,16 @@ fn refuse_over_uncollected(state: &State, dead: Option<Owner>) -> anyhow::Result
             ),
         ));
     }
-    if let Some(previous) = state.read_result::<Outcome>()? {
+    let previous = state.read_result::<Outcome>().map_err(|e| {
+        exit::fail(
+            exit::TEMPFAIL,
+            format!(
+                "{e:#}: an earlier holder's result that no `unlock` has collected is unreadable. Run \
+                 `mysql-quiesce unlock` (it moves it aside and exits 65), then lock again. Nothing was done"
+            ),
+        )
+    })?;
+    if let Some(previous) = previous {
         return Err(exit::fail(
             exit::TEMPFAIL,
             format!(
@@ -262,28 +274,57 @@ impl PendingHolder<'_> {
         self.child.id()
     }
 
-    /// The variables are printed: say so on its stdin, and let it outlive us.
-    fn handed_out(mut self) -> anyhow::Result<()> {
+    /// The variables are printed: say so on its stdin, and exit 0 only if it
+    /// answers that it still holds (not if --max-lock-time passed while our
+    /// stdout was blocked, say); then it outlives us.
+    /// `Ok(Some(code))`: interrupted by a signal (reported, nothing held).
+    fn handed_out(mut self, pipe: &impl AsFd, pending: &mut Vec<u8>) -> anyhow::Result<Option<u8>> {
         let pid = self.pid();
-        let told = self
+        let _ = self
             .child
             .child
             .stdin
             .take()
-            .is_some_and(|mut to_holder| to_holder.write_all(b"handed out\n").is_ok());
-        if !told {
-            // It went away right after locking: what it left is for `unlock`.
-            self.armed = false;
-            return Err(exit::fail(
-                exit::SOFTWARE,
-                format!(
-                    "the holder (pid {pid}) went away right after locking; see {} and `mysql-quiesce unlock`",
-                    self.state.log().display()
-                ),
-            ));
+            .map(|mut to_holder| to_holder.write_all(b"handed out\n"));
+        // It answers at once, or has already (when it gave up waiting).
+        let answer = read_report(pipe, pending, Some(Instant::now() + EXIT_TIMEOUT));
+        let hand_over = match answer {
+            Report::Line(line) => protocol::from_line::<HandOver>(&line),
+            // The caller will not use the variables: nothing may stay held.
+            Report::Signal(sig) => return Ok(Some(self.interrupted(sig))),
+            Report::Eof | Report::Timeout => None,
+        };
+        match hand_over {
+            Some(HandOver { held: true, .. }) => {
+                self.armed = false;
+                Ok(None)
+            }
+            Some(HandOver { code, why, .. }) => {
+                // It releases by itself and has told us its outcome.
+                self.armed = false;
+                Err(exit::fail(
+                    if code == exit::OK { exit::SOFTWARE } else { code },
+                    format!(
+                        "{}: the variables printed above must not be used for a snapshot; nothing is held (holder \
+                         log: {})",
+                        why.as_deref().unwrap_or("the holder released the lock before it was handed out"),
+                        self.state.log().display()
+                    ),
+                ))
+            }
+            None => {
+                // No answer: whatever it holds, stop it (Drop), since we exit
+                // non-zero and nobody will unlock.
+                Err(exit::fail(
+                    exit::SOFTWARE,
+                    format!(
+                        "the holder (pid {pid}) did not confirm that it still holds the lock; stopping it. The \
+                         variables printed above must not be used for a snapshot; see {}",
+                        self.state.log().display()
+                    ),
+                ))
+            }
         }
-        self.armed = false;
-        Ok(())
     }
 
     /// It reported a failure or exited: it releases by itself; wait for it
@@ -404,29 +445,31 @@ enum Report {
     Line(String),
     Eof,
     Signal(i32),
+    Timeout,
 }
 
-/// One line from the holder, or EOF, or a termination signal to us first.
-/// Reading stops at the line: the holder's children (guardian, hooks) do not
-/// have the pipe, but we must not wait for anything after it anyway.
-fn read_report(pipe: &impl AsFd) -> Report {
-    let mut buf = Vec::new();
+/// One line from the holder, or EOF, or a termination signal to us first, or
+/// `until`. Reading stops at the line: the holder's children (guardian,
+/// hooks) do not have the pipe, but we must not wait for anything after it.
+/// Bytes after the line stay in `buf` for the next call.
+fn read_report(pipe: &impl AsFd, buf: &mut Vec<u8>, until: Option<Instant>) -> Report {
     loop {
+        if let Some(end) = buf.iter().position(|&b| b == b'\n') {
+            let line: Vec<u8> = buf.drain(..=end).collect();
+            return Report::Line(String::from_utf8_lossy(&line[..end]).into_owned());
+        }
         if let Some(sig) = signals::received() {
             return Report::Signal(sig);
         }
-        if crate::wait::until(&[pipe.as_fd()], true, None) != crate::wait::Woke::Ready(0) {
-            continue;
+        match crate::wait::until(&[pipe.as_fd()], true, until) {
+            crate::wait::Woke::Ready(0) => {}
+            crate::wait::Woke::Timeout => return Report::Timeout,
+            _ => continue,
         }
         let mut chunk = [0u8; 4096];
         match nix::unistd::read(pipe, &mut chunk) {
             Ok(0) => return Report::Eof,
-            Ok(n) => {
-                buf.extend_from_slice(&chunk[..n]);
-                if let Some(end) = buf.iter().position(|&b| b == b'\n') {
-                    return Report::Line(String::from_utf8_lossy(&buf[..end]).into_owned());
-                }
-            }
+            Ok(n) => buf.extend_from_slice(&chunk[..n]),
             Err(nix::errno::Errno::EINTR) => {}
             Err(_) => return Report::Eof,
         }
@@ -494,7 +537,24 @@ fn after_holder(
     dead: Option<Owner>,
     progress: &Progress,
 ) -> anyhow::Result<u8> {
-    let result = state.read_result::<Outcome>()?;
+    let result = match state.read_result::<Outcome>() {
+        Ok(result) => result,
+        // Whatever it was, it cannot say the lock was held: move it aside so
+        // that it no longer blocks `lock`, and say so.
+        Err(e) => {
+            state.remove_socket();
+            state::clear_owner(lock_file);
+            let aside = match state.set_result_aside() {
+                Ok(p) => format!("moved to {}", p.display()),
+                Err(err) => format!("could not be moved aside ({err}); remove it"),
+            };
+            progress.error(format!(
+                "CONSISTENCY NOT GUARANTEED: the holder's recorded result is unreadable ({e:#}; {aside}): do not \
+                 trust a snapshot taken since `lock`. `lock` works again"
+            ));
+            return Ok(exit::INCONSISTENT);
+        }
+    };
     state.remove_socket();
     state::clear_owner(lock_file);
     if let Some(outcome) = result {
@@ -695,7 +755,8 @@ fn status(state_dir: &Path, json: bool) -> anyhow::Result<u8> {
     let state = State::new(state_dir);
     let (dead, waiting) = match state.probe(false)? {
         Probe::Absent => (None, false),
-        Probe::Free { owner, .. } => (owner, state.read_result::<Outcome>()?.is_some()),
+        // An unreadable result waits too (`unlock` sets it aside).
+        Probe::Free { owner, .. } => (owner, !matches!(state.read_result::<Outcome>(), Ok(None))),
         Probe::Busy { owner } => return running(&state, owner, json),
     };
     if json {

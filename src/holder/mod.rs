@@ -78,12 +78,30 @@ pub enum WaitEnd {
     Gone(String),
 }
 
+/// Why a lock was not handed over, and the exit status that says so.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NotHandedOver {
+    pub code: u8,
+    pub why: String,
+}
+
+impl NotHandedOver {
+    /// Whoever was to be told is gone, as a writer to a closed pipe (141).
+    pub fn gone(why: impl Into<String>) -> NotHandedOver {
+        NotHandedOver {
+            code: crate::exit::signal(libc::SIGPIPE),
+            why: why.into(),
+        }
+    }
+}
+
 /// What takes the place of the snapshot step in `lock` and `hold`.
 pub trait Waiter {
     /// Locked (and frozen): tell whoever waits, with the hook variables.
-    /// An error means nobody can be told (they are gone): the caller
-    /// releases everything at once, with the error as the reason.
-    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), String>;
+    /// An error means the lock was not handed over (nobody can be told, or
+    /// the deadline passed meanwhile): the caller releases everything at
+    /// once, failing with its exit status and reason.
+    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), NotHandedOver>;
     /// Wait for the release request or the deadline.
     fn wait(&mut self, deadline: Instant) -> WaitEnd;
     /// The run is over: hand its outcome to whoever asks.
@@ -147,16 +165,16 @@ impl StdinWaiter {
 }
 
 impl Waiter for StdinWaiter {
-    fn ready(&mut self, env: &Variables, _deadline: Instant) -> Result<(), String> {
+    fn ready(&mut self, env: &Variables, _deadline: Instant) -> Result<(), NotHandedOver> {
         let pairs: Vec<String> = env.iter().map(|(k, v)| shell_pair(k, v)).collect();
         let mut out = std::io::stdout().lock();
         writeln!(out, "READY {}", pairs.join(" "))
             .and_then(|()| out.flush())
             .map_err(|e| {
-                format!(
+                NotHandedOver::gone(format!(
                     "cannot print the READY line ({e}): whoever started `hold` is gone (its end of our stdout is \
                      closed), so nobody knows the lock is held; released everything at once"
-                )
+                ))
             })
     }
 

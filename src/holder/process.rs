@@ -3,9 +3,9 @@
 //! `status` (service.rs) until the release, and records the outcome before it
 //! stops answering, so an `unlock` at any moment gets the right answer.
 
-use super::protocol::{to_line, Locked, Outcome, ReadyReport, Variables};
+use super::protocol::{to_line, HandOver, Locked, Outcome, ReadyReport, Variables};
 use super::service::{self, Phase, Shared};
-use super::{WaitEnd, Waiter, HOLDER_FD, HOLDER_LOCK_FD};
+use super::{NotHandedOver, WaitEnd, Waiter, HOLDER_FD, HOLDER_LOCK_FD};
 use crate::exit;
 use crate::plan::Plan;
 use crate::report::{self, Report};
@@ -30,6 +30,9 @@ pub struct HolderWaiter {
     shared: service::Handle,
     /// Readable when an `unlock` has asked for the release.
     wake_read: OwnedFd,
+    /// `lock` was told the lock is not held (and exits with that): the
+    /// outcome needs no `unlock`.
+    told_lock: bool,
 }
 
 /// Take an inherited descriptor named by `var`, not passed on to our children.
@@ -48,6 +51,30 @@ fn inherited(var: &str) -> anyhow::Result<File> {
         nix::fcntl::FcntlArg::F_SETFD(nix::fcntl::FdFlag::FD_CLOEXEC),
     )?;
     Ok(file)
+}
+
+/// What `lock` said on our stdin about handing the variables out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Ack {
+    /// "handed out".
+    Given,
+    /// Nothing before the deadline (its stdout blocked, say).
+    TooLate,
+    /// End of file, anything else, or a signal to us: it is gone or stopping us.
+    NotGiven,
+}
+
+fn handed_out(deadline: Instant) -> Ack {
+    let stdin = std::io::stdin();
+    let mut answer = [0u8; 16];
+    match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
+        crate::wait::Woke::Ready(_) => match nix::unistd::read(stdin.as_fd(), &mut answer) {
+            Ok(n) if answer[..n].starts_with(b"handed out") => Ack::Given,
+            _ => Ack::NotGiven,
+        },
+        crate::wait::Woke::Timeout => Ack::TooLate,
+        crate::wait::Woke::Signal => Ack::NotGiven,
+    }
 }
 
 /// Stop asking for SIGTERM when the `lock` command exits: from here on
@@ -111,13 +138,16 @@ impl HolderWaiter {
             ready_pipe: Some(ready_pipe),
             shared,
             wake_read,
+            told_lock: false,
         })
     }
 
     fn releasing(&self, why: String) {
         let mut sh = service::lock(&self.shared);
         let (env, since) = match &sh.phase {
-            Phase::Holding { env, since, .. } => (env.clone(), *since),
+            Phase::Holding { env, since, .. } | Phase::HandingOut { env, since } => {
+                (env.clone(), *since)
+            }
             _ => (BTreeMap::new(), SystemTime::now()),
         };
         sh.phase = Phase::Releasing { why, env, since };
@@ -125,11 +155,11 @@ impl HolderWaiter {
 }
 
 impl Waiter for HolderWaiter {
-    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), String> {
-        service::lock(&self.shared).phase = Phase::Holding {
+    fn ready(&mut self, env: &Variables, deadline: Instant) -> Result<(), NotHandedOver> {
+        let since = SystemTime::now();
+        service::lock(&self.shared).phase = Phase::HandingOut {
             env: env.clone(),
-            since: SystemTime::now(),
-            deadline: None,
+            since,
         };
         let Some(mut pipe) = self.ready_pipe.take() else {
             return Ok(());
@@ -147,27 +177,67 @@ impl Waiter for HolderWaiter {
             env: env.clone(),
         });
         writeln!(pipe, "{}", to_line(&report)).map_err(|e| {
-            format!(
+            NotHandedOver::gone(format!(
                 "cannot report ready to the `mysql-quiesce lock` that started this holder ({e}): it is gone (killed, \
                  e.g. by a framework timeout), so nobody knows the lock is held; released everything at once"
-            )
+            ))
         })?;
-        let stdin = std::io::stdin();
-        let mut answer = [0u8; 16];
-        let acked = match crate::wait::until(&[stdin.as_fd()], true, Some(deadline)) {
-            crate::wait::Woke::Ready(_) => {
-                matches!(nix::unistd::read(stdin.as_fd(), &mut answer), Ok(n) if answer[..n].starts_with(b"handed out"))
-            }
-            _ => false,
-        };
-        if !acked {
-            return Err(
+        let acked = handed_out(deadline);
+        // Said "handed out" in time, and nothing has ended the lock since:
+        // only then is `lock` told to exit 0.
+        let refusal = if acked == Ack::TooLate
+            || (acked == Ack::Given && Instant::now() >= deadline)
+        {
+            Some((
+                exit::TIMEOUT,
+                "--max-lock-time passed while `mysql-quiesce lock` was still printing the variables (nobody read its \
+                 output in time); released everything: take no snapshot with them"
+                    .to_string(),
+            ))
+        } else if acked == Ack::NotGiven {
+            Some((
+                exit::signal(libc::SIGPIPE),
                 "the `mysql-quiesce lock` that started this holder did not hand the variables out (it was stopped \
-                 or killed first, or --max-lock-time passed), so nobody knows the lock is held; released everything"
-                    .into(),
-            );
+                 or killed first), so nobody knows the lock is held; released everything"
+                    .to_string(),
+            ))
+        } else {
+            signals::received().map(|sig| {
+                (
+                    exit::signal(sig),
+                    format!("received signal {sig} while `mysql-quiesce lock` handed the variables out; released everything"),
+                )
+            })
+        };
+        let answer = match &refusal {
+            None => HandOver {
+                held: true,
+                code: exit::OK,
+                why: None,
+            },
+            Some((code, why)) => HandOver {
+                held: false,
+                code: *code,
+                why: Some(why.clone()),
+            },
+        };
+        if refusal.is_none() {
+            service::lock(&self.shared).phase = Phase::Holding {
+                env: env.clone(),
+                since,
+                deadline: None,
+            };
         }
-        Ok(())
+        let told = writeln!(pipe, "{}", to_line(&answer)).is_ok();
+        match refusal {
+            None => Ok(()),
+            Some((code, why)) => {
+                // `lock` was there to read it (it had just said "handed out"):
+                // it exits with this outcome, so nobody needs to collect it.
+                self.told_lock = acked == Ack::Given && told;
+                Err(NotHandedOver { code, why })
+            }
+        }
     }
 
     fn wait(&mut self, deadline: Instant) -> WaitEnd {
@@ -216,7 +286,7 @@ impl Waiter for HolderWaiter {
             lock_held_ms: report.lock.held_ms,
         };
         let mut sh = service::lock(&self.shared);
-        let mut delivered = false;
+        let mut delivered = self.told_lock;
         if let Some(mut pipe) = self.ready_pipe.take() {
             // Never got ready: the `lock` command reports the failure, if it is still there.
             if writeln!(pipe, "{}", to_line(&ReadyReport::Failed(outcome.clone()))).is_ok() {

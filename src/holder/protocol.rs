@@ -58,6 +58,19 @@ pub enum ReadyReport {
     Failed(Outcome),
 }
 
+/// The holder's second line to `lock`, once `lock` has said it handed the
+/// variables out: whether the lock is still held. `lock` exits 0 only on
+/// `held`; otherwise (--max-lock-time passed while its stdout was blocked,
+/// say) with `code`, so that a snapshot is not taken on released variables.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HandOver {
+    pub held: bool,
+    #[serde(default)]
+    pub code: u8,
+    #[serde(default)]
+    pub why: Option<String>,
+}
+
 /// A request on the holder's socket: one line.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Request {
@@ -107,6 +120,9 @@ pub enum PhaseName {
     /// `lock` started it and it is not answering on its socket yet.
     Starting,
     Locking,
+    /// Locked; `lock` is printing the variables (`unlock` must wait).
+    #[serde(rename = "handing-out")]
+    HandingOut,
     Holding,
     Releasing,
     Finished,
@@ -119,6 +135,7 @@ impl PhaseName {
         match self {
             PhaseName::Starting => "starting",
             PhaseName::Locking => "locking",
+            PhaseName::HandingOut => "handing-out",
             PhaseName::Holding => "holding",
             PhaseName::Releasing => "releasing",
             PhaseName::Finished => "finished",
@@ -255,6 +272,17 @@ mod tests {
             ..Status::default()
         };
         assert_eq!(to_line(&holding), r#"{"running":true,"phase":"holding"}"#);
+    }
+
+    #[test]
+    fn a_hand_over_reads_back_and_the_phase_has_its_name() {
+        let h = HandOver {
+            held: false,
+            code: 124,
+            why: Some("deadline".into()),
+        };
+        assert_eq!(from_line::<HandOver>(&to_line(&h)), Some(h));
+        assert_eq!(to_line(&PhaseName::HandingOut), r#""handing-out""#);
     }
 
     #[test]

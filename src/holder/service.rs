@@ -21,6 +21,11 @@ use std::time::{Duration, Instant, SystemTime};
 pub enum Phase {
     /// Connecting and locking: the `lock` command still waits.
     Locking,
+    /// Locked; the `lock` command prints the variables and has not said so yet.
+    HandingOut {
+        env: Variables,
+        since: SystemTime,
+    },
     Holding {
         env: Variables,
         since: SystemTime,
@@ -100,6 +105,16 @@ fn serve(stream: UnixStream, shared: &Handle, state: &State) {
                     ),
                 ))));
             }
+            Phase::HandingOut { .. } => {
+                send(to_line(&UnlockReply::Outcome(Outcome::refusal(
+                    exit::TEMPFAIL,
+                    format!(
+                        "holder pid {} has the lock, but the `mysql-quiesce lock` that started it is still handing the \
+                         variables out: nothing to unlock yet. Retry once that `lock` has returned",
+                        std::process::id()
+                    ),
+                ))));
+            }
             Phase::Holding { .. } | Phase::Releasing { .. } => {
                 sh.release_requested = true;
                 // Non-blocking; a full pipe already has a wake-up in it.
@@ -153,6 +168,10 @@ fn status(sh: &Shared) -> Status {
     };
     match &sh.phase {
         Phase::Locking => status.phase = Some(PhaseName::Locking),
+        Phase::HandingOut { env, since } => {
+            status.phase = Some(PhaseName::HandingOut);
+            holding(&mut status, env, since);
+        }
         Phase::Holding {
             env,
             since,

@@ -441,9 +441,9 @@ impl<'a> Run<'a> {
         if self.ok() {
             let mut env = self.env.clone();
             env.insert("MYSQL_QUIESCE_PHASE".into(), "snapshot".into());
-            if let Err(why) = waiter.ready(&env, deadline) {
-                // Nobody knows it is locked: release at once, as a writer to a closed pipe would die.
-                self.fail(exit::signal(libc::SIGPIPE), why);
+            if let Err(not) = waiter.ready(&env, deadline) {
+                // Nobody knows it is locked: release at once.
+                self.fail(not.code, not.why);
             } else {
                 let clock = Clock::start();
                 let end = waiter.wait(deadline);

@@ -4,7 +4,7 @@
 //! locked, the others are released before the next round, so writers are
 //! never blocked longer than one attempt's budget per round.
 
-use super::lock::{AttemptError, LockConfig, LockSession};
+use super::lock::{AttemptError, LockConfig, LockSession, STALL_SLACK};
 use super::Coordinates;
 use crate::exit;
 use crate::messages::Progress;
@@ -43,7 +43,34 @@ impl LockGroup {
                 session,
             });
         }
-        Ok(LockGroup { members })
+        let mut group = LockGroup { members };
+        group.refuse_the_same_server_twice()?;
+        Ok(group)
+    }
+
+    /// Two instances that are one server could never both be locked (the
+    /// second waits for the first): every round would fail, and the run end
+    /// in 75 as if retrying could help.
+    fn refuse_the_same_server_twice(&mut self) -> anyhow::Result<()> {
+        if self.members.len() < 2 {
+            return Ok(());
+        }
+        let mut seen: Vec<(String, String)> = Vec::new();
+        for m in &mut self.members {
+            let id = m.session.server_identity()?;
+            if let Some((first, _)) = seen.iter().find(|(_, other)| *other == id) {
+                return Err(exit::fail(
+                    exit::CONFIG,
+                    format!(
+                        "--instance {} and --instance {first} are the same server ({id}): give it once. Nothing was \
+                         locked",
+                        m.instance.label_or_spec(),
+                    ),
+                ));
+            }
+            seen.push((m.instance.label_or_spec(), id));
+        }
+        Ok(())
     }
 
     /// Lock every instance, retrying as configured. Returns how long the
@@ -102,6 +129,26 @@ impl LockGroup {
             });
             if results.iter().all(Result::is_ok) {
                 return Ok(started.elapsed());
+            }
+            // Some instances held the lock while another's attempt ran: if
+            // the round outlasted its budget, we were stalled meanwhile and
+            // their writers waited that long (each attempt checks only itself).
+            let took = started.elapsed();
+            let some_held = results.iter().any(Result::is_ok);
+            if some_held && took > budget + STALL_SLACK {
+                for m in &mut self.members {
+                    m.session.cleanup_after_attempt(progress);
+                }
+                return Err(exit::fail(
+                    exit::TIMEOUT,
+                    format!(
+                        "lock round {n} took {:.2} s, not within its {:.2} s budget, while some instances held their \
+                         lock: mysql-quiesce was stalled (stopped or starved), so their writers may have waited that \
+                         long. Released; nothing was frozen or snapshotted",
+                        took.as_secs_f64(),
+                        budget.as_secs_f64()
+                    ),
+                ));
             }
             // Release every instance, including the ones this round locked.
             let mut fatal = None;

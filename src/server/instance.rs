@@ -53,6 +53,14 @@ impl Instance {
             .unwrap_or_default()
     }
 
+    /// Its name, or where it is when it has none, for messages.
+    pub fn label_or_spec(&self) -> String {
+        match &self.name {
+            Some(n) => n.to_string(),
+            None => self.spec.target.to_string(),
+        }
+    }
+
     /// "instance NAME: " or "", before a message about this instance.
     pub fn prefix(&self) -> String {
         match &self.name {

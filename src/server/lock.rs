@@ -35,7 +35,7 @@ pub const IDLE_MARGIN: Duration = Duration::from_secs(1);
 pub const KILL_MARGIN: Duration = Duration::from_secs(1);
 /// A lock statement that returns this much after its budget was not waiting
 /// on the server (the watchdog ends that): our process was stalled.
-const STALL_SLACK: Duration = Duration::from_secs(1);
+pub(crate) const STALL_SLACK: Duration = Duration::from_secs(1);
 
 /// How the lock is taken and given back.
 #[derive(Debug, Clone)]
@@ -63,6 +63,27 @@ pub struct LockConfig {
     /// --max-lock-time (bounds the lock session's idle time).
     pub max_lock_time: Duration,
 }
+
+/// The binary-log point read under the lock.
+#[derive(Debug, Clone)]
+struct LockedBinlog {
+    file: String,
+    position: u64,
+    /// The GTID set then (None when empty: GTIDs off).
+    gtid: Option<String>,
+}
+
+/// Binary-log events that log no change: what a rotation (FLUSH BINARY LOGS)
+/// writes at the end of one file and the start of the next.
+const NO_CHANGE_EVENTS: &[&str] = &[
+    "Rotate",
+    "Stop",
+    "Format_desc",
+    "Previous_gtids",
+    "Gtid_list",
+    "Binlog_checkpoint",
+    "Start_encryption",
+];
 
 /// The long-query guard: before an attempt, wait while statements the lock
 /// would wait for have run this long (as XtraBackup's --ftwrl-wait-threshold).
@@ -117,7 +138,7 @@ pub struct LockSession {
     replica_stopped: bool,
     /// The binary-log file and position read under the lock, when they are
     /// an exact point: `verify` checks that nothing was logged since.
-    locked_binlog: Option<(String, u64)>,
+    locked_binlog: Option<LockedBinlog>,
     /// The statements the last attempt that gave up was waiting behind (they
     /// ran before it and still did after): waited out before the next one.
     blockers: Vec<Running>,
@@ -223,6 +244,22 @@ impl LockSession {
         Ok(session)
     }
 
+    /// Which server this is, to tell two --instance specs naming the same
+    /// one: its host name, port and data directory.
+    pub fn server_identity(&mut self) -> anyhow::Result<String> {
+        let row: Option<(Option<String>, Option<u64>, Option<String>)> = self
+            .conn
+            .query_first("SELECT @@hostname, @@port, @@datadir")
+            .map_err(|e| sql_error("reading the server's identity", &e))?;
+        let (host, port, datadir) = row.unwrap_or_default();
+        Ok(format!(
+            "{}:{} {}",
+            host.unwrap_or_default(),
+            port.unwrap_or_default(),
+            datadir.unwrap_or_default()
+        ))
+    }
+
     pub fn strategy(&self) -> &Strategy {
         &self.strategy
     }
@@ -298,8 +335,7 @@ impl LockSession {
         // attempt that gives up waited behind and, with --kill-long-queries,
         // the only statements it may kill (anything later may be queued
         // behind our own lock). Without PROCESS: only this user's.
-        let ours = [self.connection_id, self.watchdog_id];
-        let before = guard::running(&mut self.watchdog(), kind, 0.0, &ours);
+        let before = self.running(kind);
         if let (Some(_), Err(e)) = (cfg.kill_after, &before) {
             progress.warn(format!(
                 "--kill-long-queries: cannot read the process list: {e}; this attempt kills nothing"
@@ -312,10 +348,14 @@ impl LockSession {
                 Ok(())
             }
             Err(AttemptError::GaveUp(why)) => {
-                if let Ok(before) = &before {
-                    let now = guard::running(&mut self.watchdog(), kind, 0.0, &ours);
-                    if let Ok(now) = now {
-                        self.blockers = guard::started_before(before, now);
+                // Named only where the lock waits for running statements:
+                // under a lock that does not (backup-stage: only a write to a
+                // MyISAM or Aria table blocks it), a running InnoDB statement
+                // is no reason to wait; the retry pause is.
+                let names_blockers = self.strategy.waits_for.is_some() || cfg.query_type.is_some();
+                if let (true, Ok(before)) = (names_blockers, &before) {
+                    if let Ok(now) = self.running(kind) {
+                        self.blockers = guard::still_running(before, &now);
                     }
                 }
                 let behind = if self.blockers.is_empty() {
@@ -332,6 +372,13 @@ impl LockSession {
         }
     }
 
+    /// The process list of this server (other than our two sessions).
+    fn running(&self, kind: QueryType) -> mysql::Result<Vec<Running>> {
+        let ours = [self.connection_id, self.watchdog_id];
+        let mariadb = self.info.flavor == super::Flavor::Mariadb;
+        guard::running(&mut self.watchdog(), mariadb, kind, 0.0, &ours)
+    }
+
     /// What the guard and the wait after a blocked attempt consider here:
     /// --long-query-type, else what this lock waits for, else writes.
     fn long_kind(&self, cfg: &LockConfig) -> QueryType {
@@ -345,6 +392,8 @@ impl LockSession {
         match cfg.guard {
             Guard::Off => None,
             Guard::After(d) => Some(d),
+            // --kill-long-queries asks to kill what the guard would wait for.
+            Guard::Auto if cfg.kill_after.is_some() => None,
             Guard::Auto => self.strategy.waits_for.map(|_| AUTO_GUARD),
         }
     }
@@ -357,12 +406,22 @@ impl LockSession {
         if threshold.is_none() && self.blockers.is_empty() {
             return Ok(Vec::new());
         }
-        let ours = [self.connection_id, self.watchdog_id];
         let kind = self.long_kind(cfg);
-        let now = guard::running(&mut self.watchdog(), kind, 0.0, &ours)
+        let now = self
+            .running(kind)
             .map_err(|e| sql_error("reading the process list", &e))?;
-        self.blockers = guard::started_before(&self.blockers, now.clone());
-        let mut long = self.blockers.clone();
+        // Kept as first seen, so that a statement repeated on one connection
+        // drops out (see `guard::still_running`).
+        self.blockers = guard::still_running(&self.blockers, &now);
+        let mut long: Vec<Running> = now
+            .iter()
+            .filter(|n| {
+                self.blockers
+                    .iter()
+                    .any(|b| b.id == n.id && b.info == n.info)
+            })
+            .cloned()
+            .collect();
         if let Some(t) = threshold {
             for r in now {
                 if r.seconds as f64 >= t.as_secs_f64() && !long.iter().any(|l| l.id == r.id) {
@@ -389,11 +448,11 @@ impl LockSession {
         progress: &Progress,
     ) -> Result<(), AttemptError> {
         let killing = cfg.kill_after.and(before);
+        let deadline = Instant::now() + budget;
         if cfg.pre_flush {
             let stmt = "FLUSH NO_WRITE_TO_BINLOG TABLES";
             self.bounded(stmt, false, budget, None, kind, progress)?;
         }
-        let deadline = Instant::now() + budget;
         for stmt in self.strategy.lock {
             let remaining = deadline.saturating_duration_since(Instant::now());
             if remaining.is_zero() {
@@ -421,9 +480,11 @@ impl LockSession {
     ) -> Result<(), AttemptError> {
         progress.sql(stmt);
         let started = Instant::now();
+        let mariadb = self.info.flavor == super::Flavor::Mariadb;
         let outcome = run_bounded(
             &mut self.conn,
             &mut self.watchdog.lock().unwrap_or_else(|p| p.into_inner()),
+            mariadb,
             self.connection_id,
             stmt,
             budget,
@@ -446,21 +507,28 @@ impl LockSession {
             )
         };
         let took = started.elapsed();
-        match outcome.result {
-            // It took the lock, but long after its budget: our process was
-            // stalled (stopped, starved) while the server may have held the
-            // lock for it, blocking writers far longer than promised. No
-            // retry hides that: the run fails (124) and releases.
-            Ok(()) if takes_lock && took > budget + STALL_SLACK => Err(AttemptError::Fatal(exit::fail(
+        // It returned long after its budget, whatever it returned: our process
+        // (and its watchdog thread) was stalled (stopped, starved) while the
+        // server held the lock for it or writers queued behind it, far longer
+        // than promised. No retry hides that: the run fails (124) and releases.
+        if takes_lock && took > budget + STALL_SLACK {
+            let what = if outcome.result.is_ok() {
+                "while the server may have held the lock"
+            } else {
+                "while it waited on the server with every writer queued behind it"
+            };
+            return Err(AttemptError::Fatal(exit::fail(
                 exit::TIMEOUT,
                 format!(
                     "`{stmt}` returned after {:.2} s, not within its {:.2} s budget: mysql-quiesce was stalled \
-                     (stopped or starved) while the server may have held the lock, so writers may have waited that \
-                     long. Released; nothing was frozen or snapshotted",
+                     (stopped or starved) {what}, so writers may have waited that long. Released; nothing was \
+                     frozen or snapshotted",
                     took.as_secs_f64(),
                     budget.as_secs_f64()
                 ),
-            ))),
+            )));
+        }
+        match outcome.result {
             // The KILL raced with success: treat as a timeout and release.
             Ok(()) if outcome.killed_ours => Err(AttemptError::GaveUp(gave_up())),
             Ok(()) => Ok(()),
@@ -535,7 +603,11 @@ impl LockSession {
             progress.warn(n);
         }
         self.locked_binlog = match (&c.binlog_file, c.binlog_position) {
-            (Some(file), Some(pos)) if c.exact => Some((file.clone(), pos)),
+            (Some(file), Some(position)) if c.exact => Some(LockedBinlog {
+                file: file.clone(),
+                position,
+                gtid: c.gtid.clone().filter(|g| !g.is_empty()),
+            }),
             _ => None,
         };
         Ok(c)
@@ -570,7 +642,7 @@ impl LockSession {
     /// MEMORY table through: the writer gets error 1205, but the row stays
     /// and is logged. FLUSH TABLES WITH READ LOCK blocks it.)
     fn check_binlog_still(&mut self, progress: &Progress) -> Result<(), String> {
-        let Some((file, pos)) = self.locked_binlog.clone() else {
+        let Some(then) = self.locked_binlog.clone() else {
             return Ok(());
         };
         let statement = coordinates::binlog_status_statement(&self.info);
@@ -587,16 +659,38 @@ impl LockSession {
                 ))
             }
         };
-        if now == (Some(file.clone()), Some(pos)) {
+        let (LockedBinlog { file, position, .. }, now_file) = (&then, now.0.clone());
+        if now == (Some(file.clone()), Some(*position)) {
             return Ok(());
         }
-        let now = match now {
+        let shown = match &now {
             (Some(f), Some(p)) => format!("{f}:{p}"),
             _ => "nothing".to_string(),
         };
+        // Another file: a rotation (FLUSH BINARY LOGS, say) logs no change;
+        // whether a write came with it, the GTID set or the events tell.
+        if now_file.is_some_and(|f| f != *file) {
+            match self.only_rotated_since(&then, progress) {
+                Ok(true) => {
+                    progress.detail(format!(
+                        "the binary log was rotated under the lock ({file}:{position} to {shown}); nothing was \
+                         logged: the coordinates are exact"
+                    ));
+                    return Ok(());
+                }
+                Ok(false) => {}
+                Err(e) => {
+                    return Err(format!(
+                        "the binary log was rotated under the lock ({file}:{position} to {shown}), and whether a \
+                         write went through cannot be told: {e} (GTIDs on, or REPLICATION SLAVE / BINLOG MONITOR to \
+                         read the events, would tell)"
+                    ))
+                }
+            }
+        }
         Err(format!(
-            "the binary log moved from {file}:{pos} to {now} while {} was held: a write went through the lock{}, so \
-             the coordinates are not an exact point of the snapshot",
+            "the binary log moved from {file}:{position} to {shown} while {} was held: a write went through the \
+             lock{}, so the coordinates are not an exact point of the snapshot",
             self.strategy.name,
             if self.strategy.mode == LockMode::BackupStage {
                 " (BACKUP STAGE lets writes to Aria and MEMORY tables through; --lock=ftwrl blocks them)"
@@ -604,6 +698,55 @@ impl LockSession {
                 ""
             }
         ))
+    }
+
+    /// After a rotation under the lock: whether nothing but the rotation was
+    /// logged since `then` (the same GTID set, or only no-change events).
+    fn only_rotated_since(
+        &mut self,
+        then: &LockedBinlog,
+        progress: &Progress,
+    ) -> mysql::Result<bool> {
+        if let Some(gtid) = &then.gtid {
+            let query = match self.info.flavor {
+                super::Flavor::Mariadb => "SELECT @@global.gtid_binlog_pos",
+                _ => "SELECT @@global.gtid_executed",
+            };
+            progress.sql(query);
+            let now: Option<Option<String>> = self.conn.query_first(query)?;
+            let now = now.flatten().unwrap_or_default().replace('\n', "");
+            return Ok(now == *gtid);
+        }
+        let quote = |f: &str| f.replace('\'', "''");
+        let mut events: Vec<String> = Vec::new();
+        let tail = format!(
+            "SHOW BINLOG EVENTS IN '{}' FROM {}",
+            quote(&then.file),
+            then.position
+        );
+        progress.sql(&tail);
+        let rows: Vec<mysql::Row> = self.conn.query(tail)?;
+        events.extend(
+            rows.iter()
+                .filter_map(|r| r.get_opt::<String, _>("Event_type")?.ok()),
+        );
+        let logs: Vec<mysql::Row> = self.conn.query("SHOW BINARY LOGS")?;
+        let names: Vec<String> = logs
+            .iter()
+            .filter_map(|r| r.get_opt::<String, _>("Log_name")?.ok())
+            .collect();
+        for name in names.iter().skip_while(|n| **n != then.file).skip(1) {
+            let all = format!("SHOW BINLOG EVENTS IN '{}'", quote(name));
+            progress.sql(&all);
+            let rows: Vec<mysql::Row> = self.conn.query(all)?;
+            events.extend(
+                rows.iter()
+                    .filter_map(|r| r.get_opt::<String, _>("Event_type")?.ok()),
+            );
+        }
+        Ok(events
+            .iter()
+            .all(|e| NO_CHANGE_EVENTS.contains(&e.as_str())))
     }
 
     fn check_alive(&mut self, progress: &Progress) -> Result<(), String> {
@@ -891,12 +1034,20 @@ struct Bounded {
     kill_problems: Vec<String>,
 }
 
-/// Run `stmt` on `conn`. From `watchdog`: with `kill` (after, before),
-/// after `after` KILL QUERY the statements of `kind` of `before` (what ran
+/// How often the killer reads the process list once --kill-long-queries'
+/// time has come: without QUERY_ID (MySQL) a statement is recognised as one
+/// that ran before the attempt only once the process list's whole seconds
+/// show it (see `guard::started_before`), within a second.
+const KILL_POLL: Duration = Duration::from_millis(100);
+
+/// Run `stmt` on `conn`. From `watchdog`: with `kill` (after, before), from
+/// `after` on KILL QUERY the statements of `kind` of `before` (what ran
 /// before the attempt) that still run; after `budget`, KILL QUERY ours.
+#[allow(clippy::too_many_arguments)]
 fn run_bounded(
     conn: &mut Conn,
     watchdog: &mut Conn,
+    mariadb: bool,
     id: u32,
     stmt: &str,
     budget: Duration,
@@ -905,31 +1056,48 @@ fn run_bounded(
 ) -> Bounded {
     let ours = [id, watchdog.connection_id()];
     let kill = kill.filter(|(after, _)| *after < budget);
-    let mut kill_problems = Vec::new();
     let (done, wait) = mpsc::channel::<()>();
     let started = Instant::now();
     std::thread::scope(|s| {
         let killer = s.spawn(move || {
-            let mut killed_blockers = Vec::new();
+            let mut killed_blockers: Vec<Running> = Vec::new();
+            let mut kill_problems = Vec::new();
             if let Some((after, before)) = kill {
-                if wait.recv_timeout(after) != Err(mpsc::RecvTimeoutError::Timeout) {
-                    return (false, killed_blockers, kill_problems);
-                }
-                match guard::running(watchdog, kind, 0.0, &ours) {
-                    Ok(now) => {
-                        for r in guard::started_before(before, now) {
-                            match watchdog.query_drop(format!("KILL QUERY {}", r.id)) {
-                                Ok(()) => killed_blockers.push(r),
-                                Err(e) => kill_problems.push(format!(
-                                    "could not kill the query of {}: {e}",
-                                    r.describe()
-                                )),
+                let mut next = after;
+                loop {
+                    let left = next.saturating_sub(started.elapsed());
+                    if wait.recv_timeout(left) != Err(mpsc::RecvTimeoutError::Timeout) {
+                        return (false, killed_blockers, kill_problems);
+                    }
+                    match guard::running(watchdog, mariadb, kind, 0.0, &ours) {
+                        Ok(now) => {
+                            for r in guard::started_before(before, now) {
+                                if killed_blockers
+                                    .iter()
+                                    .any(|k| k.id == r.id && k.info == r.info)
+                                {
+                                    continue;
+                                }
+                                match watchdog.query_drop(format!("KILL QUERY {}", r.id)) {
+                                    Ok(()) => killed_blockers.push(r),
+                                    Err(e) => kill_problems.push(format!(
+                                        "could not kill the query of {}: {e}",
+                                        r.describe()
+                                    )),
+                                }
                             }
                         }
+                        Err(e) => {
+                            kill_problems.push(format!(
+                                "cannot read the process list: {e}; killing nothing"
+                            ));
+                            break;
+                        }
                     }
-                    Err(e) => kill_problems.push(format!(
-                        "cannot read the process list: {e}; killing nothing"
-                    )),
+                    next = started.elapsed() + KILL_POLL;
+                    if next >= budget {
+                        break;
+                    }
                 }
             }
             let left = budget.saturating_sub(started.elapsed());
