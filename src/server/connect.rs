@@ -214,7 +214,10 @@ impl ConnectSpec {
             .tcp_connect_timeout(Some(self.connect_timeout))
             .read_timeout(Some(IO_BACKSTOP.max(self.connect_timeout)))
             .write_timeout(Some(IO_BACKSTOP.max(self.connect_timeout)))
-            .tcp_keepalive_time_ms(Some(10_000));
+            .tcp_keepalive_time_ms(Some(10_000))
+            // Our statements are small: a known client limit spares the
+            // round trip that asks the server for its own at every connect.
+            .max_allowed_packet(Some(16 * 1024 * 1024));
         b = match &self.target {
             ConnectTarget::Socket(p) => b.socket(Some(p.to_string_lossy())),
             ConnectTarget::Tcp { host, port } => {

@@ -335,7 +335,17 @@ impl LockSession {
         // attempt that gives up waited behind and, with --kill-long-queries,
         // the only statements it may kill (anything later may be queued
         // behind our own lock). Without PROCESS: only this user's.
-        let before = self.running(kind);
+        // Named only where the lock waits for running statements: under a
+        // lock that does not (backup-stage: only a write to a MyISAM or Aria
+        // table blocks it), a running InnoDB statement is no reason to wait;
+        // the retry pause is. Not read at all when nothing would use it.
+        let names_blockers = (self.strategy.waits_for.is_some() || cfg.query_type.is_some())
+            && !cfg.long_query_wait.is_zero();
+        let before = if names_blockers || cfg.kill_after.is_some() {
+            self.running(kind)
+        } else {
+            Ok(Vec::new())
+        };
         if let (Some(_), Err(e)) = (cfg.kill_after, &before) {
             progress.warn(format!(
                 "--kill-long-queries: cannot read the process list: {e}; this attempt kills nothing"
@@ -348,11 +358,6 @@ impl LockSession {
                 Ok(())
             }
             Err(AttemptError::GaveUp(why)) => {
-                // Named only where the lock waits for running statements:
-                // under a lock that does not (backup-stage: only a write to a
-                // MyISAM or Aria table blocks it), a running InnoDB statement
-                // is no reason to wait; the retry pause is.
-                let names_blockers = self.strategy.waits_for.is_some() || cfg.query_type.is_some();
                 if let (true, Ok(before)) = (names_blockers, &before) {
                     if let Ok(now) = self.running(kind) {
                         self.blockers = guard::still_running(before, &now);
