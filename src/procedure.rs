@@ -57,7 +57,7 @@ pub const THAW: Step = Step {
 };
 pub const VERIFY: Step = Step {
     name: "verify",
-    what: "the lock session must still be the same live connection",
+    what: "the lock session must still be the same live connection, and with an exact mode the binary log must not have moved (a rotation that logged nothing aside)",
     on_failure: "exit 65: the snapshot must not be trusted (post and after hooks see MYSQL_QUIESCE_STATUS=failed)",
 };
 pub const POST: Step = Step {
