@@ -777,3 +777,119 @@ fn copy_to_verifies_a_full_copy_and_removes_it() {
     assert_nothing_left(&copies);
     assert!(String::from_utf8_lossy(&out.stderr).contains("tables not checked"));
 }
+
+/// Wait until the server whose pid file is `pid_file` has exited (it was
+/// told to shut down): its files are then what a crash would have left.
+fn wait_server_gone(pid_file: &Path) {
+    let t = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    loop {
+        // Our child until the fixture reaps it: a zombie has exited.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        if stat.is_empty() || state == Some("Z") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the server did not shut down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tables_whose_files_live_outside_the_data_directory_are_refused_and_never_touched() {
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // The files of two tables live outside the data directory: an InnoDB
+    // tablespace (the data directory holds an .isl naming it) and a MyISAM
+    // table's data and index (symbolic links in the data directory).
+    let ext = dir.path().join("ext");
+    std::fs::create_dir(&ext).unwrap();
+    let s = server!();
+    s.sql(&format!(
+        "CREATE DATABASE app; USE app; \
+         CREATE TABLE app.far (id INT PRIMARY KEY AUTO_INCREMENT, a INT, pad CHAR(200)) ENGINE=InnoDB \
+         DATA DIRECTORY='{e}'; \
+         INSERT INTO app.far (a, pad) SELECT seq, 'x' FROM seq_1_to_5000; \
+         CREATE TABLE app.farm (a INT) ENGINE=MyISAM DATA DIRECTORY='{e}' INDEX DIRECTORY='{e}'; \
+         INSERT INTO app.farm SELECT seq FROM seq_1_to_100; \
+         UPDATE app.far SET a = a + 1",
+        e = ext.display()
+    ));
+    // A crash-consistent copy of the data directory (as a volume snapshot of
+    // it alone would be): stopped without flushing, so recovery has work to do.
+    s.sql("SET GLOBAL innodb_fast_shutdown = 2; SHUTDOWN");
+    wait_server_gone(&s.path("pid"));
+    let snapshot = dir.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(s.path("data"))
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success());
+    assert!(snapshot.join("app/far.isl").exists());
+    assert!(std::fs::symlink_metadata(snapshot.join("app/farm.MYD"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let report = dir.path().join("report.json");
+    let before = digest(&ext);
+    let snapshot_before = digest(&snapshot);
+    let out = verify(&[
+        "--datadir",
+        p(&snapshot),
+        "--work-dir",
+        p(&work),
+        "--report",
+        p(&report),
+    ]);
+    assert_same_digest(
+        &before,
+        &digest(&ext),
+        "verify wrote to files outside the snapshot",
+    );
+    assert_same_digest(
+        &snapshot_before,
+        &digest(&snapshot),
+        "verify changed the snapshot's files",
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "app.far",
+        "app.farm",
+        "app/far.isl",
+        "app/farm.MYD",
+        "app/farm.MYI",
+        &ext.display().to_string(),
+        "nothing was started",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    let r = json(&report);
+    assert_eq!(r["exit_code"], 78);
+    assert!(r["recovery_ms"].is_null(), "a server was started: {r:#}");
+    assert_nothing_left(&work);
+}
