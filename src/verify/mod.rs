@@ -16,6 +16,7 @@ pub mod binlog;
 pub mod coordinates;
 pub mod datadir;
 pub mod errorlog;
+pub mod external;
 pub mod overlay;
 pub mod report;
 pub mod server;
@@ -178,6 +179,30 @@ impl Verify<'_> {
             ));
         }
         self.report.data = Some(data.clone());
+        let binlog_dir = match &args.binlog_dir {
+            Some(d) => d.canonicalize().map_err(|e| {
+                exit::fail(exit::CONFIG, format!("--binlog-dir {}: {e}", d.display()))
+            })?,
+            None => data.path.clone(),
+        };
+        self.report.binlog_dir = Some(binlog_dir.display().to_string());
+        // Tables whose files live elsewhere: the server would write the
+        // live files and check data the snapshot does not hold.
+        let mut outside = vec![(
+            data.path.as_path(),
+            "in the data directory",
+            external::scan(&data.path, true)?,
+        )];
+        if !binlog_dir.starts_with(&data.path) {
+            outside.push((
+                binlog_dir.as_path(),
+                "in the binary log directory",
+                external::scan(&binlog_dir, false)?,
+            ));
+        }
+        if let Some(e) = external::refusal(&outside) {
+            return Err(e);
+        }
         let recorded: Option<Recorded> = match &args.coordinates_file {
             Some(path) => {
                 let (r, raw) = coordinates::read(path)?;
@@ -210,13 +235,6 @@ impl Verify<'_> {
             binary.describe()
         ));
 
-        let binlog_dir = match &args.binlog_dir {
-            Some(d) => d.canonicalize().map_err(|e| {
-                exit::fail(exit::CONFIG, format!("--binlog-dir {}: {e}", d.display()))
-            })?,
-            None => data.path.clone(),
-        };
-        self.report.binlog_dir = Some(binlog_dir.display().to_string());
         let (binlogs, mut relays) = binlog::find(&binlog_dir)?;
         if binlog_dir != data.path {
             relays.extend(binlog::find(&data.path)?.1);
