@@ -893,3 +893,55 @@ fn tables_whose_files_live_outside_the_data_directory_are_refused_and_never_touc
     assert!(r["recovery_ms"].is_null(), "a server was started: {r:#}");
     assert_nothing_left(&work);
 }
+
+#[test]
+fn the_server_can_write_nothing_outside_its_view_and_run_directory() {
+    // Told to write elsewhere (here its general log, by --server-option; in
+    // real data a link or a dictionary path verify did not see), the
+    // server finds everything but its own directories read-only.
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let s = server!();
+    s.sql("CREATE DATABASE app; CREATE TABLE app.t (i INT) ENGINE=InnoDB; INSERT INTO app.t VALUES (1)");
+    s.sql("SHUTDOWN");
+    wait_server_gone(&s.path("pid"));
+    let snapshot = dir.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(s.path("data"))
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let log = outside.join("general.log");
+    let out = verify(&[
+        "--datadir",
+        p(&snapshot),
+        "--work-dir",
+        p(&work),
+        "--check-tables=none",
+        "--server-option=--general-log=ON",
+        &format!("--server-option=--general-log-file={}", log.display()),
+        "-v",
+    ]);
+    assert!(
+        !log.exists(),
+        "the server wrote {} outside its view: {}",
+        log.display(),
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs in a mount namespace of its own where everything but its view"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stayed writable"), "{stderr}");
+    assert_nothing_left(&work);
+}

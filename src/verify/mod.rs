@@ -13,6 +13,7 @@
 
 pub mod args;
 pub mod binlog;
+pub mod confine;
 pub mod coordinates;
 pub mod datadir;
 pub mod errorlog;
@@ -91,6 +92,7 @@ pub fn run(args: &Args, progress: Progress) -> u8 {
         failure: None,
         started: Instant::now(),
         timeout: Duration::ZERO,
+        confinement_checked: false,
     };
     if let Err(e) = v.execute() {
         v.fail(exit::code_of(&e), format!("{e:#}"));
@@ -106,6 +108,8 @@ struct Verify<'a> {
     failure: Option<(u8, String)>,
     started: Instant,
     timeout: Duration,
+    /// The server's confinement was checked (once is enough).
+    confinement_checked: bool,
 }
 
 /// What the recovery start found.
@@ -135,6 +139,37 @@ impl Verify<'_> {
     fn warn(&mut self, message: String) {
         self.progress.warn(&message);
         self.report.warnings.push(message);
+    }
+
+    /// Warn when the server can write outside its view of the snapshot and
+    /// its run directory (see `confine`).
+    fn check_confinement(&mut self, launch: &Launch, pid: u32) {
+        if std::mem::replace(&mut self.confinement_checked, true) {
+            return;
+        }
+        match launch.confinement() {
+            None => self.warn(
+                "not running as root: the server cannot be confined to its view of the snapshot and its run \
+                 directory, and can write whatever this user can"
+                    .into(),
+            ),
+            Some(c) => {
+                let open = c.check(pid);
+                if open.is_empty() {
+                    self.progress.detail(
+                        "the server runs in a mount namespace of its own where everything but its view of the \
+                         snapshot and its run directory is read-only",
+                    );
+                } else {
+                    let list: Vec<String> = open.iter().map(|p| p.display().to_string()).collect();
+                    self.warn(format!(
+                        "these mounts stayed writable for the server (it could not be confined to its view of the \
+                         snapshot and its run directory there): {}",
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
     }
 
     fn deadline(&self) -> Instant {
@@ -570,6 +605,7 @@ impl Verify<'_> {
             launch.args(Phase::Recover).join(" ")
         ));
         let mut server = Server::start(launch, Phase::Recover)?;
+        self.check_confinement(launch, server.pid());
         let conn = match server.wait_ready(&launch.run_dir, self.deadline()) {
             Ok(c) => c,
             Err(stop) => return Err(self.start_failure(stop, &mut server, "crash recovery")),
@@ -674,6 +710,7 @@ impl Verify<'_> {
         self.progress
             .info("restarting the server InnoDB read-only to check every table");
         let mut server = Server::start(launch, Phase::Check)?;
+        self.check_confinement(launch, server.pid());
         let conn = match server.wait_ready(&launch.run_dir, self.deadline()) {
             Ok(c) => c,
             Err(stop) => {
