@@ -240,9 +240,10 @@ fn decode(name: &OsStr) -> String {
     out
 }
 
-/// The refusal (exit 78) for what `scan` found in `dir` (`what`: "data
-/// directory", "binary log directory").
-pub fn refusal(found: &[(&Path, &str, Vec<Outside>)]) -> Option<anyhow::Error> {
+/// The refusal (exit 78) for what `scan` found in each directory (`what`:
+/// "in the data directory" and the like).
+/// `started`: found by the server after recovery (MySQL's dictionary).
+pub fn refusal(found: &[(&Path, &str, Vec<Outside>)], started: bool) -> Option<anyhow::Error> {
     let mut lines = Vec::new();
     let mut tables: Vec<String> = Vec::new();
     for (dir, what, list) in found {
@@ -263,12 +264,19 @@ pub fn refusal(found: &[(&Path, &str, Vec<Outside>)]) -> Option<anyhow::Error> {
     } else {
         format!(" ({})", tables.join(", "))
     };
+    let how = if started {
+        "its server found them in the data dictionary after crash recovery, and would check those files instead \
+         of the snapshot's (it is stopped; where verify runs as root, it could write nothing outside its view of the \
+         snapshot)"
+    } else {
+        "a server started on it would recover, write and check those files instead of the snapshot's (nothing \
+         was started or changed)"
+    };
     Some(exit::fail(
         exit::CONFIG,
         format!(
-            "the snapshot does not hold all its data: these files in it point outside it, to where the live data \
-             is, and a server started on it would recover, write and check those files instead of the snapshot's \
-             (nothing was started or changed):\n    {}\nA restore of this snapshot would lack that data too{which}. \
+            "the snapshot does not hold all its data: these files it names are outside it, where the live data \
+             is; {how}:\n    {}\nA restore of this snapshot would lack that data too{which}. \
              Either snapshot the filesystems that hold those paths together with the data directory (frozen \
              together, e.g. one --freeze for each) and restore them at the same paths, which verify cannot prove; \
              or move those tables into the data directory (recreate them without DATA DIRECTORY / INDEX \
@@ -277,6 +285,21 @@ pub fn refusal(found: &[(&Path, &str, Vec<Outside>)]) -> Option<anyhow::Error> {
             lines.join("\n    ")
         ),
     ))
+}
+
+/// "schema/table" from a tablespace path ("/x/app/t.ibd" -> "app/t").
+pub fn tablespace_name(path: &str) -> String {
+    let p = Path::new(path);
+    let file = p.file_stem().map(|s| s.to_string_lossy().into_owned());
+    let dir = p
+        .parent()
+        .and_then(Path::file_name)
+        .map(|s| s.to_string_lossy().into_owned());
+    match (dir, file) {
+        (Some(d), Some(f)) => format!("{d}/{f}"),
+        (None, Some(f)) => f,
+        _ => path.to_string(),
+    }
 }
 
 /// MySQL 8.0 and later keep a `DATA DIRECTORY` tablespace's path in the
@@ -291,7 +314,7 @@ pub fn mysql_outside(datadir: &Path, files: &[(String, String)]) -> Vec<Outside>
         })
         .map(|(name, path)| Outside {
             file: PathBuf::from(format!("{name}.ibd")),
-            table: Some(name.replacen('/', ".", 1)),
+            table: table_of(Path::new(name), false),
             schema: false,
             target: PathBuf::from(path),
             kind: Kind::Dictionary,
@@ -386,8 +409,15 @@ mod tests {
                 ("s@0024x".into(), t("s$x"), ext_s.clone()),
             ]
         );
-        let err =
-            refusal(&[(root.as_path(), "data directory", scan(&root, true).unwrap())]).unwrap();
+        let err = refusal(
+            &[(
+                root.as_path(),
+                "in the data directory",
+                scan(&root, true).unwrap(),
+            )],
+            false,
+        )
+        .unwrap();
         assert_eq!(exit::code_of(&err), exit::CONFIG);
         let text = format!("{err:#}");
         assert!(text.contains(
@@ -409,7 +439,7 @@ mod tests {
         symlink("b", d.path().join("a")).unwrap();
         symlink("a", d.path().join("b")).unwrap();
         assert!(scan(d.path(), true).unwrap().is_empty());
-        assert!(refusal(&[(d.path(), "data directory", vec![])]).is_none());
+        assert!(refusal(&[(d.path(), "in the data directory", vec![])], false).is_none());
     }
 
     #[test]
@@ -417,12 +447,20 @@ mod tests {
         let files = vec![
             ("app/t".to_string(), "./app/t.ibd".to_string()),
             ("app/far".to_string(), "/elsewhere/app/far.ibd".to_string()),
+            (
+                "app/p#p#p1".to_string(),
+                "/elsewhere/app/p#p#p1.ibd".to_string(),
+            ),
             ("app/in".to_string(), "/view/app/in.ibd".to_string()),
             ("innodb_system".to_string(), "ibdata1".to_string()),
         ];
         let got = mysql_outside(Path::new("/view"), &files);
-        assert_eq!(got.len(), 1);
+        assert_eq!(got.len(), 2);
         assert_eq!(got[0].table.as_deref(), Some("app.far"));
         assert_eq!(got[0].target, Path::new("/elsewhere/app/far.ibd"));
+        assert_eq!(got[1].table.as_deref(), Some("app.p"));
+        assert!(got[0]
+            .describe()
+            .contains("the data dictionary places its tablespace at"));
     }
 }

@@ -235,7 +235,7 @@ impl Verify<'_> {
                 external::scan(&binlog_dir, false)?,
             ));
         }
-        if let Some(e) = external::refusal(&outside) {
+        if let Some(e) = external::refusal(&outside, false) {
             return Err(e);
         }
         let recorded: Option<Recorded> = match &args.coordinates_file {
@@ -642,6 +642,12 @@ impl Verify<'_> {
             self.report.server_log = Some(tail(&server.log_text()));
             return Err(e.context("stopping the server after recovery"));
         }
+        let outside = external::mysql_outside(&launch.datadir, &view.tablespace_files);
+        if let Some(e) =
+            external::refusal(&[(&data.path, "in the data dictionary of", outside)], true)
+        {
+            return Err(e);
+        }
         let damage = errorlog::corruption_lines(&server.log_text(), 10);
         if !damage.is_empty() {
             self.report.server_log = Some(tail(&server.log_text()));
@@ -957,6 +963,14 @@ fn read_view(
             let executed: Option<Option<String>> =
                 conn.query_first("SELECT @@global.gtid_executed")?;
             v.gtid = nonempty(executed.flatten()).map(|g| g.replace('\n', ""));
+            // DATA DIRECTORY tablespaces are in the dictionary, not in the files.
+            // (INNODB_TABLESPACES would open each file for its size.)
+            let paths: Vec<String> =
+                conn.query("SELECT PATH FROM information_schema.INNODB_DATAFILES")?;
+            v.tablespace_files = paths
+                .into_iter()
+                .map(|p| (external::tablespace_name(&p), p))
+                .collect();
         }
     }
     if file.is_some() {
