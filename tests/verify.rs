@@ -945,3 +945,33 @@ fn the_server_can_write_nothing_outside_its_view_and_run_directory() {
     assert!(!stderr.contains("stayed writable"), "{stderr}");
     assert_nothing_left(&work);
 }
+
+#[test]
+fn a_live_data_directory_is_refused_under_any_path_a_bind_mount_included() {
+    // The same directory under another path: a bind mount (in a private
+    // mount namespace, so that nothing outside the test sees it).
+    let s = server!();
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let other = dir.path().join("bound");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$2" && exec "$3" verify --datadir "$2" --work-dir "$4" --check-tables none"#)
+        .arg("sh")
+        .arg(s.path("data"))
+        .arg(&other)
+        .arg(BIN)
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("of a running process"), "{stderr}");
+    assert!(stderr.contains(&other.display().to_string()), "{stderr}");
+    assert_nothing_left(&work);
+}
