@@ -1,15 +1,18 @@
 //! `mysql-quiesce verify`: prove that a snapshot restores.
 //!
 //! `Verify::execute` reads top to bottom: identify the data (`datadir`),
+//! refuse a snapshot whose tables live partly outside it (`external`),
 //! read the recorded coordinates (`coordinates`), pick the server
 //! (`server`), read the snapshot's binary log (`binlog`), make a writable
-//! view that never writes to the snapshot (`overlay`), start the server for
+//! view that never writes to the snapshot (`overlay`), start the server
+//! where it can write nothing but that view (`confine`) for
 //! crash recovery and read the restore point it holds, compare, restart it
 //! InnoDB read-only to CHECK TABLE everything (`tables`), stop, unmount and
 //! remove. Every resource is a guard whose Drop releases it (`Server` kills,
 //! `Overlay` unmounts, `WorkDir` removes), so an early return, a signal or a
 //! crashed server leaves nothing running or mounted; the mounts also live
-//! in a mount namespace of verify's own, which ends with it.
+//! in a mount namespace of verify's own, which ends with it. (A verify
+//! killed outright leaves its work directory and a --copy-to copy on disk.)
 
 pub mod args;
 pub mod binlog;
