@@ -967,9 +967,14 @@ fn read_view(
                 conn.query_first("SELECT @@global.gtid_executed")?;
             v.gtid = nonempty(executed.flatten()).map(|g| g.replace('\n', ""));
             // DATA DIRECTORY tablespaces are in the dictionary, not in the files.
-            // (INNODB_TABLESPACES would open each file for its size.)
-            let paths: Vec<String> =
-                conn.query("SELECT PATH FROM information_schema.INNODB_DATAFILES")?;
+            // (INNODB_TABLESPACES would open each file for its size.) Before
+            // 8.0 there is no such table, and .isl files (refused) instead.
+            let dictionary = datadir::parse_version(&v.version).is_some_and(|(a, _, _)| a >= 8);
+            let paths: Vec<String> = if dictionary {
+                conn.query("SELECT PATH FROM information_schema.INNODB_DATAFILES")?
+            } else {
+                Vec::new()
+            };
             v.tablespace_files = paths
                 .into_iter()
                 .map(|p| (external::tablespace_name(&p), p))
