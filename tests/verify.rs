@@ -742,7 +742,24 @@ fn a_server_that_cannot_recover_in_time_sigterm_and_a_crashed_server_leave_nothi
         );
         std::thread::sleep(Duration::from_millis(10));
     }
-    // Its files stay (nothing could remove them); nothing runs or is mounted.
+    // Its files stay (nothing could remove them), as the README and
+    // docs/restore.md say: its private directory under --work-dir. Nothing
+    // runs or is mounted, so `rm -rf` removes them.
+    let left: Vec<String> = std::fs::read_dir(&work)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    assert!(
+        left.len() == 1 && left[0].starts_with("mysql-quiesce-verify."),
+        "{left:?}"
+    );
+    let st = Command::new("rm")
+        .arg("-rf")
+        .arg(work.join(&left[0]))
+        .status()
+        .unwrap();
+    assert!(st.success());
     let _ = std::fs::remove_dir_all(&work);
     std::fs::create_dir(&work).unwrap();
     assert_nothing_left(&work);
@@ -776,4 +793,202 @@ fn copy_to_verifies_a_full_copy_and_removes_it() {
     assert_nothing_left(&work);
     assert_nothing_left(&copies);
     assert!(String::from_utf8_lossy(&out.stderr).contains("tables not checked"));
+}
+
+/// Wait until the server whose pid file is `pid_file` has exited (it was
+/// told to shut down): its files are then what a crash would have left.
+fn wait_server_gone(pid_file: &Path) {
+    let t = Instant::now();
+    let pid = loop {
+        if let Some(pid) = std::fs::read_to_string(pid_file)
+            .ok()
+            .and_then(|s| s.trim().parse::<u32>().ok())
+        {
+            break pid;
+        }
+        assert!(t.elapsed() < Duration::from_secs(30), "no pid file");
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    loop {
+        // Our child until the fixture reaps it: a zombie has exited.
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let state = stat
+            .rsplit(')')
+            .next()
+            .unwrap_or("")
+            .split_whitespace()
+            .next();
+        if stat.is_empty() || state == Some("Z") {
+            return;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(60),
+            "the server did not shut down"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn tables_whose_files_live_outside_the_data_directory_are_refused_and_never_touched() {
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    // The files of two tables live outside the data directory: an InnoDB
+    // tablespace (the data directory holds an .isl naming it) and a MyISAM
+    // table's data and index (symbolic links in the data directory).
+    let ext = dir.path().join("ext");
+    std::fs::create_dir(&ext).unwrap();
+    let s = server!();
+    s.sql(&format!(
+        "CREATE DATABASE app; USE app; \
+         CREATE TABLE app.far (id INT PRIMARY KEY AUTO_INCREMENT, a INT, pad CHAR(200)) ENGINE=InnoDB \
+         DATA DIRECTORY='{e}'; \
+         INSERT INTO app.far (a, pad) SELECT seq, 'x' FROM seq_1_to_5000; \
+         CREATE TABLE app.farm (a INT) ENGINE=MyISAM DATA DIRECTORY='{e}' INDEX DIRECTORY='{e}'; \
+         INSERT INTO app.farm SELECT seq FROM seq_1_to_100; \
+         UPDATE app.far SET a = a + 1",
+        e = ext.display()
+    ));
+    // A crash-consistent copy of the data directory (as a volume snapshot of
+    // it alone would be): stopped without flushing, so recovery has work to do.
+    s.sql("SET GLOBAL innodb_fast_shutdown = 2; SHUTDOWN");
+    wait_server_gone(&s.path("pid"));
+    let snapshot = dir.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(s.path("data"))
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success());
+    assert!(snapshot.join("app/far.isl").exists());
+    assert!(std::fs::symlink_metadata(snapshot.join("app/farm.MYD"))
+        .unwrap()
+        .file_type()
+        .is_symlink());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let report = dir.path().join("report.json");
+    let before = digest(&ext);
+    let snapshot_before = digest(&snapshot);
+    let out = verify(&[
+        "--datadir",
+        p(&snapshot),
+        "--work-dir",
+        p(&work),
+        "--report",
+        p(&report),
+    ]);
+    assert_same_digest(
+        &before,
+        &digest(&ext),
+        "verify wrote to files outside the snapshot",
+    );
+    assert_same_digest(
+        &snapshot_before,
+        &digest(&snapshot),
+        "verify changed the snapshot's files",
+    );
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    for needle in [
+        "app.far",
+        "app.farm",
+        "app/far.isl",
+        "app/farm.MYD",
+        "app/farm.MYI",
+        &ext.display().to_string(),
+        "nothing was started",
+    ] {
+        assert!(stderr.contains(needle), "no {needle:?} in:\n{stderr}");
+    }
+    assert!(out.stdout.is_empty(), "{}", text(&out));
+    let r = json(&report);
+    assert_eq!(r["exit_code"], 78);
+    assert!(r["recovery_ms"].is_null(), "a server was started: {r:#}");
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn the_server_can_write_nothing_outside_its_view_and_run_directory() {
+    // Told to write elsewhere (here its general log, by --server-option; in
+    // real data a link or a dictionary path verify did not see), the
+    // server finds everything but its own directories read-only.
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let s = server!();
+    s.sql("CREATE DATABASE app; CREATE TABLE app.t (i INT) ENGINE=InnoDB; INSERT INTO app.t VALUES (1)");
+    s.sql("SHUTDOWN");
+    wait_server_gone(&s.path("pid"));
+    let snapshot = dir.path().join("data");
+    assert!(Command::new("cp")
+        .arg("-a")
+        .arg(s.path("data"))
+        .arg(&snapshot)
+        .status()
+        .unwrap()
+        .success());
+    let work = dir.path().join("work");
+    std::fs::create_dir(&work).unwrap();
+    let outside = dir.path().join("outside");
+    std::fs::create_dir(&outside).unwrap();
+    let log = outside.join("general.log");
+    let out = verify(&[
+        "--datadir",
+        p(&snapshot),
+        "--work-dir",
+        p(&work),
+        "--check-tables=none",
+        "--server-option=--general-log=ON",
+        &format!("--server-option=--general-log-file={}", log.display()),
+        "-v",
+    ]);
+    assert!(
+        !log.exists(),
+        "the server wrote {} outside its view: {}",
+        log.display(),
+        text(&out)
+    );
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("runs in a mount namespace of its own where everything but its view"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("stayed writable"), "{stderr}");
+    assert_nothing_left(&work);
+}
+
+#[test]
+fn a_live_data_directory_is_refused_under_any_path_a_bind_mount_included() {
+    // The same directory under another path: a bind mount (in a private
+    // mount namespace, so that nothing outside the test sees it).
+    let s = server!();
+    let dir = tempfile::Builder::new()
+        .prefix("mqv")
+        .tempdir_in("/tmp")
+        .unwrap();
+    let other = dir.path().join("bound");
+    let work = dir.path().join("work");
+    std::fs::create_dir(&other).unwrap();
+    std::fs::create_dir(&work).unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg(r#"mount --bind "$1" "$2" && exec "$3" verify --datadir "$2" --work-dir "$4" --check-tables none"#)
+        .arg("sh")
+        .arg(s.path("data"))
+        .arg(&other)
+        .arg(BIN)
+        .arg(&work)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("of a running process"), "{stderr}");
+    assert!(stderr.contains(&other.display().to_string()), "{stderr}");
+    assert_nothing_left(&work);
 }

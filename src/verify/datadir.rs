@@ -183,12 +183,18 @@ pub fn detect(path: &Path) -> anyhow::Result<DataDir> {
     })
 }
 
-/// Servers (mysqld, mariadbd) whose working directory is `datadir`: a
-/// server runs in its data directory. Verify must run on a snapshot, never
-/// on live files. (Other processes there, such as the shell verify was
-/// started from, do not count.)
+/// Servers (mysqld, mariadbd) whose data directory is `datadir`: their
+/// working directory (a server runs in its data directory) or the
+/// `--datadir` on their command line is the same directory, compared by
+/// device and inode, so that another path to it (a bind mount, a link, a
+/// server in a chroot or another mount namespace) is no way around the
+/// check. Verify must run on a snapshot, never on live files. (Other
+/// processes there, such as the shell verify was started from, do not count.)
 pub fn servers_using(datadir: &Path) -> Vec<(u32, String)> {
     let mut found = Vec::new();
+    let Some(want) = dev_ino(datadir) else {
+        return found;
+    };
     let Ok(procs) = std::fs::read_dir("/proc") else {
         return found;
     };
@@ -204,16 +210,77 @@ pub fn servers_using(datadir: &Path) -> Vec<(u32, String)> {
         if !(comm.contains("mysqld") || comm.contains("mariadbd")) {
             continue;
         }
-        if std::fs::read_link(p.path().join("cwd")).ok().as_deref() == Some(datadir) {
+        if server_dirs(&p.path())
+            .iter()
+            .any(|d| dev_ino(d) == Some(want))
+        {
             found.push((pid, comm.to_string()));
         }
     }
     found
 }
 
+/// (device, inode) of a path, following links (the /proc magic ones too).
+fn dev_ino(path: &Path) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::metadata(path).ok()?;
+    Some((m.dev(), m.ino()))
+}
+
+/// Where the server at `/proc/PID` keeps its data, as paths this process
+/// can open: its working directory, and its --datadir (seen from its own
+/// root and working directory).
+fn server_dirs(proc_dir: &Path) -> Vec<PathBuf> {
+    let mut dirs = vec![proc_dir.join("cwd")];
+    let cmdline = std::fs::read(proc_dir.join("cmdline")).unwrap_or_default();
+    let args: Vec<&[u8]> = cmdline.split(|b| *b == 0).collect();
+    for (i, a) in args.iter().enumerate() {
+        let a = String::from_utf8_lossy(a);
+        let value = match a.strip_prefix("--datadir=") {
+            Some(v) => Some(v.to_string()),
+            None if a == "--datadir" || a == "-h" => args
+                .get(i + 1)
+                .map(|v| String::from_utf8_lossy(v).into_owned()),
+            None => a.strip_prefix("-h").map(str::to_string),
+        };
+        if let Some(v) = value.filter(|v| !v.is_empty()) {
+            let v = Path::new(&v);
+            dirs.push(match v.strip_prefix("/") {
+                Ok(rel) => proc_dir.join("root").join(rel),
+                Err(_) => proc_dir.join("cwd").join(v),
+            });
+        }
+    }
+    dirs
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_server_is_found_by_its_working_directory_or_its_datadir_option() {
+        let p = tempfile::tempdir().unwrap();
+        let proc_dir = p.path();
+        std::fs::write(
+            proc_dir.join("cmdline"),
+            b"/usr/sbin/mariadbd\0--no-defaults\0--datadir=/var/lib/mysql\0-h\0rel\0",
+        )
+        .unwrap();
+        assert_eq!(
+            server_dirs(proc_dir),
+            [
+                proc_dir.join("cwd"),
+                proc_dir.join("root/var/lib/mysql"),
+                proc_dir.join("cwd/rel")
+            ]
+        );
+        // Another path to the same directory is the same directory.
+        let d = tempfile::tempdir().unwrap();
+        std::os::unix::fs::symlink(d.path(), p.path().join("link")).unwrap();
+        assert_eq!(dev_ino(&p.path().join("link")), dev_ino(d.path()));
+        assert_ne!(dev_ino(p.path()), dev_ino(d.path()));
+    }
 
     #[test]
     fn versions_are_read_from_every_form_the_files_use() {

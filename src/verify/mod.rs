@@ -1,21 +1,26 @@
 //! `mysql-quiesce verify`: prove that a snapshot restores.
 //!
 //! `Verify::execute` reads top to bottom: identify the data (`datadir`),
+//! refuse a snapshot whose tables live partly outside it (`external`),
 //! read the recorded coordinates (`coordinates`), pick the server
 //! (`server`), read the snapshot's binary log (`binlog`), make a writable
-//! view that never writes to the snapshot (`overlay`), start the server for
+//! view that never writes to the snapshot (`overlay`), start the server
+//! where it can write nothing but that view (`confine`) for
 //! crash recovery and read the restore point it holds, compare, restart it
 //! InnoDB read-only to CHECK TABLE everything (`tables`), stop, unmount and
 //! remove. Every resource is a guard whose Drop releases it (`Server` kills,
 //! `Overlay` unmounts, `WorkDir` removes), so an early return, a signal or a
 //! crashed server leaves nothing running or mounted; the mounts also live
-//! in a mount namespace of verify's own, which ends with it.
+//! in a mount namespace of verify's own, which ends with it. (A verify
+//! killed outright leaves its work directory and a --copy-to copy on disk.)
 
 pub mod args;
 pub mod binlog;
+pub mod confine;
 pub mod coordinates;
 pub mod datadir;
 pub mod errorlog;
+pub mod external;
 pub mod overlay;
 pub mod report;
 pub mod server;
@@ -90,6 +95,7 @@ pub fn run(args: &Args, progress: Progress) -> u8 {
         failure: None,
         started: Instant::now(),
         timeout: Duration::ZERO,
+        confinement_checked: false,
     };
     if let Err(e) = v.execute() {
         v.fail(exit::code_of(&e), format!("{e:#}"));
@@ -105,6 +111,8 @@ struct Verify<'a> {
     failure: Option<(u8, String)>,
     started: Instant,
     timeout: Duration,
+    /// The server's confinement was checked (once is enough).
+    confinement_checked: bool,
 }
 
 /// What the recovery start found.
@@ -134,6 +142,37 @@ impl Verify<'_> {
     fn warn(&mut self, message: String) {
         self.progress.warn(&message);
         self.report.warnings.push(message);
+    }
+
+    /// Warn when the server can write outside its view of the snapshot and
+    /// its run directory (see `confine`).
+    fn check_confinement(&mut self, launch: &Launch, pid: u32) {
+        if std::mem::replace(&mut self.confinement_checked, true) {
+            return;
+        }
+        match launch.confinement() {
+            None => self.warn(
+                "not running as root: the server cannot be confined to its view of the snapshot and its run \
+                 directory, and can write whatever this user can"
+                    .into(),
+            ),
+            Some(c) => {
+                let open = c.check(pid);
+                if open.is_empty() {
+                    self.progress.detail(
+                        "the server runs in a mount namespace of its own where everything but its view of the \
+                         snapshot and its run directory is read-only",
+                    );
+                } else {
+                    let list: Vec<String> = open.iter().map(|p| p.display().to_string()).collect();
+                    self.warn(format!(
+                        "these mounts stayed writable for the server (it could not be confined to its view of the \
+                         snapshot and its run directory there): {}",
+                        list.join(", ")
+                    ));
+                }
+            }
+        }
     }
 
     fn deadline(&self) -> Instant {
@@ -178,6 +217,30 @@ impl Verify<'_> {
             ));
         }
         self.report.data = Some(data.clone());
+        let binlog_dir = match &args.binlog_dir {
+            Some(d) => d.canonicalize().map_err(|e| {
+                exit::fail(exit::CONFIG, format!("--binlog-dir {}: {e}", d.display()))
+            })?,
+            None => data.path.clone(),
+        };
+        self.report.binlog_dir = Some(binlog_dir.display().to_string());
+        // Tables whose files live elsewhere: the server would write the
+        // live files and check data the snapshot does not hold.
+        let mut outside = vec![(
+            data.path.as_path(),
+            "in the data directory",
+            external::scan(&data.path, true)?,
+        )];
+        if !binlog_dir.starts_with(&data.path) {
+            outside.push((
+                binlog_dir.as_path(),
+                "in the binary log directory",
+                external::scan(&binlog_dir, false)?,
+            ));
+        }
+        if let Some(e) = external::refusal(&outside, false) {
+            return Err(e);
+        }
         let recorded: Option<Recorded> = match &args.coordinates_file {
             Some(path) => {
                 let (r, raw) = coordinates::read(path)?;
@@ -210,13 +273,6 @@ impl Verify<'_> {
             binary.describe()
         ));
 
-        let binlog_dir = match &args.binlog_dir {
-            Some(d) => d.canonicalize().map_err(|e| {
-                exit::fail(exit::CONFIG, format!("--binlog-dir {}: {e}", d.display()))
-            })?,
-            None => data.path.clone(),
-        };
-        self.report.binlog_dir = Some(binlog_dir.display().to_string());
         let (binlogs, mut relays) = binlog::find(&binlog_dir)?;
         if binlog_dir != data.path {
             relays.extend(binlog::find(&data.path)?.1);
@@ -552,6 +608,7 @@ impl Verify<'_> {
             launch.args(Phase::Recover).join(" ")
         ));
         let mut server = Server::start(launch, Phase::Recover)?;
+        self.check_confinement(launch, server.pid());
         let conn = match server.wait_ready(&launch.run_dir, self.deadline()) {
             Ok(c) => c,
             Err(stop) => return Err(self.start_failure(stop, &mut server, "crash recovery")),
@@ -587,6 +644,12 @@ impl Verify<'_> {
         if let Err(e) = server.shutdown(self.deadline()) {
             self.report.server_log = Some(tail(&server.log_text()));
             return Err(e.context("stopping the server after recovery"));
+        }
+        let outside = external::mysql_outside(&launch.datadir, &view.tablespace_files);
+        if let Some(e) =
+            external::refusal(&[(&data.path, "in the data dictionary of", outside)], true)
+        {
+            return Err(e);
         }
         let damage = errorlog::corruption_lines(&server.log_text(), 10);
         if !damage.is_empty() {
@@ -656,6 +719,7 @@ impl Verify<'_> {
         self.progress
             .info("restarting the server InnoDB read-only to check every table");
         let mut server = Server::start(launch, Phase::Check)?;
+        self.check_confinement(launch, server.pid());
         let conn = match server.wait_ready(&launch.run_dir, self.deadline()) {
             Ok(c) => c,
             Err(stop) => {
@@ -902,6 +966,19 @@ fn read_view(
             let executed: Option<Option<String>> =
                 conn.query_first("SELECT @@global.gtid_executed")?;
             v.gtid = nonempty(executed.flatten()).map(|g| g.replace('\n', ""));
+            // DATA DIRECTORY tablespaces are in the dictionary, not in the files.
+            // (INNODB_TABLESPACES would open each file for its size.) Before
+            // 8.0 there is no such table, and .isl files (refused) instead.
+            let dictionary = datadir::parse_version(&v.version).is_some_and(|(a, _, _)| a >= 8);
+            let paths: Vec<String> = if dictionary {
+                conn.query("SELECT PATH FROM information_schema.INNODB_DATAFILES")?
+            } else {
+                Vec::new()
+            };
+            v.tablespace_files = paths
+                .into_iter()
+                .map(|p| (external::tablespace_name(&p), p))
+                .collect();
         }
     }
     if file.is_some() {

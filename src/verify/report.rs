@@ -40,6 +40,9 @@ pub struct ServerView {
     pub binary_logs: Vec<(String, u64)>,
     /// MariaDB InnoDB: the binary-log position of the last transaction it committed.
     pub innodb_binlog_position: Option<(String, u64)>,
+    /// MySQL: every InnoDB tablespace's name and path, from the data dictionary.
+    #[serde(skip)]
+    pub tablespace_files: Vec<(String, String)>,
 }
 
 #[derive(Debug, Clone, Default, Serialize)]

@@ -6,6 +6,7 @@
 //! wait at once, and stopping it. `Server` is a guard: dropped while the
 //! server still runs, it kills it and reaps it.
 
+use super::confine::Confinement;
 use super::datadir::{DataDir, Family};
 use super::watch::DirWatch;
 use crate::exit;
@@ -233,6 +234,25 @@ pub struct Launch {
 }
 
 impl Launch {
+    /// The directories the server may write: its view of the data
+    /// directory and of the binary log, and its run directory.
+    pub fn writable(&self) -> Vec<PathBuf> {
+        let mut w = vec![self.run_dir.clone(), self.datadir.clone()];
+        for (base, _) in self.binlog.iter().chain(self.relay.iter()) {
+            if let Some(dir) = base.parent() {
+                w.push(dir.to_path_buf());
+            }
+        }
+        w
+    }
+
+    /// Its mount namespace (root only: nobody else may make one).
+    pub fn confinement(&self) -> Option<Confinement> {
+        nix::unistd::geteuid()
+            .is_root()
+            .then(|| Confinement::plan(&self.writable()))
+    }
+
     pub fn socket(&self) -> PathBuf {
         self.run_dir.join("sock")
     }
@@ -274,6 +294,16 @@ impl Launch {
             "--innodb-buffer-pool-load-at-startup=OFF".into(),
             "--innodb-buffer-pool-dump-at-shutdown=OFF".into(),
         ];
+        // No new symbolic links (DATA/INDEX DIRECTORY). It does not stop a
+        // server from following the links a data directory already has:
+        // verify refuses those (`external`) and confines the server (`confine`).
+        // MySQL deprecates the option (9.7 still has it): --loose- keeps a
+        // release without it starting.
+        a.push(if mysql {
+            "--loose-skip-symbolic-links".into()
+        } else {
+            "--skip-symbolic-links".into()
+        });
         if nix::unistd::geteuid().is_root() {
             a.push("--user=root".into());
         }
@@ -375,9 +405,14 @@ impl Server {
         ] {
             cmd.env_remove(var);
         }
-        // SAFETY: only async-signal-safe calls (setrlimit, prctl) between fork and exec.
+        let confinement = launch.confinement();
+        // SAFETY: only async-signal-safe calls (setrlimit, prctl, unshare,
+        // mount on strings made before the fork) between fork and exec.
         unsafe {
-            cmd.pre_exec(|| {
+            cmd.pre_exec(move || {
+                if let Some(c) = &confinement {
+                    c.apply()?;
+                }
                 // A crashing server must not leave a core file in the writable layer.
                 let none = libc::rlimit {
                     rlim_cur: 0,
@@ -705,6 +740,15 @@ mod tests {
         assert!(m
             .iter()
             .any(|x| x.starts_with("--secure-file-priv=/w/run/")));
+        // No symbolic links (MySQL deprecates the option: loose).
+        assert!(m.iter().any(|x| x == "--loose-skip-symbolic-links"));
+        let d = launch(Family::Mariadb).args(Phase::Check);
+        assert!(d.iter().any(|x| x == "--skip-symbolic-links"));
+        // The server may write its views and its run directory only.
+        assert_eq!(
+            launch(Family::Mariadb).writable(),
+            [PathBuf::from("/w/run"), "/w/data".into(), "/w/data".into()]
+        );
     }
 
     #[test]
