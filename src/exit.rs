@@ -43,7 +43,7 @@ pub const STATUSES: &[Status] = &[
     Status { code: "70", meaning: "internal error, or a filesystem could not be thawed (run `fsfreeze -u MOUNTPOINT`)" },
     Status { code: "75", meaning: "lock not acquired within the retries, long statements still running after --long-query-wait, another run holds the run lock, or (from `lock`) an earlier holder's outcome waits for its `unlock`; nothing changed, safe to retry" },
     Status { code: "77", meaning: "authentication failed or a privilege is missing" },
-    Status { code: "78", meaning: "configuration error (option file, option value, unsafe file or directory); from `verify`: not a data directory, a live one, no server of the data's family and version, or no way to make a writable view" },
+    Status { code: "78", meaning: "configuration error (option file, option value, unsafe file or directory); from `verify`: not a data directory, a live one, tables whose files live outside it, no server of the data's family and version, or no way to make a writable view" },
     Status { code: "124", meaning: "a hook timed out, or `--max-lock-time` passed (also when the run was stalled past it; from `unlock`: the holder released at `--max-lock-time`)" },
     Status { code: "126 / 127", meaning: "COMMAND not executable / not found (checked before connecting)" },
     Status { code: "128+N", meaning: "terminated by signal N, after releasing everything (141: whoever read `hold`'s or `lock`'s output is gone)" },

@@ -30,7 +30,8 @@ interrupted or when the server crashes. It reads no option files. Progress goes 
 the copy a replica (or start point-in-time recovery) from its restore point go to stdout. Exit status: 0 restorable \
 (and exactly at the recorded coordinates, where those are exact); 65 the copy is not what was recorded (coordinates \
 differ, a table fails its check, recovery reports damage); 69 the server cannot start or recover within --timeout; 78 \
-bad input (not a data directory, server missing or of the wrong flavor or version, no way to make a writable view); \
+bad input (not a data directory, a live one, tables whose files live outside it, server missing or of the wrong \
+flavor or version, no way to make a writable view); \
 128+N interrupted by signal N.";
 
 /// The options of `verify`.
