@@ -412,22 +412,12 @@ pub enum Sub {
     /// then release; exit status as `unlock`. For coprocesses in shell scripts.
     Hold,
     #[command(about = crate::verify::args::ABOUT, long_about = crate::verify::args::LONG_ABOUT)]
-    Verify(crate::verify::Args),
+    Verify(Box<crate::verify::Args>),
     /// Print the man page or a shell completion script to stdout.
     #[command(hide = true)]
     Generate {
         #[arg(value_enum)]
         what: Generated,
-    },
-    /// Internal: the guardian process that kills hooks and thaws filesystems if the run dies or stalls.
-    #[command(hide = true, name = "__guardian")]
-    Guardian {
-        /// DEV:INO of each mount point's directory as the run validated it
-        /// (repeatable, in order): what the guardian opens must be that.
-        #[arg(long = "dir")]
-        dirs: Vec<String>,
-        /// Mount points, in the order they will be frozen.
-        mountpoints: Vec<PathBuf>,
     },
 }
 

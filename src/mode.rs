@@ -10,7 +10,6 @@ use crate::options::{self, Loaded};
 use crate::plan::{self, Plan, Purpose};
 use crate::run::{Real, Run};
 use crate::signals;
-use clap::Parser;
 use std::ffi::OsString;
 use std::path::PathBuf;
 
@@ -52,10 +51,6 @@ impl Mode {
     /// with the descriptor of its `lock` command in its environment.
     pub fn of(cli: &Cli, holder_fd_set: bool) -> Mode {
         match &cli.subcommand {
-            Some(Sub::Guardian { dirs, mountpoints }) => Mode::Guardian {
-                dirs: dirs.clone(),
-                mountpoints: mountpoints.clone(),
-            },
             Some(Sub::Generate { what }) => Mode::Generate(*what),
             Some(Sub::Unlock) => Mode::Unlock,
             Some(Sub::Status { json }) => Mode::Status { json: *json },
@@ -69,6 +64,29 @@ impl Mode {
             None => Mode::Run,
         }
     }
+
+    /// The guardian's own command line (`__guardian [--dir=DEV:INO]...
+    /// MOUNTPOINT...`), read without clap: it is started on every run and
+    /// building the whole command definition would delay it. None when
+    /// `argv` is not the guardian's; Err when it is, but malformed (our own
+    /// binary never writes such a line).
+    pub fn guardian(argv: &[OsString]) -> Option<Result<Mode, ()>> {
+        if argv.get(1).is_none_or(|a| a != crate::guardian::ARGUMENT) {
+            return None;
+        }
+        let (mut dirs, mut mountpoints) = (Vec::new(), Vec::new());
+        for arg in &argv[2..] {
+            match arg.to_str() {
+                Some(a) if a.starts_with("--dir=") => dirs.push(a["--dir=".len()..].to_string()),
+                // Mount points are absolute paths (validated by the run).
+                _ if arg.as_encoded_bytes().starts_with(b"/") => {
+                    mountpoints.push(PathBuf::from(arg))
+                }
+                _ => return Some(Err(())),
+            }
+        }
+        Some(Ok(Mode::Guardian { dirs, mountpoints }))
+    }
 }
 
 /// Process entry: the exit status.
@@ -77,13 +95,12 @@ pub fn main_entry() -> u8 {
     // Kept before option loading masks the password in our argv: `lock` passes it on.
     let original_argv = argv.clone();
     // The guardian must not read option files or prompt: parsed directly.
-    if argv.get(1).is_some_and(|a| a == "__guardian") {
-        return match Cli::try_parse_from(&argv).map(|cli| Mode::of(&cli, false)) {
-            Ok(Mode::Guardian { dirs, mountpoints }) => {
-                crate::guardian::main(&mountpoints, &dirs).clamp(0, 255) as u8
-            }
-            _ => exit::USAGE,
-        };
+    match Mode::guardian(&argv) {
+        Some(Ok(Mode::Guardian { dirs, mountpoints })) => {
+            return crate::guardian::main(&mountpoints, &dirs).clamp(0, 255) as u8
+        }
+        Some(_) => return exit::USAGE,
+        None => {}
     }
     // verify starts its own server on a snapshot: no option files, no connection.
     if let Some(code) = crate::verify::entry(&argv) {
@@ -228,6 +245,7 @@ fn mask_stray_password(text: &str, argv: &[OsString]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use clap::Parser;
 
     fn mode(args: &[&str], holder: bool) -> Mode {
         let cli = Cli::try_parse_from(std::iter::once("mysql-quiesce").chain(args.iter().copied()))
@@ -250,12 +268,26 @@ mod tests {
             mode(&["status", "--json"], false),
             Mode::Status { json: true }
         );
+    }
+
+    #[test]
+    fn the_guardian_command_line_is_read_without_clap() {
+        let argv = |args: &[&str]| -> Vec<OsString> { args.iter().map(Into::into).collect() };
         assert_eq!(
-            mode(&["__guardian", "--dir=1:2", "/m"], false),
-            Mode::Guardian {
+            Mode::guardian(&argv(&["mq-guardian", "__guardian", "--dir=1:2", "/m"])),
+            Some(Ok(Mode::Guardian {
                 dirs: vec!["1:2".into()],
                 mountpoints: vec!["/m".into()]
-            }
+            }))
+        );
+        assert_eq!(Mode::guardian(&argv(&["mq", "--dry-run"])), None);
+        assert_eq!(
+            Mode::guardian(&argv(&["mq", "__guardian", "relative"])),
+            Some(Err(()))
+        );
+        assert_eq!(
+            Mode::guardian(&argv(&["mq", "__guardian", "--other"])),
+            Some(Err(()))
         );
     }
 

@@ -52,6 +52,8 @@ pub const BACKSTOP_DELAY: Duration = Duration::from_millis(250);
 /// The process name the guardian shows (`ps`, `top`): not "mysql-quiesce",
 /// so that `pkill mysql-quiesce` aimed at a stuck run does not kill it too.
 pub const PROCESS_NAME: &str = "mq-guardian";
+/// The first argument that makes our binary the guardian (see `Mode::guardian`).
+pub const ARGUMENT: &str = "__guardian";
 
 /// The guardian process, seen from the run.
 #[derive(Debug)]
@@ -73,7 +75,7 @@ impl Guardian {
     pub fn start(exe: &Path, targets: &[(PathBuf, (u64, u64))]) -> anyhow::Result<Guardian> {
         let mut child = Command::new(exe)
             .arg0(PROCESS_NAME)
-            .arg("__guardian")
+            .arg(ARGUMENT)
             .args(
                 targets
                     .iter()

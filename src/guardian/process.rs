@@ -110,7 +110,7 @@ impl Watch {
     }
 }
 
-/// Entry point of the hidden `__guardian` subcommand. Returns the exit status.
+/// Entry point of the guardian (`__guardian`, see `Mode::guardian`). Returns the exit status.
 pub fn main(mountpoints: &[PathBuf], dirs: &[String]) -> i32 {
     use nix::sys::signal::{signal, SigHandler};
     // `ps` and `pkill` show it by this name, not as "exe" (/proc/self/exe).

@@ -342,6 +342,13 @@ pub fn environment_args(env: &dyn Fn(&str) -> Option<String>) -> Vec<Derived> {
 /// Check each derived argument on its own, so that a bad value is reported
 /// with its origin and exit 78 instead of as a usage error.
 pub fn validate(derived: &[Derived], cmd: &clap::Command) -> anyhow::Result<()> {
+    // One parse of them all, the usual case; one each only to name the
+    // culprit of a failure. (They may fail only together: then the merged
+    // parse reports it.)
+    let all = std::iter::once("mysql-quiesce").chain(derived.iter().map(|d| d.arg.as_str()));
+    if derived.is_empty() || cmd.clone().try_get_matches_from(all).is_ok() {
+        return Ok(());
+    }
     for d in derived {
         if let Err(e) = cmd
             .clone()

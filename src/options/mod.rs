@@ -116,12 +116,17 @@ pub fn load_with(
     let mut merged: Vec<OsString> = argv.iter().take(1).cloned().collect();
     merged.extend(derived.iter().map(|d| OsString::from(&d.arg)));
     merged.extend(argv.iter().skip(1).cloned());
-    let matches = cmd.try_get_matches_from(&merged).map_err(|e| {
-        exit::fail(
-            exit::CONFIG,
-            format!("the options from option files and environment do not combine: {e}"),
-        )
-    })?;
+    // Nothing derived: the command line's own parse is the whole of it.
+    let matches = if derived.is_empty() {
+        from_cli.clone()
+    } else {
+        cmd.try_get_matches_from(&merged).map_err(|e| {
+            exit::fail(
+                exit::CONFIG,
+                format!("the options from option files and environment do not combine: {e}"),
+            )
+        })?
+    };
     let mut cli = Cli::from_arg_matches(&matches)?;
     // Where the port came from decides the transport (see server::connect).
     let port_origin = if from_cli.value_source("port") == Some(ValueSource::CommandLine) {

@@ -54,6 +54,11 @@ const ACCEPTED_GLOBALS: &[&str] = &["quiet", "verbose", "help", "no_defaults"];
 /// `argv` is not a verify command line (or not a valid one: the ordinary
 /// option handling then reports the usage error).
 pub fn entry(argv: &[OsString]) -> Option<u8> {
+    // Every run comes through here: no command definition built unless the
+    // word is there at all (before a `--`: after it, it is COMMAND's).
+    if !argv.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "verify") {
+        return None;
+    }
     let matches = crate::cli::command().try_get_matches_from(argv).ok()?;
     let ("verify", sub) = matches.subcommand()? else {
         return None;
