@@ -56,7 +56,12 @@ const ACCEPTED_GLOBALS: &[&str] = &["quiet", "verbose", "help", "no_defaults"];
 pub fn entry(argv: &[OsString]) -> Option<u8> {
     // Every run comes through here: no command definition built unless the
     // word is there at all (before a `--`: after it, it is COMMAND's).
-    if !argv.iter().skip(1).take_while(|a| *a != "--").any(|a| a == "verify") {
+    if !argv
+        .iter()
+        .skip(1)
+        .take_while(|a| *a != "--")
+        .any(|a| a == "verify")
+    {
         return None;
     }
     let matches = crate::cli::command().try_get_matches_from(argv).ok()?;
