@@ -203,6 +203,15 @@ fn hooks(pre: &[&str], snapshot: &[&str], post: &[&str], after: &[&str]) -> Hook
     }
 }
 
+/// What was recorded from `first` on.
+fn events_from<'a>(r: &'a Recorder, first: &str) -> Vec<&'a str> {
+    r.events
+        .iter()
+        .map(String::as_str)
+        .skip_while(|e| *e != first)
+        .collect()
+}
+
 fn run(plan: &Plan, recorder: &mut Recorder) -> u8 {
     Run::new(plan, recorder).execute()
 }
@@ -256,12 +265,7 @@ fn post_and_after_hooks_run_after_any_failure_and_see_it() {
         .events
         .iter()
         .any(|e| e.starts_with("snapshot") || e == "freeze"));
-    let tail: Vec<&str> = r
-        .events
-        .iter()
-        .map(String::as_str)
-        .skip_while(|e| *e != "verify")
-        .collect();
+    let tail = events_from(&r, "verify");
     assert_eq!(
         tail,
         [
@@ -324,12 +328,7 @@ fn a_post_hook_cut_at_the_deadline_releases_the_lock_before_the_next_one() {
         ..Recorder::default()
     };
     assert_eq!(run(&p, &mut r), exit::TIMEOUT);
-    let tail: Vec<&str> = r
-        .events
-        .iter()
-        .map(String::as_str)
-        .skip_while(|e| *e != "verify")
-        .collect();
+    let tail = events_from(&r, "verify");
     assert_eq!(
         tail,
         [
