@@ -365,6 +365,7 @@ fn report_records_phases_hooks_coordinates_and_outcome() {
             "coordinates",
             "pre",
             "snapshot",
+            "verify",
             "unlock"
         ]
     );

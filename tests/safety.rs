@@ -104,6 +104,7 @@ fn the_filesystem_is_frozen_during_the_snapshot_and_thawed_after_on_xfs_and_ext4
                 "freeze",
                 "snapshot",
                 "thaw",
+                "verify",
                 "unlock"
             ]
         );

@@ -566,7 +566,9 @@ impl<'a> Run<'a> {
         if !self.plan.locks() {
             return;
         }
+        let clock = Clock::start();
         let lost = self.backend.verify(deadline);
+        self.phase(procedure::VERIFY, clock, lost.is_empty());
         self.report.lock.verified = Some(lost.is_empty());
         if !lost.is_empty() {
             self.fail(
