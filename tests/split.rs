@@ -203,6 +203,24 @@ fn lock_then_unlock_holds_writes_in_between_and_exits_0() {
 }
 
 #[test]
+fn when_unlock_returns_its_holder_is_gone_and_the_next_lock_is_accepted_at_once() {
+    let s = need!(TestServer::start());
+    // The holder answers `unlock` and then exits: an `unlock` that returned
+    // before that exit let a `lock` right after it be refused (75) as a
+    // second holder. Several rounds: the window was a millisecond or two.
+    for round in 0..8 {
+        lock(&s, &[]);
+        s.mq().arg("unlock").assert().success();
+        let v = status_json(&s);
+        assert_eq!(v["running"], false, "round {round}: {v}");
+    }
+    lock(&s, &[]);
+    s.mq().arg("unlock").assert().success();
+    lock(&s, &[]);
+    s.mq().arg("unlock").assert().success();
+}
+
+#[test]
 fn lock_prints_json_with_json() {
     let s = need!(TestServer::start());
     let out = lock(&s, &["--json"]);

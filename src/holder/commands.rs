@@ -610,7 +610,9 @@ fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
     };
     let ack = match protocol::from_line::<UnlockReply>(&first) {
         Some(UnlockReply::Ack(ack)) => ack,
-        Some(UnlockReply::Outcome(outcome)) => return Ok(report_outcome(&outcome, progress)),
+        Some(UnlockReply::Outcome(outcome)) => {
+            return Ok(answered(state, owner, &outcome, progress))
+        }
         None => return Err(not_understood(&who, &first, state)),
     };
     let within = Duration::from_secs_f64(ack.expect_within.clamp(0.0, 86_400.0) + 10.0);
@@ -620,7 +622,7 @@ fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
     ));
     match read_line_within(&stream, &mut reader, within) {
         Answer::Line(l) => match protocol::from_line::<Outcome>(&l) {
-            Some(outcome) => Ok(report_outcome(&outcome, progress)),
+            Some(outcome) => Ok(answered(state, owner, &outcome, progress)),
             None => Err(not_understood(&who, &l, state)),
         },
         Answer::Eof => after_exit(state, owner, progress),
@@ -636,31 +638,43 @@ fn ask_unlock(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
     }
 }
 
-/// The holder did not answer on its socket: wait (bounded) for its flock to
-/// drop, then read what it left.
-fn after_exit(state: &State, owner: Option<Owner>, progress: &Progress) -> anyhow::Result<u8> {
-    let end = Instant::now() + EXIT_TIMEOUT;
+/// The holder answered with its outcome and exits right after: report it
+/// once the holder is gone, so that a `lock` run right after this `unlock`
+/// is not refused because the last one is still on its way out.
+fn answered(state: &State, owner: Option<Owner>, outcome: &Outcome, progress: &Progress) -> u8 {
+    match until_holder_gone(state, owner, Instant::now() + EXIT_TIMEOUT) {
+        // Free: the flock the probe took drops here, with it.
+        Ok(Gone::Absent | Gone::Free { .. }) => {}
+        Ok(Gone::StillHeld(o)) => progress.warn(format!(
+            "the {} answered but has not exited within {} s; a `lock` now may be refused until it has",
+            owner_text(&o),
+            EXIT_TIMEOUT.as_secs()
+        )),
+        Err(e) => progress.warn(format!("cannot tell whether the holder has exited: {e:#}")),
+    }
+    report_outcome(outcome, progress)
+}
+
+/// What waiting for the holder's flock found.
+enum Gone {
+    /// No lock file (anymore).
+    Absent,
+    /// Nobody holds it: ours until `file` is dropped.
+    Free { file: File, owner: Option<Owner> },
+    /// Still held at the end of the wait, by the owner last seen.
+    StillHeld(Option<Owner>),
+}
+
+/// Wait until the holder's flock is no longer held (its process has
+/// exited), or `end`.
+fn until_holder_gone(state: &State, owner: Option<Owner>, end: Instant) -> anyhow::Result<Gone> {
     loop {
         match state.probe(false)? {
-            Probe::Absent => return Ok(no_holder(state, progress)),
-            Probe::Free { file, owner } => return after_holder(state, &file, owner, progress),
+            Probe::Absent => return Ok(Gone::Absent),
+            Probe::Free { file, owner } => return Ok(Gone::Free { file, owner }),
             Probe::Busy { owner: now } => {
                 if Instant::now() >= end {
-                    return Err(match now.or(owner) {
-                        Some(o) => exit::fail(
-                            exit::SOFTWARE,
-                            format!(
-                                "the holder ({o}) holds {} but does not answer on {}; see {}",
-                                state.lock_path().display(),
-                                state.socket().display(),
-                                state.log().display()
-                            ),
-                        ),
-                        None => exit::fail(
-                            exit::TEMPFAIL,
-                            "a `mysql-quiesce lock` is still starting its holder: nothing to unlock yet; retry when it has returned",
-                        ),
-                    });
+                    return Ok(Gone::StillHeld(now.or(owner)));
                 }
                 // The flock goes when its holder exits: wait for that exit.
                 // A flock itself has no descriptor that says when it is
@@ -675,6 +689,28 @@ fn after_exit(state: &State, owner: Option<Owner>, progress: &Progress) -> anyho
                 }
             }
         }
+    }
+}
+
+/// The holder did not answer on its socket: wait (bounded) for its flock to
+/// drop, then read what it left.
+fn after_exit(state: &State, owner: Option<Owner>, progress: &Progress) -> anyhow::Result<u8> {
+    match until_holder_gone(state, owner, Instant::now() + EXIT_TIMEOUT)? {
+        Gone::Absent => Ok(no_holder(state, progress)),
+        Gone::Free { file, owner } => after_holder(state, &file, owner, progress),
+        Gone::StillHeld(Some(o)) => Err(exit::fail(
+            exit::SOFTWARE,
+            format!(
+                "the holder ({o}) holds {} but does not answer on {}; see {}",
+                state.lock_path().display(),
+                state.socket().display(),
+                state.log().display()
+            ),
+        )),
+        Gone::StillHeld(None) => Err(exit::fail(
+            exit::TEMPFAIL,
+            "a `mysql-quiesce lock` is still starting its holder: nothing to unlock yet; retry when it has returned",
+        )),
     }
 }
 
