@@ -77,7 +77,16 @@ impl Mode {
         let (mut dirs, mut mountpoints) = (Vec::new(), Vec::new());
         for arg in &argv[2..] {
             match arg.to_str() {
-                Some(a) if a.starts_with("--dir=") => dirs.push(a["--dir=".len()..].to_string()),
+                Some(a) if a.starts_with("--dir=") => {
+                    let dir = &a["--dir=".len()..];
+                    let numbers = dir.split_once(':').is_some_and(|(dev, ino)| {
+                        dev.parse::<u64>().is_ok() && ino.parse::<u64>().is_ok()
+                    });
+                    if !numbers {
+                        return Some(Err(()));
+                    }
+                    dirs.push(dir.to_string());
+                }
                 // Mount points are absolute paths (validated by the run).
                 _ if arg.as_encoded_bytes().starts_with(b"/") => {
                     mountpoints.push(PathBuf::from(arg))
@@ -99,7 +108,15 @@ pub fn main_entry() -> u8 {
         Some(Ok(Mode::Guardian { dirs, mountpoints })) => {
             return crate::guardian::main(&mountpoints, &dirs).clamp(0, 255) as u8
         }
-        Some(_) => return exit::USAGE,
+        Some(_) => {
+            eprintln!(
+                "mysql-quiesce: error: `{}` is internal: a run starts it with a command line of its own, and \
+                 this one ({}) is not one",
+                crate::guardian::ARGUMENT,
+                argv.iter().skip(2).map(|a| a.to_string_lossy()).collect::<Vec<_>>().join(" ")
+            );
+            return exit::USAGE;
+        }
         None => {}
     }
     // verify starts its own server on a snapshot: no option files, no connection.
@@ -140,7 +157,14 @@ fn run_mode(mode: Mode, loaded: &Loaded, argv: &[OsString], progress: &Progress)
     let state_dir = loaded.cli.state_dir();
     match mode {
         // Both run before option loading; here only if their arguments did not parse.
-        Mode::Guardian { .. } | Mode::Verify => return exit::USAGE,
+        Mode::Guardian { .. } => return exit::USAGE,
+        Mode::Verify => {
+            progress.error(
+                "this verify command line could not be read (verify takes only --quiet, --verbose and \
+                 --no-defaults before it, and its own options after it): see mysql-quiesce verify --help",
+            );
+            return exit::USAGE;
+        }
         Mode::Generate(what) => return crate::generate::print(what),
         Mode::Unlock => return holder::unlock_command(&state_dir, progress),
         Mode::Status { json } => return holder::status_command(&state_dir, json, progress),

@@ -575,6 +575,26 @@ fn verify_refuses_the_options_of_a_snapshot_run() {
     let out = verify(&["--datadir", "/nonexistent", "--freeze", "/tmp"]);
     assert_eq!(out.status.code(), Some(64), "{}", text(&out));
     assert!(String::from_utf8_lossy(&out.stderr).contains("verify does not take --freeze"));
+    // The spellings the ordinary command line accepts are read the same way
+    // here: refused by name, never a silent usage status.
+    let out = verify(&["--datadir", "/nonexistent", "-psecret"]);
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("verify does not take --password"), "{err}");
+    assert!(!err.contains("secret"), "{err}");
+    let out = common::mysql_quiesce()
+        .args(["--skip-pre-flush", "verify", "--datadir", "/nonexistent"])
+        .env("HOME", "/nonexistent")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(64), "{}", text(&out));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("verify does not take --skip-pre-flush"));
+    // A switch verify takes, in its negated spelling: verify runs (and finds no data directory).
+    let out = common::mysql_quiesce()
+        .args(["--skip-quiet", "verify", "--datadir", "/nonexistent"])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(78), "{}", text(&out));
     let out = common::mysql_quiesce()
         .args(["verify", "--help"])
         .output()

@@ -53,9 +53,9 @@ impl Watch {
         self.hooks
             .iter()
             .filter(|g| group_alive(**g))
-            .map(|g| {
-                let _ = killpg(Pid::from_raw(*g), sig);
-                format!("{why}: sent {sig} to hook process group {g}")
+            .map(|g| match killpg(Pid::from_raw(*g), sig) {
+                Ok(()) => format!("{why}: sent {sig} to hook process group {g}"),
+                Err(e) => format!("{why}: could NOT send {sig} to hook process group {g}: {e}"),
             })
             .collect()
     }

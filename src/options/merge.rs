@@ -305,6 +305,13 @@ pub fn command_line_negations(
             Some(("--enable-", key)) => out.push(format!("--{key}").into()),
             Some((_, key)) => {
                 if let Some(arg) = cmd.get_arguments().find(|a| a.get_long() == Some(key)) {
+                    // The last of --X and --skip-X wins, as in the mysql client.
+                    let long = format!("--{key}");
+                    let short = arg.get_short().map(|c| format!("-{c}"));
+                    out.retain(|o: &std::ffi::OsString| {
+                        o.to_str()
+                            .is_none_or(|t| t != long && Some(t) != short.as_deref())
+                    });
                     off.push(arg.get_id().to_string());
                 }
             }
@@ -370,6 +377,22 @@ pub fn validate(derived: &[Derived], cmd: &clap::Command) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_last_of_a_switch_and_its_negation_on_the_command_line_wins() {
+        let cmd = crate::cli::command();
+        let argv = |a: &[&str]| -> Vec<std::ffi::OsString> { a.iter().map(Into::into).collect() };
+        let (out, off) =
+            command_line_negations(argv(&["mq", "--pre-flush", "--skip-pre-flush"]), &cmd);
+        assert_eq!(out, argv(&["mq"]));
+        assert_eq!(off, ["pre_flush"]);
+        let (out, _) =
+            command_line_negations(argv(&["mq", "--skip-pre-flush", "--pre-flush"]), &cmd);
+        assert_eq!(out, argv(&["mq", "--pre-flush"]));
+        let (out, _) =
+            command_line_negations(argv(&["mq", "-q", "--skip-quiet", "--", "-q"]), &cmd);
+        assert_eq!(out, argv(&["mq", "--", "-q"]));
+    }
 
     fn entry(group: &str, key: &str, value: Option<&str>) -> Entry {
         Entry {

@@ -64,19 +64,33 @@ pub fn entry(argv: &[OsString]) -> Option<u8> {
     {
         return None;
     }
-    let matches = crate::cli::command().try_get_matches_from(argv).ok()?;
+    // The command line as the ordinary path reads it (-pSECRET, --skip-X,
+    // --enable-X), so that a spelling it accepts is not a silent failure here.
+    let cmd = crate::cli::command();
+    let (argv, switched_off) = crate::options::merge::command_line_negations(
+        crate::options::normalize_argv(argv.to_vec()),
+        &cmd,
+    );
+    let matches = cmd.clone().try_get_matches_from(&argv).ok()?;
     let ("verify", sub) = matches.subcommand()? else {
         return None;
     };
     let args = Args::from_arg_matches(sub).ok()?;
-    let typed: Vec<String> = crate::cli::command()
+    let not_taken =
+        |id: &str| !ACCEPTED_GLOBALS.contains(&id) && !["report", "coordinates_file"].contains(&id);
+    let mut typed: Vec<String> = cmd
         .get_arguments()
         .filter(|a| a.is_global_set())
-        .filter(|a| !ACCEPTED_GLOBALS.contains(&a.get_id().as_str()))
-        .filter(|a| !["report", "coordinates_file"].contains(&a.get_id().as_str()))
+        .filter(|a| not_taken(a.get_id().as_str()))
         .filter(|a| matches.value_source(a.get_id().as_str()) == Some(ValueSource::CommandLine))
         .map(|a| format!("--{}", a.get_long().unwrap_or(a.get_id().as_str())))
         .collect();
+    typed.extend(
+        switched_off
+            .iter()
+            .filter(|id| not_taken(id))
+            .map(|id| format!("--skip-{}", id.replace('_', "-"))),
+    );
     if !typed.is_empty() {
         eprintln!(
             "mysql-quiesce: error: verify does not take {}: it starts its own server on the snapshot and reads no \
