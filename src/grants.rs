@@ -1,7 +1,8 @@
 //! The privileges a run needs, per server and per lock mode and option, and
-//! the exact `CREATE USER` / `GRANT` statements that give them. `TABLE` is
-//! the one source: the README's and the man page's grants table are made
-//! from it, and `--check` names the `GRANT` for whatever is missing from it.
+//! the exact `CREATE USER` / `GRANT` statements that give them. `table()` is
+//! the one source (each lock mode's own row lives in its `MODES` row, the
+//! rest here): the README's and the man page's grants table are made from
+//! it, and `--check` names the `GRANT` for whatever is missing from it.
 //!
 //! Each privilege was checked against the real servers with accounts that
 //! hold exactly one privilege (MariaDB 10.11 and 11.8, MySQL 9.7; Percona
@@ -14,50 +15,12 @@ use crate::cli::LockMode;
 use crate::server::{Flavor, ServerInfo};
 use mysql::prelude::Queryable;
 
-/// A privilege and what it is granted on.
-pub type Grant = (&'static str, &'static str);
+use crate::privileges::ALL;
+pub use crate::privileges::{Grant, Row};
+use crate::server::strategy::{self, MODES};
 
-const ALL: &str = "*.*";
 const LOG_STATUS: &str = "performance_schema.log_status";
 
-/// One thing a run may do, and what each server needs for it (empty: the
-/// server does not offer it).
-#[derive(Debug, Clone, Copy)]
-pub struct Row {
-    /// What needs it (Markdown: options in backquotes).
-    pub what: &'static str,
-    /// MySQL 8.0, 8.4, 9.x.
-    pub mysql: &'static [Grant],
-    /// Percona Server 8.0, 8.4.
-    pub percona: &'static [Grant],
-    /// MariaDB 10.5 (10.5.9 and later), 10.6, 10.11, 11.x.
-    pub mariadb: &'static [Grant],
-}
-
-pub const FTWRL: Row = Row {
-    what: "`--lock=ftwrl` (what `auto` picks on MySQL and Percona)",
-    mysql: &[("RELOAD", ALL)],
-    percona: &[("RELOAD", ALL)],
-    mariadb: &[("RELOAD", ALL)],
-};
-pub const BACKUP_STAGE: Row = Row {
-    what: "`--lock=backup-stage` (what `auto` picks on MariaDB)",
-    mysql: &[],
-    percona: &[],
-    mariadb: &[("RELOAD", ALL)],
-};
-pub const INSTANCE: Row = Row {
-    what: "`--lock=instance`",
-    mysql: &[("BACKUP_ADMIN", ALL)],
-    percona: &[("BACKUP_ADMIN", ALL)],
-    mariadb: &[],
-};
-pub const TABLES_FOR_BACKUP: Row = Row {
-    what: "`--lock=tables-for-backup`",
-    mysql: &[],
-    percona: &[("BACKUP_ADMIN", ALL)],
-    mariadb: &[],
-};
 pub const COORDINATES: Row = Row {
     what: "binary-log coordinates (every mode but `none`)",
     mysql: &[("REPLICATION CLIENT", ALL)],
@@ -95,19 +58,22 @@ pub const KILL: Row = Row {
     mariadb: &[("PROCESS", ALL), ("CONNECTION ADMIN", ALL)],
 };
 
-/// Every row, in the order of the tables.
-pub const TABLE: &[Row] = &[
-    FTWRL,
-    BACKUP_STAGE,
-    INSTANCE,
-    TABLES_FOR_BACKUP,
-    COORDINATES,
-    LOG_STATUS_ROW,
-    REPLICA,
-    STOP_REPLICA_SQL,
-    GUARD,
-    KILL,
-];
+/// Every row, in the order of the tables: the lock modes' own rows (in
+/// `MODES`), then the rest.
+pub fn table() -> Vec<&'static Row> {
+    MODES
+        .iter()
+        .filter_map(|m| m.grants.as_ref())
+        .chain([
+            &COORDINATES,
+            &LOG_STATUS_ROW,
+            &REPLICA,
+            &STOP_REPLICA_SQL,
+            &GUARD,
+            &KILL,
+        ])
+        .collect()
+}
 
 /// Said under the tables.
 pub const NOTES: &[&str] = &[
@@ -169,15 +135,19 @@ pub struct Usage {
 /// The rows a run with `usage` needs.
 pub fn rows(usage: &Usage) -> Vec<&'static Row> {
     let mut out: Vec<&'static Row> = Vec::new();
-    match usage.mode {
-        LockMode::None => return out,
-        LockMode::Ftwrl | LockMode::Auto => out.push(&FTWRL),
-        LockMode::BackupStage => out.push(&BACKUP_STAGE),
-        LockMode::Instance => out.push(&INSTANCE),
-        LockMode::TablesForBackup => out.push(&TABLES_FOR_BACKUP),
-    }
+    // `auto` is resolved by then; unresolved, it is counted as ftwrl.
+    let mode = strategy::row(match usage.mode {
+        LockMode::Auto => LockMode::Ftwrl,
+        m => m,
+    });
+    // No row: no connection (`none`).
+    let Some(own) = mode.grants.as_ref() else {
+        return out;
+    };
+    out.push(own);
     out.push(&COORDINATES);
-    if matches!(usage.mode, LockMode::Instance | LockMode::TablesForBackup) {
+    // Without an exact binary-log point, the coordinates come from log_status.
+    if mode.planned.iter().all(|s| !s.exact_binlog_point) {
         out.push(&LOG_STATUS_ROW);
     }
     if usage.stop_replica_sql {
@@ -247,7 +217,7 @@ pub fn markdown_table() -> String {
         out.push_str(&format!(" {} |", c.title()));
     }
     out.push_str("\n|---|---|---|---|\n");
-    for row in TABLE {
+    for row in table() {
         out.push_str(&format!("| {} |", row.what));
         for c in COLUMNS {
             let g = c.grants(row);
@@ -299,7 +269,7 @@ pub fn man_section() -> String {
     let mut out = String::from(
         ".SH GRANTS\nThe privileges the account needs (granted ON *.* unless another object is named):\n",
     );
-    for row in TABLE {
+    for row in table() {
         out.push_str(&format!(".TP\n{}\n", roff(row.what)));
         let cells: Vec<String> = COLUMNS
             .iter()

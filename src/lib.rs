@@ -21,6 +21,7 @@ pub mod messages;
 pub mod mode;
 pub mod options;
 pub mod plan;
+pub mod privileges;
 pub mod procedure;
 pub mod report;
 pub mod run;

@@ -8,6 +8,7 @@
 use super::flavor::{Flavor, ServerInfo};
 use super::guard::QueryType;
 use crate::exit;
+use crate::privileges::{Row, ALL};
 use clap::ValueEnum;
 use mysql::prelude::Queryable;
 
@@ -136,6 +137,10 @@ pub struct ModeRow {
     pub server: &'static str,
     pub blocks: &'static str,
     pub binlog_point: &'static str,
+    /// The privileges of its own statements on each server, for `--check`,
+    /// `--print-grants` and the grants tables (None: `auto`, which counts as
+    /// what it picks, and `none`, which connects to nothing).
+    pub grants: Option<Row>,
 }
 
 /// Every lock mode.
@@ -151,6 +156,7 @@ pub const MODES: &[ModeRow] = &[
         server: "any",
         blocks: "what the mode it picks blocks: `backup-stage` on MariaDB >= 10.4.1, else `ftwrl`",
         binlog_point: "exact",
+        grants: None,
     },
     ModeRow {
         mode: LockMode::Ftwrl,
@@ -166,6 +172,12 @@ pub const MODES: &[ModeRow] = &[
         server: "any",
         blocks: "all writes and commits; waits for running statements first (MariaDB: running writes only)",
         binlog_point: "exact, checked: the binary log must not move under the lock",
+        grants: Some(Row {
+            what: "`--lock=ftwrl` (what `auto` picks on MySQL and Percona)",
+            mysql: &[("RELOAD", ALL)],
+            percona: &[("RELOAD", ALL)],
+            mariadb: &[("RELOAD", ALL)],
+        }),
     },
     ModeRow {
         mode: LockMode::BackupStage,
@@ -181,6 +193,12 @@ pub const MODES: &[ModeRow] = &[
         server: "MariaDB >= 10.4.1",
         blocks: "commits and MyISAM writes; does **not** wait for running statements on InnoDB tables, but does wait for a running write to a MyISAM or Aria table. A write to an Aria or MEMORY table goes **through** (the writer gets error 1205, yet the row stays and is binary-logged): the run sees the binary log move and exits 65; use `ftwrl` where such writes happen",
         binlog_point: "exact, checked: the binary log must not move under the lock",
+        grants: Some(Row {
+            what: "`--lock=backup-stage` (what `auto` picks on MariaDB)",
+            mysql: &[],
+            percona: &[],
+            mariadb: &[("RELOAD", ALL)],
+        }),
     },
     ModeRow {
         mode: LockMode::Instance,
@@ -196,6 +214,12 @@ pub const MODES: &[ModeRow] = &[
         server: "MySQL >= 8.0",
         blocks: "DDL only",
         binlog_point: "**none**: InnoDB-only data and atomic snapshots only",
+        grants: Some(Row {
+            what: "`--lock=instance`",
+            mysql: &[("BACKUP_ADMIN", ALL)],
+            percona: &[("BACKUP_ADMIN", ALL)],
+            mariadb: &[],
+        }),
     },
     ModeRow {
         mode: LockMode::TablesForBackup,
@@ -218,6 +242,12 @@ pub const MODES: &[ModeRow] = &[
         server: "Percona Server",
         blocks: "DDL and non-InnoDB writes",
         binlog_point: "**none**: same caveat",
+        grants: Some(Row {
+            what: "`--lock=tables-for-backup`",
+            mysql: &[],
+            percona: &[("BACKUP_ADMIN", ALL)],
+            mariadb: &[],
+        }),
     },
     ModeRow {
         mode: LockMode::None,
@@ -227,6 +257,7 @@ pub const MODES: &[ModeRow] = &[
         server: "",
         blocks: "nothing (no connection at all)",
         binlog_point: "",
+        grants: None,
     },
 ];
 
@@ -339,5 +370,32 @@ mod tests {
             assert_eq!(m.to_possible_value().unwrap().get_name(), rows[0].name);
         }
         assert_eq!(MODES.len(), LockMode::value_variants().len());
+    }
+
+    #[test]
+    fn every_mode_that_locks_states_its_grants_and_they_name_its_privilege() {
+        for r in MODES {
+            match r.mode {
+                LockMode::Auto | LockMode::None => assert!(r.grants.is_none(), "{}", r.name),
+                _ => {
+                    let g = r
+                        .grants
+                        .as_ref()
+                        .unwrap_or_else(|| panic!("{} has no grants", r.name));
+                    let all: Vec<&str> = [g.mysql, g.percona, g.mariadb]
+                        .iter()
+                        .flat_map(|c| c.iter().map(|(p, _)| *p))
+                        .collect();
+                    for s in r.planned {
+                        assert!(
+                            s.privileges.iter().any(|p| all.contains(p)),
+                            "{}: grants {all:?} lack {:?}",
+                            r.name,
+                            s.privileges
+                        );
+                    }
+                }
+            }
+        }
     }
 }
