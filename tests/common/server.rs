@@ -51,8 +51,20 @@ enum NoTemplate {
 
 /// One initialised datadir per test binary; each server copies it (much
 /// faster than running mariadb-install-db per test).
+static TEMPLATE: OnceLock<Result<PathBuf, NoTemplate>> = OnceLock::new();
+
+/// The template goes when the test binary exits: a static has no
+/// destructor, and each binary left about 100 MB in /tmp per run, which
+/// filled the disk of a machine that ran the suite a few dozen times.
+extern "C" fn remove_template() {
+    if let Some(Ok(data)) = TEMPLATE.get() {
+        if let Some(base) = data.parent() {
+            let _ = std::fs::remove_dir_all(base);
+        }
+    }
+}
+
 fn template() -> Result<&'static Path, NoTemplate> {
-    static TEMPLATE: OnceLock<Result<PathBuf, NoTemplate>> = OnceLock::new();
     TEMPLATE
         .get_or_init(|| {
             let install = find(&["mariadb-install-db", "mysql_install_db"]).ok_or(
@@ -62,7 +74,11 @@ fn template() -> Result<&'static Path, NoTemplate> {
             let mut last = String::new();
             for _ in 0..2 {
                 match install_datadir(&install) {
-                    Ok(data) => return Ok(data),
+                    Ok(data) => {
+                        // SAFETY: registers a plain function; it runs at exit, after the tests.
+                        unsafe { libc::atexit(remove_template) };
+                        return Ok(data);
+                    }
                     Err(e) => last = e,
                 }
             }
