@@ -210,16 +210,11 @@ fn a_run_stopped_while_its_lock_attempt_waits_loses_the_lock_soon_after_max_lock
     // Stopped while the attempt waits (its first budget is 0.25 s, so as
     // soon as the server shows it): the watchdog thread that would cancel
     // it is stopped too.
-    let mut c = s.conn();
-    while c
-        .query_first::<u64, _>(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
-        )
-        .unwrap()
-        .is_none()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(3), "the lock attempt never started");
-    }
+    s.wait_for_statement(
+        "FLUSH TABLES WITH READ LOCK",
+        t0 + Duration::from_secs(3),
+        "the lock attempt never started",
+    );
     kill(run.pid(), Signal::SIGSTOP).unwrap();
     let wrote_at = blocked_writer(&s).join().unwrap();
     long.join().unwrap().unwrap();
@@ -883,16 +878,11 @@ fn a_run_stopped_while_one_instance_holds_its_lock_and_another_waits_never_exits
         .unwrap();
     let pid = nix::unistd::Pid::from_raw(run.id() as i32);
     let t0 = Instant::now();
-    let mut c = b.conn();
-    while c
-        .query_first::<u64, _>(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
-        )
-        .unwrap()
-        .is_none()
-    {
-        assert!(t0.elapsed() < Duration::from_secs(5), "the attempt on B never started");
-    }
+    b.wait_for_statement(
+        "FLUSH TABLES WITH READ LOCK",
+        t0 + Duration::from_secs(5),
+        "the attempt on B never started",
+    );
     kill(pid, Signal::SIGSTOP).unwrap();
     std::thread::sleep(Duration::from_secs(3));
     kill(pid, Signal::SIGCONT).unwrap();

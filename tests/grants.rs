@@ -30,22 +30,9 @@ fn run_as(s: &TestServer, user: &str, args: &[&str]) -> Output {
         .unwrap()
 }
 
-/// Two servers, the second replicating from the first.
-fn replica_pair() -> Option<(TestServer, TestServer)> {
-    let source = TestServer::start_with_id(1)?;
-    let replica = TestServer::start_with_id(2)?;
-    source.sql("CREATE USER repl@'127.0.0.1' IDENTIFIED BY 'r'; GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'");
-    replica.sql(&format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='r', \
-         MASTER_USE_GTID=no; START SLAVE",
-        source.port
-    ));
-    Some((source, replica))
-}
-
 #[test]
 fn the_printed_grants_are_exactly_enough_on_mariadb() {
-    let Some((_source, replica)) = replica_pair() else {
+    let Some((_source, replica)) = TestServer::replica_pair() else {
         return;
     };
     let cases: [(&str, Usage, &[&str]); 3] = [

@@ -30,6 +30,16 @@ const ENV: &[(&str, &str)] = &[
 
 /// Run a hook as mysql-quiesce would, bounded: a hook that never returns (a
 /// poll loop that misses its end) fails the test with 124 instead of hanging it.
+/// The hook exited 0; its stderr otherwise.
+#[track_caller]
+fn assert_ok(out: &Output) {
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
 fn run_hook(name: &str, args: &[&str], path: &str, extra_env: &[(&str, &str)]) -> Output {
     let mut cmd = Command::new("/usr/bin/timeout");
     cmd.args(["-s", "KILL", "60"])
@@ -126,11 +136,7 @@ fn lvm_snapshot_of_a_thick_lv_is_a_cow_snapshot_of_the_given_size_with_a_warning
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let name = "mysql-quiesce-20261123T230000Z-42-abcdef";
     assert_eq!(
         r.calls("lvs"),
@@ -173,11 +179,7 @@ fn lvm_snapshot_of_a_thin_lv_takes_no_size_and_says_how_to_activate_it() {
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         r.calls("lvcreate"),
         [["--snapshot", "--name", name, "vg0/mysql"]]
@@ -196,11 +198,7 @@ fn lvm_snapshot_of_a_thin_lv_takes_no_size_and_says_how_to_activate_it() {
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         r.calls("lvcreate"),
         [[
@@ -259,11 +257,7 @@ fn ec2_create_snapshot_passes_the_coordinates_in_the_description_and_prints_the_
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         r.argv(),
         ["vol-0123", "-d", DESCRIPTION, "--region", "eu-west-1"]
@@ -306,11 +300,7 @@ fn gcloud_disk_snapshot_starts_async_and_returns_once_the_snapshot_is_uploading(
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let name = "mysql-quiesce-20261123t230000z-42-abcdef";
     let calls = r.calls("gcloud");
     assert_eq!(
@@ -356,11 +346,7 @@ fn gcloud_disk_snapshot_starts_async_and_returns_once_the_snapshot_is_uploading(
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(r.calls("gcloud").len(), 1 + 4);
 
     // A snapshot that fails fails the hook.
@@ -386,11 +372,7 @@ fn gcloud_disk_snapshot_takes_regional_disks_and_makes_valid_names_and_labels() 
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let create = &r.calls("gcloud")[0];
     let at = create
         .iter()
@@ -408,11 +390,7 @@ fn gcloud_disk_snapshot_takes_regional_disks_and_makes_valid_names_and_labels() 
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let name = format!("{prefix}-20261123t230000z");
     assert_eq!(String::from_utf8_lossy(&out.stdout), format!("{name}\n"));
     assert_eq!(r.calls("gcloud")[0][3], name);
@@ -466,11 +444,7 @@ fn azure_disk_snapshot_runs_az_snapshot_create_with_tags_and_prints_the_id() {
         &r.path(),
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     assert_eq!(
         r.calls("az"),
         [[
@@ -525,11 +499,7 @@ fn azure_disk_snapshot_runs_az_snapshot_create_with_tags_and_prints_the_id() {
             args.push("--full");
         }
         let out = run_hook("azure-disk-snapshot", &args, &r.path(), &env);
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
+        assert_ok(&out);
         let argv = &r.calls("az")[0];
         assert!(argv.iter().any(|a| a == want), "{argv:?}");
         assert!(!argv.iter().any(|a| a.contains(absent)), "{argv:?}");
@@ -640,11 +610,7 @@ fn btrfs_snapshot_makes_a_read_only_snapshot_for_real() {
         &path,
         &[],
     );
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(&out);
     let snap = PathBuf::from(String::from_utf8_lossy(&out.stdout).trim());
     assert_eq!(snap, snaps.join("mysql-quiesce-20261123T230000Z-42-abcdef"));
     assert_eq!(
@@ -903,11 +869,7 @@ fn aws_hook(moto: &Moto, args: &[&str], tweak: impl FnOnce(&mut Command)) -> Out
 }
 
 fn snapshot_ids(out: &Output) -> Vec<String> {
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    assert_ok(out);
     let ids: Vec<String> = String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(str::to_string)

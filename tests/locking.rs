@@ -220,17 +220,11 @@ fn kill_long_queries_kills_the_blocker_but_never_a_writer_queued_behind_our_lock
         .spawn()
         .unwrap();
     // Once our FLUSH waits, an ordinary writer arrives and queues behind it.
-    let mut c = s.conn();
-    while c
-        .query_first::<u64, _>(
-            "SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = 'FLUSH TABLES WITH READ LOCK'",
-        )
-        .unwrap()
-        .is_none()
-    {
-        assert!(started.elapsed() < Duration::from_secs(20), "the lock attempt never started");
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    s.wait_for_statement(
+        "FLUSH TABLES WITH READ LOCK",
+        started + Duration::from_secs(20),
+        "the lock attempt never started",
+    );
     let innocent = background(&s, "INSERT INTO d.w VALUES (42)");
     let out = run.wait_with_output().unwrap();
     let stderr = String::from_utf8_lossy(&out.stderr);
@@ -345,19 +339,6 @@ fn pre_flush_runs_before_the_lock_when_asked() {
         .stderr(predicate::str::contains("FLUSH NO_WRITE_TO_BINLOG").not());
 }
 
-/// Two servers, one replicating from the other.
-fn replica_pair() -> Option<(TestServer, TestServer)> {
-    let source = TestServer::start_with_id(1)?;
-    let replica = TestServer::start_with_id(2)?;
-    source.sql("CREATE USER repl@'127.0.0.1' IDENTIFIED BY 'r'; GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'");
-    replica.sql(&format!(
-        "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='r', \
-         MASTER_USE_GTID=no; START SLAVE",
-        source.port
-    ));
-    Some((source, replica))
-}
-
 fn wait_caught_up(source: &TestServer, replica: &TestServer) -> (String, u64) {
     let row: mysql::Row = source
         .conn()
@@ -376,7 +357,7 @@ fn wait_caught_up(source: &TestServer, replica: &TestServer) -> (String, u64) {
 
 #[test]
 fn on_a_replica_the_sql_thread_position_is_recorded_and_stop_replica_sql_restarts_it() {
-    let Some((source, replica)) = replica_pair() else {
+    let Some((source, replica)) = TestServer::replica_pair() else {
         return;
     };
     source.sql("CREATE DATABASE r; CREATE TABLE r.t (i INT); INSERT INTO r.t VALUES (1)");
@@ -443,7 +424,7 @@ fn replica_positions(replica: &TestServer) -> ((String, u64), (String, u64)) {
 
 #[test]
 fn the_replica_position_recorded_is_what_the_sql_thread_executed_not_what_was_read() {
-    let Some((source, replica)) = replica_pair() else {
+    let Some((source, replica)) = TestServer::replica_pair() else {
         return;
     };
     source.sql("CREATE DATABASE r; CREATE TABLE r.t (i INT); INSERT INTO r.t VALUES (1)");
@@ -486,7 +467,7 @@ fn the_replica_position_recorded_is_what_the_sql_thread_executed_not_what_was_re
 
 #[test]
 fn stop_replica_sql_restarts_the_sql_thread_when_the_lock_cannot_be_taken() {
-    let Some((source, replica)) = replica_pair() else {
+    let Some((source, replica)) = TestServer::replica_pair() else {
         return;
     };
     source.sql("CREATE DATABASE r; CREATE TABLE r.t (i INT); INSERT INTO r.t VALUES (1)");
@@ -722,7 +703,7 @@ fn when_one_instance_cannot_be_locked_the_others_are_released_and_the_run_exits_
 
 #[test]
 fn a_replica_sql_thread_left_stopped_by_a_killed_run_is_reported_by_the_next_run_and_check() {
-    let Some((_source, replica)) = replica_pair() else {
+    let Some((_source, replica)) = TestServer::replica_pair() else {
         return;
     };
     let pidfile = replica.path("snapshot-pid");

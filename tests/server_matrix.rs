@@ -7,8 +7,9 @@
 mod common;
 
 use common::load::Writer;
-use common::loopfs::{FsKind, LoopFs};
+use common::loopfs::{FsKind, ImageMount, LoopFs};
 use common::server::TestServer;
+use common::snapshot::{assert_nothing_left, assert_same_digest, digest};
 use mysql::prelude::Queryable;
 use predicates::prelude::*;
 use std::path::{Path, PathBuf};
@@ -556,84 +557,6 @@ impl Drop for HostServer {
     }
 }
 
-/// An image mounted for a test; unmounted when dropped.
-struct Mounted(PathBuf);
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            if Command::new("umount")
-                .arg(&self.0)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success())
-            {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.0).status();
-    }
-}
-
-fn digest(dir: &Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(
-            "cd \"$1\" && find . -printf '%p %s %m %T@\\n' | LC_ALL=C sort && \
-             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
-        )
-        .arg("sh")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success());
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Fail naming the lines that differ (a whole digest would drown the message).
-fn assert_same_digest(before: &str, after: &str, what: &str) {
-    if before == after {
-        return;
-    }
-    let b: std::collections::BTreeSet<&str> = before.lines().collect();
-    let a: std::collections::BTreeSet<&str> = after.lines().collect();
-    let gone: Vec<&&str> = b.difference(&a).take(10).collect();
-    let new: Vec<&&str> = a.difference(&b).take(10).collect();
-    panic!("{what}: files changed.\nbefore only: {gone:#?}\nafter only: {new:#?}");
-}
-
-/// No process and no mount (in any namespace) names `work`, which is empty.
-fn assert_nothing_left(work: &Path) {
-    let needle = work.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            assert!(
-                !String::from_utf8_lossy(&cmd).contains(&needle),
-                "still running: {pid}"
-            );
-        }
-        if let Ok(mounts) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
-            assert!(
-                !mounts.contains(&needle),
-                "still mounted in the namespace of {pid}"
-            );
-        }
-    }
-    assert!(
-        std::fs::read_dir(work).unwrap().next().is_none(),
-        "files left in {}",
-        work.display()
-    );
-}
-
 fn read_json(path: &Path) -> serde_json::Value {
     serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
 }
@@ -688,24 +611,16 @@ fn verify_finds_the_exact_point_of_snapshots_taken_with_each_lock_mode() {
         let recorded = read_json(&coords);
         assert_eq!(recorded["exact"], *mode != "instance", "{recorded}");
         let at = m.dir.path().join(format!("copy-{mode}"));
-        std::fs::create_dir(&at).unwrap();
-        let st = Command::new("mount")
-            .args(["-o", "loop,nouuid"])
-            .arg(&image)
-            .arg(&at)
-            .status()
-            .unwrap();
-        assert!(st.success());
-        let copy = Mounted(at);
+        let copy = ImageMount::new(&image, &at, "nouuid");
         let work = m.dir.path().join(format!("work-{mode}"));
         std::fs::create_dir(&work).unwrap();
         let report = m.dir.path().join(format!("verify-{mode}.json"));
-        let before = digest(&copy.0);
+        let before = digest(&copy.path());
         let t = Instant::now();
         let out = common::mysql_quiesce()
             .arg("verify")
-            .arg(format!("--datadir={}", copy.0.join("data").display()))
-            .arg(format!("--binlog-dir={}", copy.0.display()))
+            .arg(format!("--datadir={}", copy.path().join("data").display()))
+            .arg(format!("--binlog-dir={}", copy.path().display()))
             .arg(format!("--server={}", wrapper.display()))
             .arg(format!("--coordinates-file={}", coords.display()))
             .arg(format!("--work-dir={}", work.display()))
@@ -720,7 +635,7 @@ fn verify_finds_the_exact_point_of_snapshots_taken_with_each_lock_mode() {
         assert_eq!(out.status.code(), Some(0), "{mode}: {stderr}");
         assert_same_digest(
             &before,
-            &digest(&copy.0),
+            &digest(&copy.path()),
             &format!("{mode}: verify wrote to the snapshot"),
         );
         assert_nothing_left(&work);

@@ -10,122 +10,14 @@
 mod common;
 
 use common::load::Writer;
-use common::loopfs::{FsKind, LoopFs};
+use common::loopfs::{FsKind, ImageMount, LoopFs};
 use common::process::BIN;
 use common::server::TestServer;
+use common::snapshot::{assert_nothing_left, assert_same_digest, digest};
 use mysql::prelude::Queryable;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::time::{Duration, Instant};
-
-/// A filesystem image mounted for a test; unmounted (and its loop device
-/// freed) when dropped.
-struct Mounted {
-    path: PathBuf,
-}
-
-impl Mounted {
-    fn new(image: &Path, at: &Path, options: &str) -> Mounted {
-        std::fs::create_dir_all(at).unwrap();
-        let out = Command::new("mount")
-            .args(["-o", &format!("loop,{options}")])
-            .arg(image)
-            .arg(at)
-            .output()
-            .unwrap();
-        assert!(
-            out.status.success(),
-            "mount -o {options} {}: {}",
-            image.display(),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        Mounted {
-            path: at.to_path_buf(),
-        }
-    }
-}
-
-impl Drop for Mounted {
-    fn drop(&mut self) {
-        for _ in 0..50 {
-            let ok = Command::new("umount")
-                .arg(&self.path)
-                .stderr(Stdio::null())
-                .status()
-                .is_ok_and(|s| s.success());
-            if ok {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
-    }
-}
-
-/// Names, sizes, modes, modification times and SHA-256 of every file under
-/// `dir`: equal before and after means nothing in it was written.
-fn digest(dir: &Path) -> String {
-    let out = Command::new("sh")
-        .arg("-c")
-        .arg(
-            "cd \"$1\" && find . -printf '%p %s %m %T@\\n' | LC_ALL=C sort && \
-             find . -type f -print0 | LC_ALL=C sort -z | xargs -0 -r sha256sum",
-        )
-        .arg("sh")
-        .arg(dir)
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "digest of {}", dir.display());
-    String::from_utf8(out.stdout).unwrap()
-}
-
-/// Fail naming the lines that differ (a whole digest would drown the message).
-fn assert_same_digest(before: &str, after: &str, what: &str) {
-    if before == after {
-        return;
-    }
-    let b: std::collections::BTreeSet<&str> = before.lines().collect();
-    let a: std::collections::BTreeSet<&str> = after.lines().collect();
-    let gone: Vec<&&str> = b.difference(&a).take(10).collect();
-    let new: Vec<&&str> = a.difference(&b).take(10).collect();
-    panic!("{what}: files changed.\nbefore only: {gone:#?}\nafter only: {new:#?}");
-}
-
-/// Neither a process nor a mount (in any mount namespace) names `work`,
-/// and `work` itself is empty: verify left nothing behind.
-fn assert_nothing_left(work: &Path) {
-    let needle = work.to_string_lossy().into_owned();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|p| p.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        if let Ok(cmd) = std::fs::read(format!("/proc/{pid}/cmdline")) {
-            let cmd = String::from_utf8_lossy(&cmd).replace('\0', " ");
-            assert!(!cmd.contains(&needle), "still running: pid {pid}: {cmd}");
-        }
-        if let Ok(mounts) = std::fs::read_to_string(format!("/proc/{pid}/mountinfo")) {
-            assert!(
-                !mounts.contains(&needle),
-                "still mounted (in the namespace of pid {pid}): {}",
-                mounts
-                    .lines()
-                    .filter(|l| l.contains(&needle))
-                    .collect::<Vec<_>>()
-                    .join("\n")
-            );
-        }
-    }
-    let left: Vec<_> = std::fs::read_dir(work)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    assert!(left.is_empty(), "left in the work directory: {left:?}");
-}
 
 /// Run verify; stdout, stderr and status.
 fn verify(args: &[&str]) -> Output {
@@ -194,7 +86,7 @@ fn big_table_checkpointed(s: &TestServer) {
 /// keeps it unwritten).
 struct ImageSnapshot {
     /// Drops first: the copy is unmounted before its directory goes.
-    copy: Mounted,
+    copy: ImageMount,
     /// Then the live server, before the volume it lives on.
     server: TestServer,
     vol: LoopFs,
@@ -245,7 +137,7 @@ impl ImageSnapshot {
         }
         let recorded = json(&coords);
         // Log recovery on mount, as for a writable volume made from a snapshot.
-        let copy = Mounted::new(&image, &dir.path().join("copy"), "nouuid");
+        let copy = ImageMount::new(&image, &dir.path().join("copy"), "nouuid");
         Some(ImageSnapshot {
             copy,
             server,
@@ -257,7 +149,7 @@ impl ImageSnapshot {
     }
 
     fn root(&self) -> &Path {
-        &self.copy.path
+        self.copy.path()
     }
 
     fn work(&self, name: &str) -> PathBuf {

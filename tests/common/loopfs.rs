@@ -1,7 +1,8 @@
 //! Loop-mounted scratch filesystems that a test creates itself, and always
 //! thaws, unmounts and removes, also when the test fails. These are the only
 //! filesystems tests ever freeze. Also bind mounts (`BindMount`), to show
-//! one filesystem under a second path.
+//! one filesystem under a second path, and copies of an image mounted as a
+//! restored snapshot would be (`ImageMount`).
 
 use mysql_quiesce::fsfreeze::{freeze_fd, thaw_fd};
 use std::fs::File;
@@ -330,5 +331,54 @@ impl Drop for BindMount {
             let _ = Command::new("umount").arg("-l").arg(&self.path).status();
         }
         let _ = std::fs::remove_dir(&self.path);
+    }
+}
+
+/// A filesystem image mounted for a test; unmounted (and its loop device
+/// freed) when dropped.
+pub struct ImageMount {
+    path: PathBuf,
+}
+
+impl ImageMount {
+    /// Mount `image` at `at` (created) with `-o loop,OPTIONS`.
+    pub fn new(image: &Path, at: &Path, options: &str) -> ImageMount {
+        std::fs::create_dir_all(at).unwrap();
+        let out = Command::new("mount")
+            .args(["-o", &format!("loop,{options}")])
+            .arg(image)
+            .arg(at)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "mount -o {options} {}: {}",
+            image.display(),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        ImageMount {
+            path: at.to_path_buf(),
+        }
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+}
+
+impl Drop for ImageMount {
+    fn drop(&mut self) {
+        for _ in 0..50 {
+            let ok = Command::new("umount")
+                .arg(&self.path)
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            if ok {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let _ = Command::new("umount").arg("-l").arg(&self.path).status();
     }
 }

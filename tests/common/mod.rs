@@ -31,6 +31,7 @@ pub mod load;
 pub mod loopfs;
 pub mod process;
 pub mod server;
+pub mod snapshot;
 
 /// The binary under test, with a timeout so a hang fails instead of blocking CI.
 pub fn mysql_quiesce() -> assert_cmd::Command {

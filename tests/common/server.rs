@@ -253,6 +253,31 @@ impl TestServer {
         mysql::Conn::new(self.opts()).expect("connect to test server")
     }
 
+    /// Wait until a statement whose text is exactly `info` runs here (our
+    /// lock attempt queued behind a long write, say); panic with `what` once
+    /// `deadline` has passed. Checked without pause: a first lock attempt
+    /// lasts only a quarter of a second.
+    pub fn wait_for_statement(&self, info: &str, deadline: Instant, what: &str) {
+        let mut c = self.conn();
+        let sql = format!("SELECT ID FROM information_schema.PROCESSLIST WHERE INFO = '{info}'");
+        while c.query_first::<u64, _>(&sql).unwrap().is_none() {
+            assert!(Instant::now() < deadline, "{what}");
+        }
+    }
+
+    /// Two servers, the second replicating from the first.
+    pub fn replica_pair() -> Option<(TestServer, TestServer)> {
+        let source = TestServer::start_with_id(1)?;
+        let replica = TestServer::start_with_id(2)?;
+        source.sql("CREATE USER repl@'127.0.0.1' IDENTIFIED BY 'r'; GRANT REPLICATION SLAVE ON *.* TO repl@'127.0.0.1'");
+        replica.sql(&format!(
+            "CHANGE MASTER TO MASTER_HOST='127.0.0.1', MASTER_PORT={}, MASTER_USER='repl', MASTER_PASSWORD='r', \
+             MASTER_USE_GTID=no; START SLAVE",
+            source.port
+        ));
+        Some((source, replica))
+    }
+
     /// Run statements as root, panicking on error.
     pub fn sql(&self, statements: &str) {
         self.conn()
