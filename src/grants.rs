@@ -368,8 +368,8 @@ pub fn check_hint(
 ) -> String {
     type Read = (ServerInfo, String, Vec<String>, Vec<(String, String)>);
     let read = || -> anyhow::Result<Read> {
-        let mut conn = crate::server::connect(spec, progress)?;
-        let info = ServerInfo::detect(&mut conn)?;
+        let (mut conn, info) =
+            crate::server::connect_detected(spec, progress, "wait_timeout = 600")?;
         let current: String = conn
             .query_first("SELECT CURRENT_USER()")?
             .unwrap_or_default();

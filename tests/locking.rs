@@ -835,6 +835,61 @@ fn backup_stage_does_not_wait_out_an_innodb_write_that_never_blocked_it() {
     let _ = long.join();
 }
 
+/// The lock statements go to the server in one round trip (BACKUP STAGE
+/// START; BACKUP STAGE BLOCK_COMMIT). A long MyISAM write lets START through
+/// and holds BLOCK_COMMIT: the attempt must fail on the second statement,
+/// never report a lock it did not get.
+#[test]
+fn an_attempt_whose_second_lock_statement_times_out_fails_and_holds_nothing() {
+    let s = server!();
+    setup_engines(&s);
+    let long = background(&s, "UPDATE d.my SET i = i + 1 WHERE SLEEP(4) = 0");
+    let out = s
+        .mq()
+        .args([
+            "--lock=backup-stage",
+            "--lock-wait-timeout=1",
+            "--lock-retries=0",
+            "--long-query-wait=0",
+            "--",
+            "true",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(75), "{stderr}");
+    assert!(stderr.contains("BACKUP STAGE BLOCK_COMMIT"), "{stderr}");
+    assert!(!stderr.contains("locked ("), "{stderr}");
+    long.join().unwrap().unwrap();
+    // Nothing stayed: another backup can start at once.
+    s.sql("BACKUP STAGE START; BACKUP STAGE END");
+}
+
+/// Statements sent as one report the failure of any of them (the lock
+/// statements, the coordinates and the final check go that way); those
+/// after a failure are reported as not run.
+#[test]
+fn statements_sent_together_report_a_failure_of_any_of_them() {
+    use mysql_quiesce::server::{batch, execute_all};
+    let s = server!();
+    let mut conn = s.conn();
+    execute_all(&mut conn, "DO 1; DO 2").unwrap();
+    let err = execute_all(&mut conn, "DO 1; SELECT * FROM mysql.no_such_table; DO 3").unwrap_err();
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    let mut results = batch(
+        &mut conn,
+        &["SELECT 7", "SELECT * FROM mysql.no_such_table", "SELECT 8"],
+    );
+    let seven: Vec<mysql::Row> = results.next_rows().unwrap();
+    assert_eq!(mysql::from_row::<u32>(seven[0].clone()), 7);
+    let err = results.next_rows().unwrap_err();
+    assert!(err.to_string().contains("no_such_table"), "{err}");
+    let err = results.next_rows().unwrap_err();
+    assert!(err.to_string().contains("`SELECT 8` was not run"), "{err}");
+    // The session is still usable afterwards.
+    assert_eq!(conn.query_first::<u32, _>("SELECT 9").unwrap(), Some(9));
+}
+
 /// A connection that runs the same short write again and again is not one
 /// statement that still runs: what an attempt waited behind drops out once
 /// it has finished, so the run locks instead of waiting to --long-query-wait.

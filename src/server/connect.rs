@@ -2,10 +2,10 @@
 //! socket for localhost (or --protocol=SOCKET), TCP otherwise, never silently
 //! switching transports (`prefer_socket(false)`).
 
+use super::ServerInfo;
 use crate::exit;
 use crate::messages::Progress;
 use clap::ValueEnum;
-use mysql::prelude::Queryable;
 use mysql::{Conn, OptsBuilder, SslOpts};
 use std::fmt;
 use std::path::PathBuf;
@@ -318,37 +318,121 @@ pub fn ssl_mode_name(mode: SslMode) -> String {
         .unwrap_or_default()
 }
 
-/// `Conn::new` bounded by --connect-timeout as a whole (TCP connect, TLS and
-/// authentication): the crate's own timeout covers only the TCP connect, and
-/// a server that accepts but never answers would otherwise hold us for the
-/// read-timeout backstop. On timeout the connecting thread is abandoned; it
-/// ends with that backstop or with the process.
-fn new_conn(spec: &ConnectSpec, tls: bool) -> Result<Conn, ConnectFailure> {
-    let opts = spec.opts(tls);
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        let _ = tx.send(Conn::new(opts));
-    });
-    match rx.recv_timeout(spec.connect_timeout) {
-        Ok(result) => result.map_err(ConnectFailure::Server),
-        Err(_) => Err(ConnectFailure::Timeout),
-    }
-}
-
-enum ConnectFailure {
-    Server(mysql::Error),
-    Timeout,
+/// Start, on another core, the work the first connection would otherwise do
+/// on the path to the lock: the protocol crate compiles two regular
+/// expressions (about 3 million instructions, a millisecond here) the first
+/// time it reads a server's greeting. Called at start-up, so that it overlaps
+/// option loading, the run lock and the guardian's start; the first connect
+/// then finds them ready (or waits for this to finish, never does it twice).
+pub fn prepare_in_background() {
+    let _ = std::thread::Builder::new()
+        .name("prepare-protocol".into())
+        .spawn(|| {
+            let greeting = mysql_common::packets::HandshakePacket::new(
+                10,
+                &b"5.5.5-10.11.0-MariaDB"[..],
+                0,
+                [0; 8],
+                None::<&[u8]>,
+                mysql_common::constants::CapabilityFlags::empty(),
+                0,
+                mysql_common::constants::StatusFlags::empty(),
+                None::<&[u8]>,
+            );
+            let _ = greeting.server_version_parsed();
+            let _ = greeting.maria_db_server_version_parsed();
+        });
 }
 
 /// Open one session with our session settings. Errors carry exit codes:
 /// 77 for access denied, 69 for everything that keeps us from connecting.
 pub fn connect(spec: &ConnectSpec, progress: &Progress) -> anyhow::Result<Conn> {
+    Opening::idle(spec, progress).wait().map(|(conn, _)| conn)
+}
+
+/// `connect`, with `settings` (a SET SESSION list with the session's
+/// wait_timeout) and the server detected in the same round trip as them.
+pub fn connect_detected(
+    spec: &ConnectSpec,
+    progress: &Progress,
+    settings: &str,
+) -> anyhow::Result<(Conn, ServerInfo)> {
+    Opening::start(spec, progress, settings).wait()
+}
+
+/// A session being opened on a thread of its own, so that several open at
+/// once and the whole of it (TCP connect, TLS, authentication, settings) is
+/// bounded by --connect-timeout: the crate's own timeout covers only the TCP
+/// connect, and a server that accepts but never answers would otherwise hold
+/// us for the read-timeout backstop. On timeout the thread is abandoned; it
+/// ends with that backstop or with the process.
+pub struct Opening {
+    opened: mpsc::Receiver<anyhow::Result<(Conn, ServerInfo)>>,
+    spec: ConnectSpec,
+}
+
+impl Opening {
+    /// With the settings of `connect`.
+    pub fn idle(spec: &ConnectSpec, progress: &Progress) -> Opening {
+        Opening::start(
+            spec,
+            progress,
+            &format!("wait_timeout = {SESSION_IDLE_TIMEOUT}"),
+        )
+    }
+
+    /// With `settings` (a SET SESSION list with the session's wait_timeout).
+    pub fn start(spec: &ConnectSpec, progress: &Progress, settings: &str) -> Opening {
+        let (tx, opened) = mpsc::channel();
+        let (spec, progress, settings) = (spec.clone(), *progress, settings.to_string());
+        let thread_spec = spec.clone();
+        let started = std::thread::Builder::new()
+            .name("connect".into())
+            .spawn(move || {
+                let _ = tx.send(open(&thread_spec, &progress, &settings));
+            });
+        if let Err(e) = started {
+            let (tx, rx) = mpsc::channel();
+            let _ = tx.send(Err(exit::fail(
+                exit::SOFTWARE,
+                format!("cannot start a thread to connect: {e}. Nothing was locked or frozen."),
+            )));
+            return Opening { opened: rx, spec };
+        }
+        Opening { opened, spec }
+    }
+
+    /// The open session, or why there is none.
+    pub fn wait(self) -> anyhow::Result<(Conn, ServerInfo)> {
+        let spec = &self.spec;
+        self.opened
+            .recv_timeout(spec.connect_timeout)
+            .unwrap_or_else(|_| {
+                Err(exit::fail(
+                    exit::UNAVAILABLE,
+                    format!(
+                        "cannot connect to {} as '{}': no answer within --connect-timeout ({} s). Nothing was \
+                         locked or frozen; check that the server is running and not overloaded.",
+                        spec.target,
+                        spec.user,
+                        spec.connect_timeout.as_secs_f64()
+                    ),
+                ))
+            })
+    }
+}
+
+/// Connect (with TLS as --ssl-mode says), then set `settings` and detect the
+/// server in one round trip.
+fn open(
+    spec: &ConnectSpec,
+    progress: &Progress,
+    settings: &str,
+) -> anyhow::Result<(Conn, ServerInfo)> {
     let conn = match spec.ssl_mode {
-        SslMode::Disabled => new_conn(spec, false),
-        SslMode::Preferred => match new_conn(spec, true) {
-            Err(ConnectFailure::Server(mysql::Error::DriverError(
-                mysql::DriverError::TlsNotSupported,
-            ))) => {
+        SslMode::Disabled => Conn::new(spec.opts(false)),
+        SslMode::Preferred => match Conn::new(spec.opts(true)) {
+            Err(mysql::Error::DriverError(mysql::DriverError::TlsNotSupported)) => {
                 let unused = if spec.ssl_identity.is_some() {
                     " (--ssl-cert and --ssl-key are not used)"
                 } else {
@@ -363,31 +447,33 @@ pub fn connect(spec: &ConnectSpec, progress: &Progress) -> anyhow::Result<Conn> 
                 } else {
                     progress.warn(note);
                 }
-                new_conn(spec, false)
+                Conn::new(spec.opts(false))
             }
             other => other,
         },
-        _ => new_conn(spec, true),
+        _ => Conn::new(spec.opts(true)),
     };
-    let mut conn = conn.map_err(|e| match e {
-        ConnectFailure::Server(e) => connect_error(spec, &e),
-        ConnectFailure::Timeout => exit::fail(
-            exit::UNAVAILABLE,
-            format!(
-                "cannot connect to {} as '{}': no answer within --connect-timeout ({} s). Nothing was locked \
-                 or frozen; check that the server is running and not overloaded.",
-                spec.target,
-                spec.user,
-                spec.connect_timeout.as_secs_f64()
-            ),
-        ),
-    })?;
-    let set = format!(
-        "SET SESSION wait_timeout = {SESSION_IDLE_TIMEOUT}, interactive_timeout = {SESSION_IDLE_TIMEOUT}"
-    );
+    let mut conn = conn.map_err(|e| connect_error(spec, &e))?;
+    let set = format!("SET SESSION {settings}, interactive_timeout = {SESSION_IDLE_TIMEOUT}");
     progress.sql(&set);
-    conn.query_drop(set).map_err(|e| connect_error(spec, &e))?;
-    Ok(conn)
+    progress.sql(ServerInfo::DETECT);
+    let mut results = super::batch(&mut conn, &[&set, ServerInfo::DETECT]);
+    let failed = |what: &str, e: mysql::Error| {
+        exit::fail(
+            super::exit_code_for(&e),
+            format!(
+                "{what} on {} failed: {e}. Nothing was locked or frozen.",
+                spec.target
+            ),
+        )
+    };
+    results
+        .next_rows()
+        .map_err(|e| failed("setting the session's variables", e))?;
+    let rows = results
+        .next_rows()
+        .map_err(|e| failed("detecting the server version", e))?;
+    Ok((conn, ServerInfo::from_row(rows.first())))
 }
 
 fn connect_error(spec: &ConnectSpec, err: &mysql::Error) -> anyhow::Error {

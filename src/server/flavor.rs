@@ -1,7 +1,7 @@
 //! Which server we talk to. `Conn::server_version()` reports 5.5.5 for
-//! MariaDB (the handshake prefix), so the version string is read with SQL.
+//! MariaDB (the handshake prefix), so the version string is read with SQL
+//! (`ServerInfo::DETECT`, in the round trip that sets up the session).
 
-use mysql::prelude::Queryable;
 use serde::Serialize;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -59,14 +59,18 @@ impl ServerInfo {
         }
     }
 
-    pub fn detect(conn: &mut mysql::Conn) -> mysql::Result<ServerInfo> {
-        let (version, comment): (String, Option<String>) = conn
-            .query_first("SELECT @@version, @@version_comment")?
-            .unwrap_or_default();
-        Ok(ServerInfo::from_strings(
-            &version,
-            comment.as_deref().unwrap_or(""),
-        ))
+    /// The query `from_row` reads.
+    pub const DETECT: &'static str = "SELECT @@version, @@version_comment";
+
+    /// From the row of `DETECT`.
+    pub fn from_row(row: Option<&mysql::Row>) -> ServerInfo {
+        let text = |i: usize| {
+            row.and_then(|r| r.get_opt::<Option<String>, _>(i))
+                .and_then(Result::ok)
+                .flatten()
+                .unwrap_or_default()
+        };
+        ServerInfo::from_strings(&text(0), &text(1))
     }
 
     pub fn at_least(&self, major: u16, minor: u16, patch: u16) -> bool {

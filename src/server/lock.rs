@@ -9,7 +9,7 @@
 //! covers waits the server-side timeout does not apply to.
 
 use super::codes;
-use super::connect::{connect, ConnectSpec};
+use super::connect::{ConnectSpec, Opening};
 use super::coordinates::{self, Coordinates};
 use super::flavor::ServerInfo;
 use super::guard::{self, Running};
@@ -166,18 +166,18 @@ impl LockSession {
         for w in &spec.warnings {
             progress.warn(w);
         }
+        let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
+        // As if locked from here on: a lock the server grants while our
+        // process is stopped (mid-attempt) ends --max-lock-time + 1..2 s
+        // later. `pause` lengthens it for the idle pauses between attempts.
+        let settings = format!(
+            "lock_wait_timeout = {server_wait}, wait_timeout = {}",
+            idle_secs(cfg.max_lock_time)
+        );
         // Both at once: each is a round trip or more (TLS, authentication).
-        let (conn, watchdog) = std::thread::scope(|s| {
-            let watchdog = s.spawn(|| connect(spec, progress));
-            let conn = connect(spec, progress);
-            (conn, watchdog.join())
-        });
-        let mut conn = conn?;
-        let watchdog = watchdog.unwrap_or_else(|_| {
-            Err(exit::fail(exit::SOFTWARE, "the connecting thread panicked"))
-        })?;
-        let info = ServerInfo::detect(&mut conn)
-            .map_err(|e| sql_error("detecting the server version", &e))?;
+        let watchdog = Opening::idle(spec, progress);
+        let (mut conn, info) = Opening::start(spec, progress, &settings).wait()?;
+        let (watchdog, _) = watchdog.wait()?;
         let strategy = strategy::resolve(cfg.mode, &info, &mut conn)?;
         let tls_cipher = if spec.ssl_mode == super::connect::SslMode::Disabled {
             None
@@ -187,17 +187,6 @@ impl LockSession {
                 .map(|(_, cipher)| cipher)
                 .filter(|c| !c.is_empty())
         };
-        let server_wait = cfg.wait.as_secs_f64().ceil().max(1.0) as u64;
-        // As if locked from here on: a lock the server grants while our
-        // process is stopped (mid-attempt) ends --max-lock-time + 1..2 s
-        // later. `pause` lengthens it for the idle pauses between attempts.
-        let set = format!(
-            "SET SESSION lock_wait_timeout = {server_wait}, wait_timeout = {}",
-            idle_secs(cfg.max_lock_time)
-        );
-        progress.sql(&set);
-        conn.query_drop(&set)
-            .map_err(|e| sql_error("setting lock_wait_timeout", &e))?;
         let mut session = LockSession {
             connection_id: conn.connection_id(),
             conn,
@@ -456,34 +445,38 @@ impl LockSession {
         let deadline = Instant::now() + budget;
         if cfg.pre_flush {
             let stmt = "FLUSH NO_WRITE_TO_BINLOG TABLES";
-            self.bounded(stmt, false, budget, None, kind, progress)?;
+            self.bounded(&[stmt], false, budget, None, kind, progress)?;
         }
-        for stmt in self.strategy.lock {
-            let remaining = deadline.saturating_duration_since(Instant::now());
-            if remaining.is_zero() {
-                return Err(AttemptError::GaveUp(format!(
-                    "gave up after {:.2} s",
-                    budget.as_secs_f64()
-                )));
-            }
-            let kill = cfg.kill_after.zip(killing);
-            self.bounded(stmt, true, remaining, kill, kind, progress)?;
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Err(AttemptError::GaveUp(format!(
+                "gave up after {:.2} s",
+                budget.as_secs_f64()
+            )));
         }
-        Ok(())
+        // The lock statements in one round trip (writers may already wait
+        // behind the first): the server stops at the first that fails, and
+        // the cleanup after a failed attempt undoes what went through.
+        let kill = cfg.kill_after.zip(killing);
+        self.bounded(self.strategy.lock, true, remaining, kill, kind, progress)
     }
 
-    /// Run one statement within `budget`; optionally kill long blockers
-    /// first (`kill`: after how long, and what ran before the attempt).
+    /// Run `statements` (in one round trip) within `budget`; optionally kill
+    /// long blockers first (`kill`: after how long, and what ran before the
+    /// attempt).
     fn bounded(
         &mut self,
-        stmt: &str,
+        statements: &[&str],
         takes_lock: bool,
         budget: Duration,
         kill: Option<(Duration, &[Running])>,
         kind: QueryType,
         progress: &Progress,
     ) -> Result<(), AttemptError> {
-        progress.sql(stmt);
+        for s in statements {
+            progress.sql(s);
+        }
+        let stmt = &statements.join("; ");
         let started = Instant::now();
         let mariadb = self.info.flavor == super::Flavor::Mariadb;
         let outcome = run_bounded(
@@ -587,23 +580,26 @@ impl LockSession {
     /// Coordinates, read on the locking session (while commits are blocked,
     /// for the modes that block them).
     pub fn coordinates(&mut self, progress: &Progress) -> anyhow::Result<Coordinates> {
-        progress.sql(coordinates::binlog_status_statement(&self.info));
-        let (c, notes) =
-            coordinates::read(&mut self.conn, &self.info, self.strategy.exact_binlog_point)
-                .map_err(|e| {
-                    let code = super::exit_code_for(&e);
-                    exit::fail(
-                        code,
-                        format!(
-                            "reading the binary-log coordinates failed: {e}{}",
-                            if code == exit::NOPERM {
-                                " (the user needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)"
-                            } else {
-                                ""
-                            }
-                        ),
-                    )
-                })?;
+        let (c, notes) = coordinates::read(
+            &mut self.conn,
+            &self.info,
+            self.strategy.exact_binlog_point,
+            progress,
+        )
+        .map_err(|e| {
+            let code = super::exit_code_for(&e);
+            exit::fail(
+                code,
+                format!(
+                    "reading the binary-log coordinates failed: {e}{}",
+                    if code == exit::NOPERM {
+                        " (the user needs REPLICATION CLIENT, or BINLOG MONITOR on MariaDB)"
+                    } else {
+                        ""
+                    }
+                ),
+            )
+        })?;
         for n in notes {
             progress.warn(n);
         }
@@ -618,16 +614,41 @@ impl LockSession {
         Ok(c)
     }
 
-    /// Whether the lock is still ours: the same live session that took it.
-    /// Err says why not (the snapshot is then not consistent). With a
-    /// deadline, the session's idle bound is re-armed afterwards.
+    /// Whether the lock is still ours: the same live session that took it,
+    /// and nothing logged since the coordinates were read. Err says why not
+    /// (the snapshot is then not consistent). With a deadline, the session's
+    /// idle bound is re-armed in the same round trip.
     pub fn verify(&mut self, deadline: Option<Instant>, progress: &Progress) -> Result<(), String> {
-        let result = self
-            .check_alive(progress)
-            .and_then(|()| self.check_binlog_still(progress));
+        let then = self.locked_binlog.clone();
+        let binlog = coordinates::binlog_status_statement(&self.info);
+        let bound = deadline.map(|d| {
+            let secs = idle_secs(d.saturating_duration_since(Instant::now()));
+            format!("SET SESSION wait_timeout = {secs}")
+        });
+        let mut statements = vec![ALIVE];
+        statements.extend(then.as_ref().map(|_| binlog));
+        statements.extend(bound.as_deref());
+        for s in &statements {
+            progress.sql(s);
+        }
+        let mut results = super::batch(&mut self.conn, &statements);
+        // A stray KILL QUERY (not KILL CONNECTION) interrupts the next statement
+        // once but leaves the session and its lock in place: ask twice.
+        let mut alive = results.next_rows();
+        if matches!(&alive, Err(mysql::Error::MySqlError(e)) if e.code == codes::ER_QUERY_INTERRUPTED)
+        {
+            results = super::batch(&mut self.conn, &statements);
+            alive = results.next_rows();
+        }
+        let mut result = self.check_alive(alive);
+        if let (Ok(()), Some(then)) = (&result, then) {
+            result = self.check_binlog_still(then, binlog, results.next_rows(), progress);
+        }
         if result.is_ok() {
-            if let Some(d) = deadline {
-                self.bound_idle(d, progress);
+            if let Err(e) = bound.map_or(Ok(Vec::new()), |_| results.next_rows()) {
+                progress.warn(format!(
+                    "could not bound the lock session's idle time ({e}); the watchdog session ends it at the deadline instead"
+                ));
             }
         } else if self
             .killer
@@ -641,26 +662,29 @@ impl LockSession {
         result
     }
 
-    /// Nothing was written to the binary log since the coordinates were read:
-    /// otherwise a write went through the lock, and they are no exact point.
-    /// (MariaDB's BACKUP STAGE BLOCK_COMMIT lets a write to an Aria or
-    /// MEMORY table through: the writer gets error 1205, but the row stays
-    /// and is logged. FLUSH TABLES WITH READ LOCK blocks it.)
-    fn check_binlog_still(&mut self, progress: &Progress) -> Result<(), String> {
-        let Some(then) = self.locked_binlog.clone() else {
-            return Ok(());
-        };
-        let statement = coordinates::binlog_status_statement(&self.info);
-        progress.sql(statement);
-        let now = match self.conn.query_first::<mysql::Row, _>(statement) {
-            Ok(Some(row)) => (
-                row.get_opt::<String, _>("File").and_then(Result::ok),
-                row.get_opt::<u64, _>("Position").and_then(Result::ok),
-            ),
-            Ok(None) => (None, None),
+    /// Nothing was written to the binary log since the coordinates were read
+    /// (`then`; `now` is the answer to `statement` read again): otherwise a
+    /// write went through the lock, and they are no exact point. (MariaDB's
+    /// BACKUP STAGE BLOCK_COMMIT lets a write to an Aria or MEMORY table
+    /// through: the writer gets error 1205, but the row stays and is logged.
+    /// FLUSH TABLES WITH READ LOCK blocks it.)
+    fn check_binlog_still(
+        &mut self,
+        then: LockedBinlog,
+        statement: &str,
+        now: mysql::Result<Vec<mysql::Row>>,
+        progress: &Progress,
+    ) -> Result<(), String> {
+        let now = match now {
+            Ok(rows) => rows.first().map_or((None, None), |row| {
+                (
+                    row.get_opt::<String, _>("File").and_then(Result::ok),
+                    row.get_opt::<u64, _>("Position").and_then(Result::ok),
+                )
+            }),
             Err(e) => {
                 return Err(format!(
-                    "the locking connection could not read the binary log position again: {e}"
+                    "the locking connection could not read the binary log position again (`{statement}`): {e}"
                 ))
             }
         };
@@ -754,19 +778,15 @@ impl LockSession {
             .all(|e| NO_CHANGE_EVENTS.contains(&e.as_str())))
     }
 
-    fn check_alive(&mut self, progress: &Progress) -> Result<(), String> {
+    /// The answer to `ALIVE` names the session that took the lock.
+    fn check_alive(&self, answer: mysql::Result<Vec<mysql::Row>>) -> Result<(), String> {
         let id = self.connection_id;
-        let mut check = || -> mysql::Result<Option<u64>> {
-            progress.sql("SELECT CONNECTION_ID()");
-            self.conn.query_first::<u64, _>("SELECT CONNECTION_ID()")
-        };
-        // A stray KILL QUERY (not KILL CONNECTION) interrupts the next statement
-        // once but leaves the session and its lock in place: ask twice.
-        let result = match check() {
-            Err(mysql::Error::MySqlError(e)) if e.code == codes::ER_QUERY_INTERRUPTED => check(),
-            other => other,
-        };
-        match result {
+        let now = answer.map(|rows| {
+            rows.first()
+                .and_then(|r| r.get_opt::<u64, _>(0))
+                .and_then(Result::ok)
+        });
+        match now {
             Ok(Some(now)) if now == u64::from(id) => Ok(()),
             Ok(Some(now)) => Err(format!(
                 "the session changed (connection {now}, locked as {id})"
@@ -1039,6 +1059,9 @@ struct Bounded {
     kill_problems: Vec<String>,
 }
 
+/// Asked first by `verify`: which session this is.
+const ALIVE: &str = "SELECT CONNECTION_ID()";
+
 /// How often the killer reads the process list once --kill-long-queries'
 /// time has come: without QUERY_ID (MySQL) a statement is recognised as one
 /// that ran before the attempt only once the process list's whole seconds
@@ -1115,7 +1138,7 @@ fn run_bounded(
                 _ => (false, killed_blockers, kill_problems),
             }
         });
-        let result = conn.query_drop(stmt);
+        let result = super::execute_all(conn, stmt);
         let _ = done.send(());
         let (killed_ours, killed_blockers, kill_problems) = killer.join().unwrap_or_else(|_| {
             (

@@ -11,7 +11,7 @@ pub mod instance;
 pub mod lock;
 pub mod strategy;
 
-pub use connect::{connect, ConnectTarget};
+pub use connect::{connect, connect_detected, prepare_in_background, ConnectTarget};
 pub use coordinates::Coordinates;
 pub use flavor::{Flavor, ServerInfo};
 pub use group::LockGroup;
@@ -49,6 +49,61 @@ pub fn exit_code_for(err: &mysql::Error) -> u8 {
         }
         #[allow(unreachable_patterns)]
         _ => exit::UNAVAILABLE,
+    }
+}
+
+/// Several statements in one round trip: the rows of each, or its error, in
+/// order (`Batch::next_rows`). The server stops at the first statement that
+/// fails; the ones after it are reported as not run.
+pub fn batch(conn: &mut mysql::Conn, statements: &[&str]) -> Batch {
+    use mysql::prelude::Queryable;
+    let mut results = Vec::with_capacity(statements.len());
+    match conn.query_iter(statements.join("; ")) {
+        Err(e) => results.push(Err(e)),
+        Ok(mut sets) => {
+            while let Some(set) = sets.iter() {
+                results.push(set.collect::<mysql::Result<Vec<mysql::Row>>>());
+            }
+        }
+    }
+    Batch {
+        statements: statements.iter().map(|s| s.to_string()).collect(),
+        results: results.into_iter(),
+        taken: 0,
+    }
+}
+
+/// Statements sent as one (`A; B`), each to its end: Err is the first that
+/// failed. (`query_drop` reports only the first statement's error: a failed
+/// `B` after `A` would pass unseen.)
+pub fn execute_all(conn: &mut mysql::Conn, statements: &str) -> mysql::Result<()> {
+    use mysql::prelude::Queryable;
+    let mut sets = conn.query_iter(statements)?;
+    while let Some(set) = sets.iter() {
+        for row in set {
+            row?;
+        }
+    }
+    Ok(())
+}
+
+/// The results of a `batch`, taken in the order of its statements.
+pub struct Batch {
+    statements: Vec<String>,
+    results: std::vec::IntoIter<mysql::Result<Vec<mysql::Row>>>,
+    taken: usize,
+}
+
+impl Batch {
+    /// The next statement's rows, or why there are none.
+    pub fn next_rows(&mut self) -> mysql::Result<Vec<mysql::Row>> {
+        let statement = self.statements.get(self.taken).cloned().unwrap_or_default();
+        self.taken += 1;
+        self.results.next().unwrap_or_else(|| {
+            Err(mysql::Error::IoError(std::io::Error::other(format!(
+                "`{statement}` was not run: an earlier statement sent with it failed"
+            ))))
+        })
     }
 }
 
