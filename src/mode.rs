@@ -123,6 +123,8 @@ pub fn main_entry() -> u8 {
     if let Some(code) = crate::verify::entry(&argv) {
         return code;
     }
+    // Overlaps option loading; wasted (on a spare core) by the modes that never connect.
+    crate::server::prepare_in_background();
     let mut loaded = match options::load(argv) {
         Ok(loaded) => loaded,
         Err(e) => return load_error(e, &original_argv),

@@ -13,6 +13,7 @@ use crate::server::{Coordinates, LockGroup, ServerInfo};
 use crate::state::State;
 use std::path::Path;
 use std::sync::mpsc::Receiver;
+use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 /// A server we are connected to.
@@ -32,7 +33,9 @@ pub struct Connected {
 pub trait Backend {
     /// One run at a time per machine: held until the backend is dropped.
     fn take_run_lock(&mut self) -> anyhow::Result<()>;
-    /// Before any hook: the process that kills hooks and thaws if we die.
+    /// Before any hook: the process that kills hooks and thaws if we die. It
+    /// may come up while the run goes on: a hook waits for it, and `connect`
+    /// fails (nothing locked) when it could not start.
     fn start_guardian(&mut self) -> anyhow::Result<()>;
     /// Connect every server (none with --lock=none).
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>>;
@@ -75,6 +78,11 @@ pub struct Real<'p> {
     progress: Progress,
     run_lock: Option<RunLock>,
     guardian: Option<Guardian>,
+    /// The guardian while it starts: its spawn (an exec of our own binary)
+    /// overlaps the connect instead of delaying it.
+    guardian_starting: Option<JoinHandle<anyhow::Result<Guardian>>>,
+    /// Why it could not start (exit status, message), once known.
+    guardian_failed: Option<(u8, String)>,
     group: Option<LockGroup>,
     frozen: Option<FrozenSet>,
     /// Hooks stopped at the deadline whose grace runs in the background
@@ -89,9 +97,36 @@ impl<'p> Real<'p> {
             progress: plan.progress,
             run_lock: None,
             guardian: None,
+            guardian_starting: None,
+            guardian_failed: None,
             group: None,
             frozen: None,
             stopping: Vec::new(),
+        }
+    }
+}
+
+impl Real<'_> {
+    /// Wait for the guardian's start, once; Err (every time) when it could not start.
+    fn guardian_ready(&mut self) -> anyhow::Result<()> {
+        if let Some(starting) = self.guardian_starting.take() {
+            match starting.join() {
+                Ok(Ok(g)) => self.guardian = Some(g),
+                Ok(Err(e)) => {
+                    self.guardian_failed = Some((crate::exit::code_of(&e), format!("{e:#}")))
+                }
+                Err(_) => {
+                    self.guardian_failed = Some((
+                        crate::exit::SOFTWARE,
+                        "the thread starting the guardian panicked; nothing was locked or frozen"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        match &self.guardian_failed {
+            Some((code, message)) => Err(crate::exit::fail(*code, message.clone())),
+            None => Ok(()),
         }
     }
 }
@@ -112,12 +147,22 @@ impl Backend for Real<'_> {
             .iter()
             .map(|t| (t.mountpoint.clone(), t.dir))
             .collect();
-        self.guardian = Some(Guardian::start(Path::new("/proc/self/exe"), &targets)?);
+        let starting = std::thread::Builder::new()
+            .name("start-guardian".into())
+            .spawn(move || Guardian::start(Path::new("/proc/self/exe"), &targets))
+            .map_err(|e| {
+                crate::exit::fail(
+                    crate::exit::SOFTWARE,
+                    format!("cannot start a thread: {e}; nothing was locked or frozen"),
+                )
+            })?;
+        self.guardian_starting = Some(starting);
         Ok(())
     }
 
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>> {
         if self.plan.instances.is_empty() {
+            self.guardian_ready()?;
             return Ok(Vec::new());
         }
         let state = State::new(&self.plan.state_dir);
@@ -127,6 +172,8 @@ impl Backend for Real<'_> {
             &state,
             &self.progress,
         )?;
+        // Before anything is locked: no lock without the guardian.
+        self.guardian_ready()?;
         let connected = group
             .members
             .iter()
@@ -218,6 +265,10 @@ impl Backend for Real<'_> {
         env: &[(String, String)],
         limits: Limits,
     ) -> (Ending, Duration) {
+        if let Err(e) = self.guardian_ready() {
+            // No hook runs that would outlive us if we died.
+            return (Ending::SpawnFailed(format!("{e:#}")), Duration::ZERO);
+        }
         let link = self.guardian.as_ref().map(Guardian::link);
         let run = hooks::run(hook, env, limits, link.as_ref());
         self.stopping.extend(run.stopping);
@@ -234,6 +285,7 @@ impl Backend for Real<'_> {
             let _ = stopped.recv_timeout(end.saturating_duration_since(Instant::now()));
         }
         self.group = None;
+        let _ = self.guardian_ready();
         if let Some(g) = self.guardian.take() {
             if left_frozen {
                 g.abandon();
