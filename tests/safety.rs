@@ -360,13 +360,21 @@ fn the_guardian_is_outside_the_runs_process_group_and_ignores_termination_signal
 fn a_stalled_run_is_thawed_by_its_guardian_at_the_deadline_and_then_fails_with_124() {
     let s = need!(TestServer::start());
     let fs = need!(LoopFs::new(FsKind::Ext4));
-    let report = fresh(&s, "report.json");
+    // With a database lock, and without one (nothing to connect: the
+    // guardian must still be up and told the deadline).
+    for lock in ["--lock=auto", "--lock=none"] {
+        stalled_run_is_thawed_by_its_guardian(&s, &fs, lock);
+    }
+}
+
+fn stalled_run_is_thawed_by_its_guardian(s: &TestServer, fs: &LoopFs, lock: &str) {
+    let report = fresh(s, "report.json");
     // The snapshot hook succeeds, but stops mysql-quiesce on its way out:
     // when it is continued, everything it did itself went right.
     let (mut run, started) = snapshot_run(
-        &s,
-        &[&fs],
-        &["--max-lock-time=2", &arg("report", &report)],
+        s,
+        &[fs],
+        &[lock, "--max-lock-time=2", &arg("report", &report)],
         "kill -STOP $PPID",
     );
     wait_for(&started, &run);
@@ -385,15 +393,15 @@ fn a_stalled_run_is_thawed_by_its_guardian_at_the_deadline_and_then_fails_with_1
         "the run was not stopped, so the guardian was not the one that thawed"
     );
     kill(run.pid(), Signal::SIGCONT).unwrap();
-    assert_eq!(run.wait(), Some(124), "{}", run.stderr());
+    assert_eq!(run.wait(), Some(124), "{lock}: {}", run.stderr());
     let r = json(&report);
-    assert_eq!(outcome(&r), (Some(124), Some(false)));
+    assert_eq!(outcome(&r), (Some(124), Some(false)), "{lock}");
     assert!(
         r["error"].as_str().unwrap().contains("guardian thawed"),
-        "{}",
+        "{lock}: {}",
         r["error"]
     );
-    assert!(s.write_succeeds(2));
+    assert!(s.write_succeeds(2), "{lock}");
 }
 
 /// A guardian run directly, for two filesystems the test freezes itself.

@@ -33,10 +33,12 @@ pub struct Connected {
 pub trait Backend {
     /// One run at a time per machine: held until the backend is dropped.
     fn take_run_lock(&mut self) -> anyhow::Result<()>;
-    /// Before any hook: the process that kills hooks and thaws if we die. It
-    /// may come up while the run goes on: a hook waits for it, and `connect`
-    /// fails (nothing locked) when it could not start.
+    /// The process that kills hooks and thaws if we die. It may still be
+    /// starting when this returns (its start overlaps the connect).
     fn start_guardian(&mut self) -> anyhow::Result<()>;
+    /// The guardian is up: before any hook, before anything is locked or
+    /// frozen. Err when it could not start.
+    fn guardian_ready(&mut self) -> anyhow::Result<()>;
     /// Connect every server (none with --lock=none).
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>>;
     /// Take the lock on all of them; how long the successful round took.
@@ -108,7 +110,7 @@ impl<'p> Real<'p> {
 
 impl Real<'_> {
     /// Wait for the guardian's start, once; Err (every time) when it could not start.
-    fn guardian_ready(&mut self) -> anyhow::Result<()> {
+    fn join_guardian(&mut self) -> anyhow::Result<()> {
         if let Some(starting) = self.guardian_starting.take() {
             match starting.join() {
                 Ok(Ok(g)) => self.guardian = Some(g),
@@ -160,9 +162,12 @@ impl Backend for Real<'_> {
         Ok(())
     }
 
+    fn guardian_ready(&mut self) -> anyhow::Result<()> {
+        self.join_guardian()
+    }
+
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>> {
         if self.plan.instances.is_empty() {
-            self.guardian_ready()?;
             return Ok(Vec::new());
         }
         let state = State::new(&self.plan.state_dir);
@@ -172,8 +177,6 @@ impl Backend for Real<'_> {
             &state,
             &self.progress,
         )?;
-        // Before anything is locked: no lock without the guardian.
-        self.guardian_ready()?;
         let connected = group
             .members
             .iter()
@@ -205,6 +208,9 @@ impl Backend for Real<'_> {
     }
 
     fn bound(&mut self, deadline: Instant) {
+        // The run has waited for it already (`guardian_ready`); here too,
+        // so that no step can reach past a guardian still starting.
+        let _ = self.join_guardian();
         if let Some(g) = &self.guardian {
             g.set_deadline(deadline.saturating_duration_since(Instant::now()));
         }
@@ -214,6 +220,7 @@ impl Backend for Real<'_> {
     }
 
     fn freeze(&mut self, deadline: Instant) -> anyhow::Result<()> {
+        self.join_guardian()?;
         let Some(g) = self.guardian.as_mut() else {
             return Err(crate::exit::fail(
                 crate::exit::SOFTWARE,
@@ -265,7 +272,7 @@ impl Backend for Real<'_> {
         env: &[(String, String)],
         limits: Limits,
     ) -> (Ending, Duration) {
-        if let Err(e) = self.guardian_ready() {
+        if let Err(e) = self.join_guardian() {
             // No hook runs that would outlive us if we died.
             return (Ending::SpawnFailed(format!("{e:#}")), Duration::ZERO);
         }
@@ -285,7 +292,7 @@ impl Backend for Real<'_> {
             let _ = stopped.recv_timeout(end.saturating_duration_since(Instant::now()));
         }
         self.group = None;
-        let _ = self.guardian_ready();
+        let _ = self.join_guardian();
         if let Some(g) = self.guardian.take() {
             if left_frozen {
                 g.abandon();

@@ -126,8 +126,11 @@ impl<'a> Run<'a> {
     pub fn execute(mut self) -> u8 {
         let plan = self.plan;
         if self.attempt(|b| b.take_run_lock()) && self.attempt(|b| b.start_guardian()) {
-            self.hooks(Phase::Before, &plan.hooks.before);
-            if self.ok() && self.connect() {
+            // Its start overlaps the connect, unless a hook comes first.
+            if !plan.hooks.before.is_empty() && self.attempt(|b| b.guardian_ready()) {
+                self.hooks(Phase::Before, &plan.hooks.before);
+            }
+            if self.ok() && self.connect() && self.attempt(|b| b.guardian_ready()) {
                 // A job-control stop while a lock attempt waits or the lock is
                 // held would stall every writer: ignored until the release.
                 signals::ignore_job_control(true);

@@ -20,6 +20,7 @@ struct Recorder {
     /// Hooks that run past the deadline.
     hanging_hooks: Vec<String>,
     lock_fails: bool,
+    guardian_fails: bool,
     lost_lock: bool,
     thaw_fails: bool,
 }
@@ -37,6 +38,13 @@ impl Backend for Recorder {
     }
     fn start_guardian(&mut self) -> anyhow::Result<()> {
         self.log("guardian");
+        Ok(())
+    }
+    fn guardian_ready(&mut self) -> anyhow::Result<()> {
+        self.log("guardian ready");
+        if self.guardian_fails {
+            return Err(exit::fail(exit::SOFTWARE, "cannot start the guardian"));
+        }
         Ok(())
     }
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>> {
@@ -231,6 +239,7 @@ fn everything_acquired_is_released_in_reverse_order_and_thaw_comes_before_post()
             "run-lock",
             "guardian",
             "connect",
+            "guardian ready",
             "lock",
             "coordinates",
             "bound",
@@ -308,6 +317,7 @@ fn a_failed_lock_skips_the_locked_section_but_after_hooks_run() {
             "run-lock",
             "guardian",
             "connect",
+            "guardian ready",
             "lock",
             "disconnect",
             "after a [failed]",
@@ -351,4 +361,69 @@ fn a_thaw_that_fails_keeps_the_guardian() {
     };
     assert_eq!(run(&p, &mut r), exit::SOFTWARE);
     assert_eq!(r.events.last().unwrap(), "guardian stays");
+}
+
+/// The guardian's start overlaps the connect, but no hook runs and nothing
+/// is locked or frozen before it is up; one that cannot start ends the run
+/// with its own failure (70), before a before-hook or after the connect.
+#[test]
+fn nothing_runs_locks_or_freezes_before_the_guardian_is_up() {
+    let mut with_before = hooks(&["p"], &["s"], &[], &["a"]);
+    with_before.before = vec!["b".into()];
+    let p = plan(with_before, true, Duration::from_secs(60));
+    let mut r = Recorder::default();
+    assert_eq!(run(&p, &mut r), exit::OK);
+    assert_eq!(
+        r.events[..5],
+        [
+            "run-lock",
+            "guardian",
+            "guardian ready",
+            "before b",
+            "connect"
+        ]
+    );
+    let mut r = Recorder {
+        guardian_fails: true,
+        ..Recorder::default()
+    };
+    assert_eq!(run(&p, &mut r), exit::SOFTWARE);
+    assert_eq!(
+        r.events,
+        ["run-lock", "guardian", "guardian ready", "guardian goes"]
+    );
+    let p = plan(
+        hooks(&["p"], &["s"], &[], &["a"]),
+        true,
+        Duration::from_secs(60),
+    );
+    let mut r = Recorder {
+        guardian_fails: true,
+        ..Recorder::default()
+    };
+    assert_eq!(run(&p, &mut r), exit::SOFTWARE);
+    assert_eq!(
+        r.events,
+        [
+            "run-lock",
+            "guardian",
+            "connect",
+            "guardian ready",
+            "guardian goes"
+        ]
+    );
+    // --lock=none: nothing to connect, the guardian is still waited for.
+    let mut p = plan(
+        hooks(&["p"], &["s"], &[], &[]),
+        true,
+        Duration::from_secs(60),
+    );
+    p.lock.mode = LockMode::None;
+    p.instances.clear();
+    let mut r = Recorder::default();
+    assert_eq!(run(&p, &mut r), exit::OK);
+    assert_eq!(
+        r.events[..4],
+        ["run-lock", "guardian", "guardian ready", "bound"]
+    );
 }

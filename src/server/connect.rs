@@ -369,6 +369,8 @@ pub fn connect_detected(
 pub struct Opening {
     opened: mpsc::Receiver<anyhow::Result<(Conn, ServerInfo)>>,
     spec: ConnectSpec,
+    /// --connect-timeout from the start: sessions opening together share it.
+    deadline: std::time::Instant,
 }
 
 impl Opening {
@@ -383,6 +385,7 @@ impl Opening {
 
     /// With `settings` (a SET SESSION list with the session's wait_timeout).
     pub fn start(spec: &ConnectSpec, progress: &Progress, settings: &str) -> Opening {
+        let deadline = std::time::Instant::now() + spec.connect_timeout;
         let (tx, opened) = mpsc::channel();
         let (spec, progress, settings) = (spec.clone(), *progress, settings.to_string());
         let thread_spec = spec.clone();
@@ -397,16 +400,24 @@ impl Opening {
                 exit::SOFTWARE,
                 format!("cannot start a thread to connect: {e}. Nothing was locked or frozen."),
             )));
-            return Opening { opened: rx, spec };
+            return Opening {
+                opened: rx,
+                spec,
+                deadline,
+            };
         }
-        Opening { opened, spec }
+        Opening {
+            opened,
+            spec,
+            deadline,
+        }
     }
 
     /// The open session, or why there is none.
     pub fn wait(self) -> anyhow::Result<(Conn, ServerInfo)> {
         let spec = &self.spec;
         self.opened
-            .recv_timeout(spec.connect_timeout)
+            .recv_timeout(self.deadline.saturating_duration_since(std::time::Instant::now()))
             .unwrap_or_else(|_| {
                 Err(exit::fail(
                     exit::UNAVAILABLE,

@@ -445,38 +445,37 @@ impl LockSession {
         let deadline = Instant::now() + budget;
         if cfg.pre_flush {
             let stmt = "FLUSH NO_WRITE_TO_BINLOG TABLES";
-            self.bounded(&[stmt], false, budget, None, kind, progress)?;
+            self.bounded(stmt, false, budget, None, kind, progress)?;
         }
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Err(AttemptError::GaveUp(format!(
-                "gave up after {:.2} s",
-                budget.as_secs_f64()
-            )));
+        // One by one, each under the watchdog: sent as one multi-statement,
+        // a KILL QUERY landing between two of them would be discarded and
+        // the next would wait unbounded by the attempt's budget.
+        for stmt in self.strategy.lock {
+            let remaining = deadline.saturating_duration_since(Instant::now());
+            if remaining.is_zero() {
+                return Err(AttemptError::GaveUp(format!(
+                    "gave up after {:.2} s",
+                    budget.as_secs_f64()
+                )));
+            }
+            let kill = cfg.kill_after.zip(killing);
+            self.bounded(stmt, true, remaining, kill, kind, progress)?;
         }
-        // The lock statements in one round trip (writers may already wait
-        // behind the first): the server stops at the first that fails, and
-        // the cleanup after a failed attempt undoes what went through.
-        let kill = cfg.kill_after.zip(killing);
-        self.bounded(self.strategy.lock, true, remaining, kill, kind, progress)
+        Ok(())
     }
 
-    /// Run `statements` (in one round trip) within `budget`; optionally kill
-    /// long blockers first (`kill`: after how long, and what ran before the
-    /// attempt).
+    /// Run one statement within `budget`; optionally kill long blockers
+    /// first (`kill`: after how long, and what ran before the attempt).
     fn bounded(
         &mut self,
-        statements: &[&str],
+        stmt: &str,
         takes_lock: bool,
         budget: Duration,
         kill: Option<(Duration, &[Running])>,
         kind: QueryType,
         progress: &Progress,
     ) -> Result<(), AttemptError> {
-        for s in statements {
-            progress.sql(s);
-        }
-        let stmt = &statements.join("; ");
+        progress.sql(stmt);
         let started = Instant::now();
         let mariadb = self.info.flavor == super::Flavor::Mariadb;
         let outcome = run_bounded(
@@ -1138,7 +1137,7 @@ fn run_bounded(
                 _ => (false, killed_blockers, kill_problems),
             }
         });
-        let result = super::execute_all(conn, stmt);
+        let result = conn.query_drop(stmt);
         let _ = done.send(());
         let (killed_ours, killed_blockers, kill_problems) = killer.join().unwrap_or_else(|_| {
             (

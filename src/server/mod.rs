@@ -73,20 +73,6 @@ pub fn batch(conn: &mut mysql::Conn, statements: &[&str]) -> Batch {
     }
 }
 
-/// Statements sent as one (`A; B`), each to its end: Err is the first that
-/// failed. (`query_drop` reports only the first statement's error: a failed
-/// `B` after `A` would pass unseen.)
-pub fn execute_all(conn: &mut mysql::Conn, statements: &str) -> mysql::Result<()> {
-    use mysql::prelude::Queryable;
-    let mut sets = conn.query_iter(statements)?;
-    while let Some(set) = sets.iter() {
-        for row in set {
-            row?;
-        }
-    }
-    Ok(())
-}
-
 /// The results of a `batch`, taken in the order of its statements.
 pub struct Batch {
     statements: Vec<String>,
