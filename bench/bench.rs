@@ -752,11 +752,13 @@ fn median(mut v: Vec<f64>) -> Option<f64> {
 }
 
 /// One mysql-quiesce run with `extra` arguments: its wall time, exit status
-/// and report (with the process start time, for the breakdown).
+/// and, with `with_report`, its report (with the process start time, for the
+/// breakdown).
 fn quiesce_once(
     cfg: &Config,
     server: &Server,
     extra: &[&str],
+    with_report: bool,
 ) -> (Duration, i32, Option<serde_json::Value>, f64) {
     let report = cfg.work.path().join("overhead-report.json");
     let _ = std::fs::remove_file(&report);
@@ -766,9 +768,11 @@ fn quiesce_once(
         .arg(format!(
             "--lock-file={}",
             cfg.work.path().join("run.lock").display()
-        ))
-        .arg(format!("--report={}", report.display()))
-        .args(extra);
+        ));
+    if with_report {
+        cmd.arg(format!("--report={}", report.display()));
+    }
+    cmd.args(extra);
     let (code, wall, _, started, _) = run_measured(cmd);
     let r = std::fs::read_to_string(&report)
         .ok()
@@ -778,9 +782,11 @@ fn quiesce_once(
 
 /// What a run costs beyond the snapshot itself: the lock time each hook adds
 /// (six `true` hooks against none), and a whole no-op run against the mysql
-/// client doing the same job, alternating, medians.
+/// client doing the same job, alternating, medians. The no-op run's wall
+/// time is that of `mysql-quiesce -- true` as a user types it; the breakdown
+/// comes from the same run with --report (whose fsync the client never does).
 fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut String) {
-    let runs = if cfg.quick { 3 } else { 21 };
+    let runs = if cfg.quick { 3 } else { 41 };
     let six: &[&str] = &[
         "--pre",
         "true",
@@ -800,6 +806,7 @@ fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut Stri
     let mut wall: [Vec<f64>; 2] = [Vec::new(), Vec::new()];
     let mut hook_ms = Vec::new();
     let mut classic_wall = Vec::new();
+    let mut plain_wall = Vec::new();
     // Phases of the no-hook runs: exec to connect, then each phase's duration.
     let names = [
         "connect",
@@ -811,8 +818,17 @@ fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut Stri
     ];
     let mut phases: Vec<Vec<f64>> = vec![Vec::new(); names.len() + 2];
     for _ in 0..runs {
+        let (w, code, _, _) = quiesce_once(cfg, server, none, false);
+        assert_eq!(code, 0, "bench: the no-op run failed");
+        plain_wall.push(ms(w));
+        let (mut cmd, _) = server.client();
+        cmd.arg("-e")
+            .arg("FLUSH TABLES WITH READ LOCK; SYSTEM true; UNLOCK TABLES");
+        let (code, w, _, _, _) = run_measured(cmd);
+        assert_eq!(code, 0, "bench: the classic no-op failed");
+        classic_wall.push(ms(w));
         for (i, args) in [none, six].iter().enumerate() {
-            let (w, code, r, started) = quiesce_once(cfg, server, args);
+            let (w, code, r, started) = quiesce_once(cfg, server, args, true);
             assert_eq!(code, 0, "bench: overhead run failed");
             let Some(r) = r else { continue };
             wall[i].push(ms(w));
@@ -848,12 +864,6 @@ fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut Stri
                 }
             }
         }
-        let (mut cmd, _) = server.client();
-        cmd.arg("-e")
-            .arg("FLUSH TABLES WITH READ LOCK; SYSTEM true; UNLOCK TABLES");
-        let (code, w, _, _, _) = run_measured(cmd);
-        assert_eq!(code, 0, "bench: the classic no-op failed");
-        classic_wall.push(ms(w));
     }
     let row = |scenario: &str, contender: &str, held: Option<f64>, total: Option<f64>| Row {
         section: "overhead".into(),
@@ -871,7 +881,7 @@ fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut Stri
         total_ms: total,
         peak_rss_kb: None,
     };
-    let (classic, quiesce) = (median(classic_wall.clone()), median(wall[0].clone()));
+    let (classic, quiesce) = (median(classic_wall.clone()), median(plain_wall.clone()));
     rows.push(row(
         "no-op run",
         "classic mysql -e \"FTWRL; SYSTEM true; UNLOCK TABLES\"",
@@ -894,8 +904,9 @@ fn overhead(cfg: &Config, server: &Server, rows: &mut Vec<Row>, notes: &mut Stri
     let _ = writeln!(
         notes,
         "No-op run (`-- true`), median of {runs} alternating runs: mysql-quiesce {} ms, the mysql client {} ms \
-         ({}x). Where mysql-quiesce's time goes (medians): exec to connect {} ms, connect {} ms, lock {} ms, \
-         coordinates {} ms, snapshot (COMMAND) {} ms, verify {} ms, unlock {} ms, after unlock to exit {} ms. \
+         ({}x). Where mysql-quiesce's time goes (medians of the same run with --report, whose fsync adds to \
+         its end): exec to connect {} ms, connect {} ms, lock {} ms, coordinates {} ms, snapshot (COMMAND) {} ms, \
+         verify {} ms, unlock {} ms, after unlock to exit {} ms. \
          Six `true` hooks held the lock {} ms against {} ms for none; a `true` hook is reported as {} ms.\n",
         fmt(quiesce),
         fmt(classic),
