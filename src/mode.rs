@@ -123,8 +123,12 @@ pub fn main_entry() -> u8 {
     if let Some(code) = crate::verify::entry(&argv) {
         return code;
     }
-    // Overlaps option loading; wasted (on a spare core) by the modes that never connect.
-    crate::server::prepare_in_background();
+    // Overlaps option loading; wasted (on a spare core) by the modes that never
+    // connect. Not in the holder: it edits its environment while it starts,
+    // which must not race another thread.
+    if std::env::var_os(holder::HOLDER_FD).is_none() {
+        crate::server::prepare_in_background();
+    }
     let mut loaded = match options::load(argv) {
         Ok(loaded) => loaded,
         Err(e) => return load_error(e, &original_argv),

@@ -109,7 +109,9 @@ impl<'p> Real<'p> {
 }
 
 impl Real<'_> {
-    /// Wait for the guardian's start, once; Err (every time) when it could not start.
+    /// Wait for the guardian's start, once; Err (every time) when it could
+    /// not start, or was never started: nothing is locked, frozen or run
+    /// without it.
     fn join_guardian(&mut self) -> anyhow::Result<()> {
         if let Some(starting) = self.guardian_starting.take() {
             match starting.join() {
@@ -126,9 +128,13 @@ impl Real<'_> {
                 }
             }
         }
-        match &self.guardian_failed {
-            Some((code, message)) => Err(crate::exit::fail(*code, message.clone())),
-            None => Ok(()),
+        match (&self.guardian_failed, &self.guardian) {
+            (Some((code, message)), _) => Err(crate::exit::fail(*code, message.clone())),
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err(crate::exit::fail(
+                crate::exit::SOFTWARE,
+                "internal error: no guardian was started; nothing is locked, frozen or run without one",
+            )),
         }
     }
 }
@@ -194,6 +200,7 @@ impl Backend for Real<'_> {
     }
 
     fn lock(&mut self) -> anyhow::Result<Duration> {
+        self.join_guardian()?;
         match self.group.as_mut() {
             Some(g) => g.acquire(&self.plan.lock, &self.progress),
             None => Ok(Duration::ZERO),

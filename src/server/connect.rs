@@ -416,10 +416,21 @@ impl Opening {
     /// The open session, or why there is none.
     pub fn wait(self) -> anyhow::Result<(Conn, ServerInfo)> {
         let spec = &self.spec;
-        self.opened
-            .recv_timeout(self.deadline.saturating_duration_since(std::time::Instant::now()))
-            .unwrap_or_else(|_| {
-                Err(exit::fail(
+        let left = self
+            .deadline
+            .saturating_duration_since(std::time::Instant::now());
+        self.opened.recv_timeout(left).unwrap_or_else(|e| {
+            if e == mpsc::RecvTimeoutError::Disconnected {
+                return Err(exit::fail(
+                    exit::SOFTWARE,
+                    format!(
+                        "internal error: the thread connecting to {} ended without an answer. Nothing was \
+                         locked or frozen.",
+                        spec.target
+                    ),
+                ));
+            }
+            Err(exit::fail(
                     exit::UNAVAILABLE,
                     format!(
                         "cannot connect to {} as '{}': no answer within --connect-timeout ({} s). Nothing was \
