@@ -108,37 +108,6 @@ impl<'p> Real<'p> {
     }
 }
 
-impl Real<'_> {
-    /// Wait for the guardian's start, once; Err (every time) when it could
-    /// not start, or was never started: nothing is locked, frozen or run
-    /// without it.
-    fn join_guardian(&mut self) -> anyhow::Result<()> {
-        if let Some(starting) = self.guardian_starting.take() {
-            match starting.join() {
-                Ok(Ok(g)) => self.guardian = Some(g),
-                Ok(Err(e)) => {
-                    self.guardian_failed = Some((crate::exit::code_of(&e), format!("{e:#}")))
-                }
-                Err(_) => {
-                    self.guardian_failed = Some((
-                        crate::exit::SOFTWARE,
-                        "the thread starting the guardian panicked; nothing was locked or frozen"
-                            .into(),
-                    ))
-                }
-            }
-        }
-        match (&self.guardian_failed, &self.guardian) {
-            (Some((code, message)), _) => Err(crate::exit::fail(*code, message.clone())),
-            (None, Some(_)) => Ok(()),
-            (None, None) => Err(crate::exit::fail(
-                crate::exit::SOFTWARE,
-                "internal error: no guardian was started; nothing is locked, frozen or run without one",
-            )),
-        }
-    }
-}
-
 impl Backend for Real<'_> {
     fn take_run_lock(&mut self) -> anyhow::Result<()> {
         let state = State::new(&self.plan.state_dir);
@@ -168,8 +137,32 @@ impl Backend for Real<'_> {
         Ok(())
     }
 
+    // Waits for the start once; Err (every time) when it could not start, or
+    // was never started: nothing is locked, frozen or run without it.
     fn guardian_ready(&mut self) -> anyhow::Result<()> {
-        self.join_guardian()
+        if let Some(starting) = self.guardian_starting.take() {
+            match starting.join() {
+                Ok(Ok(g)) => self.guardian = Some(g),
+                Ok(Err(e)) => {
+                    self.guardian_failed = Some((crate::exit::code_of(&e), format!("{e:#}")))
+                }
+                Err(_) => {
+                    self.guardian_failed = Some((
+                        crate::exit::SOFTWARE,
+                        "the thread starting the guardian panicked; nothing was locked or frozen"
+                            .into(),
+                    ))
+                }
+            }
+        }
+        match (&self.guardian_failed, &self.guardian) {
+            (Some((code, message)), _) => Err(crate::exit::fail(*code, message.clone())),
+            (None, Some(_)) => Ok(()),
+            (None, None) => Err(crate::exit::fail(
+                crate::exit::SOFTWARE,
+                "internal error: no guardian was started; nothing is locked, frozen or run without one",
+            )),
+        }
     }
 
     fn connect(&mut self) -> anyhow::Result<Vec<Connected>> {
@@ -200,7 +193,7 @@ impl Backend for Real<'_> {
     }
 
     fn lock(&mut self) -> anyhow::Result<Duration> {
-        self.join_guardian()?;
+        self.guardian_ready()?;
         match self.group.as_mut() {
             Some(g) => g.acquire(&self.plan.lock, &self.progress),
             None => Ok(Duration::ZERO),
@@ -217,7 +210,7 @@ impl Backend for Real<'_> {
     fn bound(&mut self, deadline: Instant) {
         // The run has waited for it already (`guardian_ready`); here too,
         // so that no step can reach past a guardian still starting.
-        let _ = self.join_guardian();
+        let _ = self.guardian_ready();
         if let Some(g) = &self.guardian {
             g.set_deadline(deadline.saturating_duration_since(Instant::now()));
         }
@@ -227,7 +220,7 @@ impl Backend for Real<'_> {
     }
 
     fn freeze(&mut self, deadline: Instant) -> anyhow::Result<()> {
-        self.join_guardian()?;
+        self.guardian_ready()?;
         let Some(g) = self.guardian.as_mut() else {
             return Err(crate::exit::fail(
                 crate::exit::SOFTWARE,
@@ -279,7 +272,7 @@ impl Backend for Real<'_> {
         env: &[(String, String)],
         limits: Limits,
     ) -> (Ending, Duration) {
-        if let Err(e) = self.join_guardian() {
+        if let Err(e) = self.guardian_ready() {
             // No hook runs that would outlive us if we died.
             return (Ending::SpawnFailed(format!("{e:#}")), Duration::ZERO);
         }
@@ -299,7 +292,7 @@ impl Backend for Real<'_> {
             let _ = stopped.recv_timeout(end.saturating_duration_since(Instant::now()));
         }
         self.group = None;
-        let _ = self.join_guardian();
+        let _ = self.guardian_ready();
         if let Some(g) = self.guardian.take() {
             if left_frozen {
                 g.abandon();

@@ -387,28 +387,22 @@ impl Opening {
     pub fn start(spec: &ConnectSpec, progress: &Progress, settings: &str) -> Opening {
         let deadline = std::time::Instant::now() + spec.connect_timeout;
         let (tx, opened) = mpsc::channel();
-        let (spec, progress, settings) = (spec.clone(), *progress, settings.to_string());
-        let thread_spec = spec.clone();
+        let (thread_spec, progress, settings) = (spec.clone(), *progress, settings.to_string());
+        let thread_tx = tx.clone();
         let started = std::thread::Builder::new()
             .name("connect".into())
             .spawn(move || {
-                let _ = tx.send(open(&thread_spec, &progress, &settings));
+                let _ = thread_tx.send(open(&thread_spec, &progress, &settings));
             });
         if let Err(e) = started {
-            let (tx, rx) = mpsc::channel();
             let _ = tx.send(Err(exit::fail(
                 exit::SOFTWARE,
                 format!("cannot start a thread to connect: {e}. Nothing was locked or frozen."),
             )));
-            return Opening {
-                opened: rx,
-                spec,
-                deadline,
-            };
         }
         Opening {
             opened,
-            spec,
+            spec: spec.clone(),
             deadline,
         }
     }
@@ -495,7 +489,7 @@ fn open(
     let rows = results
         .next_rows()
         .map_err(|e| failed("detecting the server version", e))?;
-    Ok((conn, ServerInfo::from_row(rows.first())))
+    Ok((conn, ServerInfo::from_rows(&rows)))
 }
 
 fn connect_error(spec: &ConnectSpec, err: &mysql::Error) -> anyhow::Error {

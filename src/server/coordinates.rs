@@ -106,12 +106,7 @@ pub fn read(
             c.binlog_position = column(row, &["Position"]).and_then(|p| p.parse().ok());
         }
         let rows = results.next_rows()?;
-        let gtid = |i: usize| {
-            rows.first()
-                .and_then(|r| r.get_opt::<Option<String>, _>(i))
-                .and_then(Result::ok)
-                .flatten()
-        };
+        let gtid = |i| super::first_text(&rows, i);
         match info.flavor {
             Flavor::Mariadb => {
                 c.gtid = non_empty(gtid(0));
@@ -135,12 +130,10 @@ pub fn read(
         progress.sql(WSREP_ON);
         wsrep = conn.query(WSREP_ON);
     }
-    let wsrep_on = wsrep.ok().is_some_and(|rows| {
-        rows.first()
-            .and_then(|r| r.get_opt::<String, _>(0))
-            .and_then(Result::ok)
-            .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"))
-    });
+    let wsrep_on = wsrep
+        .ok()
+        .and_then(|rows| super::first_text(&rows, 0))
+        .is_some_and(|v| v == "1" || v.eq_ignore_ascii_case("ON"));
     match replica_read {
         Ok(rows) => {
             if let Some(row) = rows.first() {

@@ -59,17 +59,12 @@ impl ServerInfo {
         }
     }
 
-    /// The query `from_row` reads.
+    /// The query `from_rows` reads.
     pub const DETECT: &'static str = "SELECT @@version, @@version_comment";
 
-    /// From the row of `DETECT`.
-    pub fn from_row(row: Option<&mysql::Row>) -> ServerInfo {
-        let text = |i: usize| {
-            row.and_then(|r| r.get_opt::<Option<String>, _>(i))
-                .and_then(Result::ok)
-                .flatten()
-                .unwrap_or_default()
-        };
+    /// From the answer to `DETECT`.
+    pub fn from_rows(rows: &[mysql::Row]) -> ServerInfo {
+        let text = |i| super::first_text(rows, i).unwrap_or_default();
         ServerInfo::from_strings(&text(0), &text(1))
     }
 

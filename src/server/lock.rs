@@ -282,12 +282,11 @@ impl LockSession {
         cfg: &LockConfig,
         progress: &Progress,
     ) {
-        let secs = if starting {
-            idle_secs(delay + cfg.max_lock_time)
+        let set = if starting {
+            idle_bound(delay + cfg.max_lock_time)
         } else {
-            idle_secs(cfg.max_lock_time)
+            idle_bound(cfg.max_lock_time)
         };
-        let set = format!("SET SESSION wait_timeout = {secs}");
         progress.sql(&set);
         // A failure here means the session is gone: the next attempt says so.
         let _ = self.conn.query_drop(&set);
@@ -295,13 +294,10 @@ impl LockSession {
 
     /// `SET SESSION wait_timeout` to the time left plus the margin.
     fn bound_idle(&mut self, deadline: Instant, progress: &Progress) {
-        let secs = idle_secs(deadline.saturating_duration_since(Instant::now()));
-        let set = format!("SET SESSION wait_timeout = {secs}");
+        let set = idle_bound(deadline.saturating_duration_since(Instant::now()));
         progress.sql(&set);
         if let Err(e) = self.conn.query_drop(&set) {
-            progress.warn(format!(
-                "could not bound the lock session's idle time ({e}); the watchdog session ends it at the deadline instead"
-            ));
+            progress.warn(unbounded(&e));
         }
     }
 
@@ -620,10 +616,7 @@ impl LockSession {
     pub fn verify(&mut self, deadline: Option<Instant>, progress: &Progress) -> Result<(), String> {
         let then = self.locked_binlog.clone();
         let binlog = coordinates::binlog_status_statement(&self.info);
-        let bound = deadline.map(|d| {
-            let secs = idle_secs(d.saturating_duration_since(Instant::now()));
-            format!("SET SESSION wait_timeout = {secs}")
-        });
+        let bound = deadline.map(|d| idle_bound(d.saturating_duration_since(Instant::now())));
         let mut statements = vec![ALIVE];
         statements.extend(then.as_ref().map(|_| binlog));
         statements.extend(bound.as_deref());
@@ -645,9 +638,7 @@ impl LockSession {
         }
         if result.is_ok() {
             if let Err(e) = bound.map_or(Ok(Vec::new()), |_| results.next_rows()) {
-                progress.warn(format!(
-                    "could not bound the lock session's idle time ({e}); the watchdog session ends it at the deadline instead"
-                ));
+                progress.warn(unbounded(&e));
             }
         } else if self
             .killer
@@ -1002,6 +993,18 @@ impl Drop for LockSession {
 /// now, plus the margin.
 fn idle_secs(left: Duration) -> u64 {
     (left + IDLE_MARGIN).as_secs_f64().ceil().max(1.0) as u64
+}
+
+/// The statement that bounds the session's idle time to `left` plus the margin.
+fn idle_bound(left: Duration) -> String {
+    format!("SET SESSION wait_timeout = {}", idle_secs(left))
+}
+
+/// What a failed `idle_bound` means.
+fn unbounded(e: &mysql::Error) -> String {
+    format!(
+        "could not bound the lock session's idle time ({e}); the watchdog session ends it at the deadline instead"
+    )
 }
 
 /// A thread holding the watchdog session that KILLs the lock session at

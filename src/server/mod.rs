@@ -73,6 +73,14 @@ pub fn batch(conn: &mut mysql::Conn, statements: &[&str]) -> Batch {
     }
 }
 
+/// Column `i` of the first of `rows` as text; None for no row or NULL.
+pub fn first_text(rows: &[mysql::Row], i: usize) -> Option<String> {
+    rows.first()
+        .and_then(|r| r.get_opt::<Option<String>, _>(i))
+        .and_then(Result::ok)
+        .flatten()
+}
+
 /// The results of a `batch`, taken in the order of its statements.
 pub struct Batch {
     statements: Vec<String>,
